@@ -1,0 +1,160 @@
+"""The `depth-perception` command. Errors are one readable line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from .files import DEPTH_FORMATS
+
+    p = sub.add_parser(
+        "predict",
+        help="depth for images, a folder, a glob or a video",
+        description="Write a depth image for every input frame, at the input's resolution. "
+        "png8: 8-bit gray, 255 = near, 0 = far/invalid; png16: millimetres (0 = invalid); "
+        "npy: float32 metres (NaN = invalid); color: colourised PNG.",
+    )
+    p.add_argument("--input", "-i", required=True, help="image, folder, glob ('imgs/*.png') or video")
+    p.add_argument("--output", "-o", required=True,
+                   help="output file (single image) or folder (several frames)")
+    p.add_argument("--format", choices=DEPTH_FORMATS, default="png8")
+    p.add_argument("--model", help="monocular depth model name (see the model zoo)")
+    p.add_argument("--weights", help="local weights for --model")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--stereo-right", metavar="PATH",
+                   help="right images of a rectified stereo pair (same kind as --input)")
+    p.add_argument("--baseline", type=float, help="stereo baseline in metres")
+    p.add_argument("--focal", type=float, help="focal length fx in pixels")
+    p.add_argument("--doffs", type=float, default=0.0,
+                   help="principal point difference cx_right - cx_left in pixels (default 0)")
+    p.add_argument("--min-depth", type=float, default=0.1, help="metres (default 0.1)")
+    p.add_argument("--max-depth", type=float, default=20.0, help="metres (default 20)")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from .demo import SCENES
+
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline offline on bundled/generated data",
+        description="Runs the pipeline on a generated tabletop scene or the Middlebury motorcycle "
+        "stereo pair and writes depth (PNG + npy), a PLY cloud, a PNG panel and a rosbag2 (mcap).",
+    )
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--scene", choices=SCENES, default="tabletop")
+    p.add_argument("--seed", type=int, default=0, help="tabletop scene seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="depth-perception",
+        description="Metric depth and point clouds of graspable objects from a colour camera.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_predict(sub)
+    _add_demo(sub)
+    return parser
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .camera import CameraModel
+    from .files import count_frames, iter_images, list_inputs, write_depth
+    from .pipeline import Frame, Pipeline, PipelineConfig
+
+    if args.stereo_right is None:
+        if args.model:
+            raise CliError(
+                f"model {args.model!r} is not available: this version has no monocular models yet; "
+                "use --stereo-right with --baseline and --focal"
+            )
+        raise CliError("no depth source: give --stereo-right PATH with --baseline and --focal")
+    if args.baseline is None or args.baseline <= 0:
+        raise CliError("stereo needs --baseline in metres (> 0)")
+    if args.focal is None or args.focal <= 0:
+        raise CliError("stereo needs --focal, the focal length fx in pixels (> 0)")
+
+    kind, paths = list_inputs(args.input)
+    kind_r, paths_r = list_inputs(args.stereo_right)
+    if kind != kind_r:
+        raise CliError(f"--input is a {kind} but --stereo-right is a {kind_r}")
+    if kind == "image" and len(paths) != len(paths_r):
+        raise CliError(f"--input has {len(paths)} images but --stereo-right has {len(paths_r)}")
+
+    single = kind == "image" and len(paths) == 1
+    out = Path(args.output)
+    if not single or out.suffix == "":
+        out.mkdir(parents=True, exist_ok=True)
+
+    pipeline = Pipeline(PipelineConfig(min_depth_m=args.min_depth, max_depth_m=args.max_depth))
+    total = count_frames(args.input)
+    lefts, rights = iter_images(args.input), iter_images(args.stereo_right)
+    written = 0
+    for left, right in tqdm(zip(lefts, rights), total=total, unit="frame", disable=None):
+        if left.rgb.shape != right.rgb.shape:
+            raise CliError(
+                f"{left.name}: left is {left.rgb.shape[1]}x{left.rgb.shape[0]} but right "
+                f"{right.name} is {right.rgb.shape[1]}x{right.rgb.shape[0]}"
+            )
+        h, w = left.rgb.shape[:2]
+        cam = CameraModel.from_intrinsics(args.focal, args.focal, (w - 1) / 2, (h - 1) / 2, w, h)
+        right_cam = CameraModel(
+            width=w, height=h, K=cam.K,
+            P=np.array([[args.focal, 0, (w - 1) / 2 + args.doffs, -args.focal * args.baseline],
+                        [0, args.focal, (h - 1) / 2, 0], [0, 0, 1, 0]]),
+        )
+        result = pipeline.process(Frame(left.rgb, cam, right_rgb=right.rgb, right_camera=right_cam))
+        target = out if (single and out.suffix) else out / left.name
+        written_path = write_depth(target, result.depth_m, args.format)
+        written += 1
+    print(f"wrote {written} depth image(s) to {written_path if single else out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import format_report, run_demo
+
+    report = run_demo(args.out, scene=args.scene, seed=args.seed)
+    print(format_report(report))
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("depth-perception: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
+        if args.debug or os.environ.get("DEPTH_PERCEPTION_DEBUG"):
+            raise
+        known = isinstance(exc, (CliError, ValueError, OSError, FileExistsError))
+        text = str(exc) if known else f"{type(exc).__name__}: {exc} (rerun with --debug for details)"
+        print(f"depth-perception {args.command}: error: {text}", file=sys.stderr)
+        return EXIT_USAGE if known else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

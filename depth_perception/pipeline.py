@@ -1,0 +1,181 @@
+"""One frame in, one result out. Owns no transport: the ROS node, the bag processor and the CLI are
+thin drivers over :class:`Pipeline`.
+
+Stages today: input checks → depth (stereo SGBM) → validity (range, REP 117 NaN) → organised
+scene cloud. Later stages (monocular networks, metric alignment, segmentation, regions) plug in here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .camera import CameraModel
+from .stereo import StereoParams, stereo_depth
+
+
+class PipelineError(ValueError):
+    """Input the pipeline cannot process; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Per-frame processing settings (ROS parameters map 1:1 onto these)."""
+
+    min_depth_m: float = 0.1
+    max_depth_m: float = 20.0
+    stereo: StereoParams | None = None
+    #: stereo images are matched as given: they must already be rectified (`image_rect`).
+    cloud: bool = True
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.min_depth_m < self.max_depth_m):
+            raise PipelineError(
+                f"need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m} and {self.max_depth_m}"
+            )
+
+
+@dataclass
+class Frame:
+    """One synchronised set of inputs. ``rgb`` is HxWx3 uint8 RGB; ``camera`` describes it."""
+
+    rgb: np.ndarray
+    camera: CameraModel
+    right_rgb: np.ndarray | None = None
+    #: stereo baseline in metres; defaults to the one in ``right_camera.P``.
+    baseline_m: float | None = None
+    right_camera: CameraModel | None = None
+    stamp_ns: int = 0
+    frame_id: str = ""
+
+
+@dataclass
+class FrameResult:
+    """What one frame produced. Arrays are aligned with the input image (HxW)."""
+
+    depth_m: np.ndarray  # HxW float32 metres, NaN where invalid (REP 117/118)
+    valid: np.ndarray  # HxW bool
+    points: np.ndarray | None  # HxWx3 float32 metres, camera optical frame, NaN where invalid
+    camera: CameraModel  # model of the depth image (binning/ROI applied)
+    depth_source: str  # "stereo", later "model", "sparse_depth", ...
+    stamp_ns: int = 0
+    frame_id: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def valid_fraction(self) -> float:
+        return float(self.valid.mean()) if self.valid.size else 0.0
+
+
+def check_rgb(image: np.ndarray, what: str = "image") -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise PipelineError(f"{what} must be HxWx3 RGB, got {shape}")
+    if image.dtype != np.uint8:
+        raise PipelineError(f"{what} must be uint8, got {image.dtype}")
+
+
+def apply_validity(depth_m: np.ndarray, min_depth_m: float, max_depth_m: float) -> np.ndarray:
+    """Set non-finite, non-positive and out-of-range depth to NaN in place; return the valid mask."""
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m >= min_depth_m) & (
+            depth_m <= max_depth_m
+        )
+    depth_m[~valid] = np.nan
+    return valid
+
+
+class Pipeline:
+    """Stateless per frame except for caches keyed by the camera (pixel rays)."""
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self._rays_key: tuple | None = None
+        self._rays: np.ndarray | None = None
+
+    def _rays_for(self, cam: CameraModel) -> np.ndarray:
+        key = (cam.width, cam.height, cam.K.tobytes(), cam.D.tobytes(), cam.distortion_model)
+        if key != self._rays_key:
+            self._rays = cam.normalized_rays()
+            self._rays_key = key
+        assert self._rays is not None
+        return self._rays
+
+    def process(self, frame: Frame) -> FrameResult:
+        cfg = self.config
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        check_rgb(frame.rgb, "colour image")
+        try:
+            frame.camera.check_image(frame.rgb, "colour image")
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from exc
+        cam = frame.camera.effective()
+
+        t = time.perf_counter()
+        if frame.right_rgb is not None:
+            depth_m = self._stereo(frame, cam)
+            source = "stereo"
+        else:
+            raise PipelineError(
+                "no depth source: give a right image (stereo); monocular models are not set up"
+            )
+        timings["depth"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        depth_m = np.array(depth_m, dtype=np.float32, copy=True)
+        valid = apply_validity(depth_m, cfg.min_depth_m, cfg.max_depth_m)
+        timings["validity"] = (time.perf_counter() - t) * 1e3
+
+        points = None
+        if cfg.cloud:
+            t = time.perf_counter()
+            points = cam.backproject(depth_m, self._rays_for(cam))
+            timings["cloud"] = (time.perf_counter() - t) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return FrameResult(
+            depth_m=depth_m,
+            valid=valid,
+            points=points,
+            camera=cam,
+            depth_source=source,
+            stamp_ns=frame.stamp_ns,
+            frame_id=frame.frame_id,
+            timings_ms=timings,
+        )
+
+    def _stereo(self, frame: Frame, cam: CameraModel) -> np.ndarray:
+        right = frame.right_rgb
+        assert right is not None
+        check_rgb(right, "right image")
+        if right.shape != frame.rgb.shape:
+            raise PipelineError(
+                f"right image is {right.shape[1]}x{right.shape[0]} but the left is "
+                f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}"
+            )
+        baseline = frame.baseline_m
+        if baseline is None and frame.right_camera is not None:
+            baseline = frame.right_camera.effective().baseline_m
+        if baseline is None or not np.isfinite(baseline) or baseline <= 0:
+            raise PipelineError(
+                "stereo needs a positive baseline: set it, or give the right CameraInfo with "
+                f"P[0,3] = -fx*B (got baseline {baseline})"
+            )
+        fx = float(cam.P[0, 0]) if cam.P[0, 0] > 0 else cam.fx
+        # Rectified pairs may differ in principal point (Middlebury's doffs): d_true = d + doffs.
+        doffs = 0.0
+        if frame.right_camera is not None:
+            doffs = float(frame.right_camera.effective().P[0, 2] - cam.P[0, 2])
+        result = stereo_depth(
+            frame.rgb,
+            right,
+            fx=fx,
+            baseline_m=float(baseline),
+            params=self.config.stereo,
+            doffs=doffs,
+            min_depth_m=self.config.min_depth_m,
+            max_depth_m=self.config.max_depth_m,
+        )
+        return result.depth_m

@@ -1,0 +1,433 @@
+"""numpy ↔ ROS 2 messages, written once against message classes passed in.
+
+The same functions serve rclpy's generated classes on a robot (:func:`rclpy_types`) and the
+`rosbags` typestore classes in bag processing and tests (:func:`rosbags_types`); both carry the real
+ROS 2 definitions. Nothing here imports rclpy at module level.
+
+Encodings follow REP 118 and `sensor_msgs/image_encodings.hpp`; point clouds follow
+`sensor_msgs_py.point_cloud2` (organised clouds are height-major: row v, column u).
+"""
+
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..camera import CameraModel, Roi
+
+#: encoding → (numpy dtype, channels). Byte order is handled from ``is_bigendian``.
+IMAGE_ENCODINGS: dict[str, tuple[str, int]] = {
+    "rgb8": ("u1", 3),
+    "bgr8": ("u1", 3),
+    "rgba8": ("u1", 4),
+    "bgra8": ("u1", 4),
+    "mono8": ("u1", 1),
+    "8UC1": ("u1", 1),
+    "mono16": ("u2", 1),
+    "16UC1": ("u2", 1),
+    "32FC1": ("f4", 1),
+}
+
+COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
+
+# sensor_msgs/PointField datatype constants.
+POINTFIELD_DATATYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+_DATATYPE_OF = {np.dtype(v).str[1:]: k for k, v in POINTFIELD_DATATYPES.items()}
+
+
+class MessageError(ValueError):
+    """A message that cannot be converted; the text names the field and what is wrong."""
+
+
+@dataclass(frozen=True)
+class MessageTypes:
+    """The message classes conversion needs, plus how each flavour stores sequence fields."""
+
+    Time: Any
+    Header: Any
+    Image: Any
+    CompressedImage: Any
+    CameraInfo: Any
+    RegionOfInterest: Any
+    PointField: Any
+    PointCloud2: Any
+    uint8_seq: Callable[[bytes], Any]
+    float64_seq: Callable[[np.ndarray], Any]
+    float64_fixed: Callable[[np.ndarray], Any]
+    #: the typestore (rosbags) or None (rclpy); bag writing needs it to serialise.
+    typestore: Any = None
+
+
+def rosbags_types(distro: str = "ROS2_JAZZY") -> MessageTypes:
+    """Message classes from a `rosbags` typestore (real definitions, serialise to CDR)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(getattr(Stores, distro))
+    t = ts.types
+    return MessageTypes(
+        Time=t["builtin_interfaces/msg/Time"],
+        Header=t["std_msgs/msg/Header"],
+        Image=t["sensor_msgs/msg/Image"],
+        CompressedImage=t["sensor_msgs/msg/CompressedImage"],
+        CameraInfo=t["sensor_msgs/msg/CameraInfo"],
+        RegionOfInterest=t["sensor_msgs/msg/RegionOfInterest"],
+        PointField=t["sensor_msgs/msg/PointField"],
+        PointCloud2=t["sensor_msgs/msg/PointCloud2"],
+        uint8_seq=lambda b: np.frombuffer(b, dtype=np.uint8).copy(),
+        float64_seq=lambda a: np.asarray(a, dtype=np.float64).reshape(-1).copy(),
+        float64_fixed=lambda a: np.asarray(a, dtype=np.float64).reshape(-1).copy(),
+        typestore=ts,
+    )
+
+
+def rclpy_types() -> MessageTypes:
+    """Message classes generated for rclpy (needs a sourced ROS 2 install)."""
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import (
+        CameraInfo,
+        CompressedImage,
+        Image,
+        PointCloud2,
+        PointField,
+        RegionOfInterest,
+    )
+    from std_msgs.msg import Header
+
+    return MessageTypes(
+        Time=Time,
+        Header=Header,
+        Image=Image,
+        CompressedImage=CompressedImage,
+        CameraInfo=CameraInfo,
+        RegionOfInterest=RegionOfInterest,
+        PointField=PointField,
+        PointCloud2=PointCloud2,
+        # array('B', bytes) is a memcpy; rclpy validates lists element by element.
+        uint8_seq=lambda b: array.array("B", b),
+        float64_seq=lambda a: array.array("d", np.asarray(a, dtype=np.float64).reshape(-1)),
+        float64_fixed=lambda a: np.asarray(a, dtype=np.float64).reshape(-1).copy(),
+    )
+
+
+# -- headers -------------------------------------------------------------------------------------
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """`builtin_interfaces/Time` → integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def make_header(types: MessageTypes, stamp_ns: int, frame_id: str) -> Any:
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return types.Header(stamp=types.Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+def copy_header(types: MessageTypes, header: Any) -> Any:
+    """A header of ``types`` with the stamp and frame of ``header`` (any flavour)."""
+    return make_header(types, stamp_to_ns(header.stamp), header.frame_id)
+
+
+def _as_u8(data: Any) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return data.view(np.uint8).reshape(-1)
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+# -- images --------------------------------------------------------------------------------------
+
+
+def image_to_numpy(msg: Any) -> np.ndarray:
+    """`sensor_msgs/Image` → HxW or HxWxC array in the message's own channel order and dtype.
+
+    Honours row padding (``step`` > width·bytes per pixel) and ``is_bigendian``; the result is
+    native-endian and owns its memory.
+    """
+    enc = msg.encoding
+    if enc not in IMAGE_ENCODINGS:
+        raise MessageError(
+            f"unsupported image encoding {enc!r} (supported: {', '.join(IMAGE_ENCODINGS)})"
+        )
+    kind, channels = IMAGE_ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
+    row_bytes = w * channels * dtype.itemsize
+    if h == 0 or w == 0:
+        raise MessageError(f"image is empty ({w}x{h})")
+    if step < row_bytes:
+        raise MessageError(f"image step {step} < width·bytes per pixel {row_bytes} ({enc}, {w}x{h})")
+    raw = _as_u8(msg.data)
+    if raw.size < step * (h - 1) + row_bytes:
+        raise MessageError(
+            f"image data has {raw.size} bytes, {enc} {w}x{h} with step {step} needs {step * h}"
+        )
+    rows = np.lib.stride_tricks.as_strided(raw, shape=(h, row_bytes), strides=(step, 1))
+    img = np.ascontiguousarray(rows).view(dtype).reshape(h, w, channels)
+    img = img.astype(dtype.newbyteorder("="), copy=False)
+    return img[..., 0] if channels == 1 else img
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """A colour `sensor_msgs/Image` → HxWx3 uint8 RGB (mono is replicated, mono16 scaled)."""
+    if msg.encoding not in COLOUR_ENCODINGS:
+        raise MessageError(
+            f"colour image has encoding {msg.encoding!r}; expected one of {', '.join(COLOUR_ENCODINGS)}"
+        )
+    return to_rgb8(image_to_numpy(msg), msg.encoding)
+
+
+def to_rgb8(img: np.ndarray, encoding: str) -> np.ndarray:
+    """HxW[xC] array in ``encoding`` → HxWx3 uint8 RGB."""
+    if encoding == "mono16":
+        img = (img >> 8).astype(np.uint8)
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=2)
+    if encoding in ("bgr8", "bgra8"):
+        return np.ascontiguousarray(img[..., 2::-1])
+    return np.ascontiguousarray(img[..., :3])
+
+
+def numpy_to_image(
+    types: MessageTypes, img: np.ndarray, encoding: str, header: Any
+) -> Any:
+    """HxW or HxWxC array → `sensor_msgs/Image` (little-endian, no padding)."""
+    if encoding not in IMAGE_ENCODINGS:
+        raise MessageError(f"unsupported image encoding {encoding!r}")
+    kind, channels = IMAGE_ENCODINGS[encoding]
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] != channels:
+        raise MessageError(f"{encoding} needs {channels} channel(s), got array of shape {img.shape}")
+    if arr.dtype != np.dtype(kind):
+        raise MessageError(f"{encoding} needs dtype {np.dtype(kind)}, got {arr.dtype}")
+    arr = np.ascontiguousarray(arr.astype(np.dtype(kind).newbyteorder("<"), copy=False))
+    h, w = arr.shape[:2]
+    return types.Image(
+        header=header,
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=0,
+        step=w * channels * arr.dtype.itemsize,
+        data=types.uint8_seq(arr.tobytes()),
+    )
+
+
+def depth_to_image(
+    types: MessageTypes, depth_m: np.ndarray, header: Any, encoding: str = "32FC1"
+) -> Any:
+    """HxW float depth in metres → REP 118 image: 32FC1 metres (NaN invalid) or 16UC1 mm (0 invalid)."""
+    d = np.asarray(depth_m, dtype=np.float32)
+    if encoding == "32FC1":
+        return numpy_to_image(types, d, "32FC1", header)
+    if encoding == "16UC1":
+        mm = np.where(np.isfinite(d) & (d > 0), np.round(d * 1000.0), 0.0)
+        mm = np.where(mm > 65535, 0, mm).astype(np.uint16)
+        return numpy_to_image(types, mm, "16UC1", header)
+    raise MessageError(f"depth encoding must be 32FC1 or 16UC1, got {encoding!r}")
+
+
+def image_to_depth(msg: Any) -> np.ndarray:
+    """REP 118 depth image (32FC1 m or 16UC1/mono16 mm) → HxW float32 metres, NaN invalid."""
+    if msg.encoding == "32FC1":
+        d = image_to_numpy(msg).astype(np.float32, copy=True)
+        d[~np.isfinite(d) | (d <= 0)] = np.nan
+        return d
+    if msg.encoding in ("16UC1", "mono16"):
+        mm = image_to_numpy(msg)
+        d = mm.astype(np.float32) * 1e-3
+        d[mm == 0] = np.nan
+        return d
+    raise MessageError(f"depth image has encoding {msg.encoding!r}; expected 32FC1 or 16UC1")
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """`sensor_msgs/CompressedImage` (jpeg/png) → HxWx3 uint8 RGB."""
+    import cv2
+
+    fmt = str(msg.format).lower()
+    if not any(k in fmt for k in ("jpeg", "jpg", "png")):
+        raise MessageError(f"compressed image format {msg.format!r} is not jpeg or png")
+    buf = _as_u8(msg.data)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise MessageError(f"compressed image ({msg.format}) could not be decoded")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=2)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_compressed(types: MessageTypes, rgb: np.ndarray, header: Any, fmt: str = "jpeg") -> Any:
+    import cv2
+
+    ext = ".png" if fmt == "png" else ".jpg"
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise MessageError(f"could not encode image as {fmt}")
+    return types.CompressedImage(header=header, format=fmt, data=types.uint8_seq(buf.tobytes()))
+
+
+# -- camera info ---------------------------------------------------------------------------------
+
+
+def camera_info_to_model(msg: Any) -> CameraModel:
+    """`sensor_msgs/CameraInfo` → :class:`CameraModel` (the full-resolution description)."""
+    K = np.asarray(msg.k, dtype=np.float64)
+    if K.size != 9 or not np.any(K):
+        raise MessageError("CameraInfo has no intrinsics (K is all zero): camera is uncalibrated")
+    P = np.asarray(msg.p, dtype=np.float64)
+    R = np.asarray(msg.r, dtype=np.float64)
+    roi = msg.roi
+    try:
+        return CameraModel(
+            width=int(msg.width),
+            height=int(msg.height),
+            K=K.reshape(3, 3),
+            D=np.asarray(msg.d, dtype=np.float64),
+            distortion_model=str(msg.distortion_model) or "plumb_bob",
+            R=R.reshape(3, 3) if np.any(R) else np.eye(3),
+            P=P.reshape(3, 4) if np.any(P) else None,
+            binning_x=int(msg.binning_x),
+            binning_y=int(msg.binning_y),
+            roi=Roi(
+                int(roi.x_offset), int(roi.y_offset), int(roi.height), int(roi.width),
+                bool(roi.do_rectify),
+            ),
+        )
+    except ValueError as exc:
+        raise MessageError(f"invalid CameraInfo: {exc}") from exc
+
+
+def model_to_camera_info(types: MessageTypes, cam: CameraModel, header: Any) -> Any:
+    """:class:`CameraModel` → `sensor_msgs/CameraInfo`."""
+    r = cam.roi
+    return types.CameraInfo(
+        header=header,
+        height=cam.height,
+        width=cam.width,
+        distortion_model=cam.distortion_model,
+        d=types.float64_seq(cam.D),
+        k=types.float64_fixed(cam.K),
+        r=types.float64_fixed(cam.R),
+        p=types.float64_fixed(cam.P),
+        binning_x=cam.binning_x,
+        binning_y=cam.binning_y,
+        roi=types.RegionOfInterest(
+            x_offset=r.x_offset, y_offset=r.y_offset, height=r.height, width=r.width,
+            do_rectify=r.do_rectify,
+        ),
+    )
+
+
+# -- point clouds --------------------------------------------------------------------------------
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """...x3 uint8 RGB → float32 with the bytes 0x00RRGGBB (the PCL/RViz `rgb` field)."""
+    c = np.asarray(rgb, dtype=np.uint32)
+    packed = (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
+    return packed.astype(np.uint32).view(np.float32)
+
+
+def unpack_rgb(rgb_f32: np.ndarray) -> np.ndarray:
+    """float32 packed `rgb` field → ...x3 uint8 RGB."""
+    u = np.ascontiguousarray(rgb_f32, dtype=np.float32).view(np.uint32)
+    return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=-1).astype(np.uint8)
+
+
+def cloud_dtype(rgb: bool, label: bool) -> np.dtype:
+    """Point layout: x, y, z float32 [, rgb float32] [, label uint16], 4-byte aligned."""
+    names, formats, offsets = ["x", "y", "z"], ["<f4"] * 3, [0, 4, 8]
+    if rgb:
+        names.append("rgb"), formats.append("<f4"), offsets.append(12)
+    if label:
+        names.append("label"), formats.append("<u2"), offsets.append(offsets[-1] + 4)
+    itemsize = (offsets[-1] + np.dtype(formats[-1]).itemsize + 3) // 4 * 4
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+
+
+def points_to_cloud(
+    types: MessageTypes,
+    xyz: np.ndarray,
+    header: Any,
+    rgb: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+) -> Any:
+    """Points → `sensor_msgs/PointCloud2`.
+
+    ``xyz`` is HxWx3 (organised: height H, width W, row-major, NaN kept) or Nx3 (unorganised:
+    height 1); ``rgb`` is the matching ...x3 uint8, ``label`` the matching ... integer ids.
+    """
+    pts = np.asarray(xyz, dtype=np.float32)
+    if pts.shape[-1] != 3 or pts.ndim not in (2, 3):
+        raise MessageError(f"points must be HxWx3 or Nx3, got shape {pts.shape}")
+    h, w = (pts.shape[0], pts.shape[1]) if pts.ndim == 3 else (1, pts.shape[0])
+    dtype = cloud_dtype(rgb is not None, label is not None)
+    out = np.empty((h, w), dtype=dtype)
+    out["x"], out["y"], out["z"] = (pts[..., i].reshape(h, w) for i in range(3))
+    if rgb is not None:
+        if rgb.shape[:-1] != pts.shape[:-1]:
+            raise MessageError(f"rgb shape {rgb.shape} does not match points {pts.shape}")
+        out["rgb"] = pack_rgb(rgb).reshape(h, w)
+    if label is not None:
+        if label.shape != pts.shape[:-1]:
+            raise MessageError(f"label shape {label.shape} does not match points {pts.shape}")
+        out["label"] = label.reshape(h, w)
+    fields = [
+        types.PointField(
+            name=name, offset=dtype.fields[name][1], datatype=_DATATYPE_OF[dtype.fields[name][0].str[1:]],
+            count=1,
+        )
+        for name in dtype.names
+    ]
+    return types.PointCloud2(
+        header=header,
+        height=h,
+        width=w,
+        fields=fields,
+        is_bigendian=False,
+        point_step=dtype.itemsize,
+        row_step=dtype.itemsize * w,
+        data=types.uint8_seq(out.tobytes()),
+        is_dense=bool(np.isfinite(pts).all()),
+    )
+
+
+def cloud_to_array(msg: Any) -> np.ndarray:
+    """`sensor_msgs/PointCloud2` → structured array of shape (height, width) with its own fields."""
+    names, formats, offsets = [], [], []
+    order = ">" if msg.is_bigendian else "<"
+    for f in msg.fields:
+        if int(f.datatype) not in POINTFIELD_DATATYPES:
+            raise MessageError(f"point field {f.name!r} has unknown datatype {f.datatype}")
+        base = order + POINTFIELD_DATATYPES[int(f.datatype)]
+        names.append(f.name)
+        formats.append(base if int(f.count) <= 1 else (base, int(f.count)))
+        offsets.append(int(f.offset))
+    h, w, step = int(msg.height), int(msg.width), int(msg.point_step)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
+    raw = _as_u8(msg.data)
+    row_step = int(msg.row_step)
+    if raw.size < row_step * h or row_step < step * w:
+        raise MessageError(
+            f"point cloud data has {raw.size} bytes, {h}x{w} points of {step} B (row_step {row_step})"
+        )
+    rows = np.lib.stride_tricks.as_strided(raw, shape=(h, step * w), strides=(row_step, 1))
+    # The field dtypes carry the message's byte order, so values read correctly either way.
+    return np.ascontiguousarray(rows).view(dtype).reshape(h, w)
+
+
+def cloud_to_xyz(msg: Any) -> np.ndarray:
+    """`sensor_msgs/PointCloud2` → (height, width, 3) float32 xyz."""
+    arr = cloud_to_array(msg)
+    for name in ("x", "y", "z"):
+        if name not in arr.dtype.names:
+            raise MessageError(f"point cloud has no {name!r} field (fields: {arr.dtype.names})")
+    return np.stack([arr["x"], arr["y"], arr["z"]], axis=-1).astype(np.float32)

@@ -1,0 +1,51 @@
+"""Install with colcon (ament_python) on a robot, or with `pip install -e .[dev]` anywhere."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "depth_perception"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Metric depth and graspable-object point clouds from a colour camera, for ROS 2.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["data/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+    ],
+    # Loose on purpose: a Jetson brings its own torch/TensorRT builds. Exact pins for CI live in
+    # requirements/*.txt.
+    install_requires=[
+        "numpy>=1.22",
+        "opencv-python-headless>=4.6; platform_machine!='aarch64'",
+        "scipy>=1.8",
+        "tqdm>=4.60",
+        "rosbags>=0.10.4",
+        "setuptools",
+    ],
+    extras_require={
+        "torch": ["torch>=2.1", "transformers>=4.45", "safetensors>=0.4"],
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "sam": ["segment-anything>=1.0", "torchvision>=0.16"],
+        "dev": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.5", "ruff>=0.4"],
+    },
+    zip_safe=True,
+    maintainer="depth_perception maintainers",
+    maintainer_email="maintainers@depth-perception.dev",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "depth_perception_node = depth_perception.ros.node:main",
+            "depth-perception = depth_perception.cli:main",
+        ],
+    },
+)
