@@ -79,6 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .files import count_frames, iter_images, list_inputs, write_depth
     from .pipeline import Frame, Pipeline, PipelineConfig
 
+    kind, paths = list_inputs(args.input)  # a missing input is the first thing to report
     if args.stereo_right is None:
         if args.model:
             raise CliError(
@@ -91,7 +92,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.focal is None or args.focal <= 0:
         raise CliError("stereo needs --focal, the focal length fx in pixels (> 0)")
 
-    kind, paths = list_inputs(args.input)
     kind_r, paths_r = list_inputs(args.stereo_right)
     if kind != kind_r:
         raise CliError(f"--input is a {kind} but --stereo-right is a {kind_r}")

@@ -49,12 +49,18 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def require_ros_messages():
-    """Import rclpy and depth_perception_msgs, or skip with the reason."""
+def require_rclpy():
+    """Import rclpy and the standard messages, or skip with the reason."""
     try:
         import rclpy  # noqa: F401
+        import sensor_msgs.msg  # noqa: F401
     except ImportError as exc:
         _skip_or_fail(f"rclpy not importable ({exc}); pip install -r requirements/ros.txt")
+
+
+def require_ros_messages():
+    """Import rclpy and depth_perception_msgs, or skip with the reason."""
+    require_rclpy()
     try:
         import depth_perception_msgs.msg  # noqa: F401
     except ImportError as exc:
@@ -85,8 +91,9 @@ def loopback_netns():
 
 
 @pytest.fixture
-def rclpy_context(ros_msgs, loopback_netns):
-    """A fresh, initialised rclpy Context; shut down after the test."""
+def rclpy_context(loopback_netns):
+    """A fresh, initialised rclpy Context; shut down after the test (needs only standard messages)."""
+    require_rclpy()
     import rclpy
     from rclpy.context import Context
 

@@ -1,0 +1,228 @@
+"""`depth_perception_node`: the thin rclpy driver over :class:`depth_perception.pipeline.Pipeline`.
+
+Subscribed topics (relative names, remap them):
+    image, camera_info                      colour image (rgb8/bgr8/rgba8/bgra8/mono8/mono16) + its info
+    right/image, right/camera_info          right image of a rectified pair (``stereo: true``)
+Published topics:
+    depth              sensor_msgs/Image 32FC1 metres, NaN invalid (or 16UC1 mm, 0 invalid)
+    depth/camera_info  sensor_msgs/CameraInfo of the depth image
+    depth/colored      sensor_msgs/Image rgb8 (only while someone subscribes)
+    points             sensor_msgs/PointCloud2 organised xyz[rgb] (only while someone subscribes)
+
+Every output keeps the colour image's header (stamp and frame_id). Processing runs on a worker
+thread fed through a latest-frame-wins slot; bad input is logged and the next frame is processed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+from ..pipeline import Frame, Pipeline, PipelineConfig
+from ..stereo import StereoParams
+from ..sync import LatestSlot, StampSynchronizer
+from . import messages as M
+
+_DOUBLE_RANGE = FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)
+
+
+def _desc(text: str, read_only: bool = False, **ranges: Any) -> ParameterDescriptor:
+    return ParameterDescriptor(description=text, read_only=read_only, **ranges)
+
+
+class DepthPerceptionNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("depth_perception", **kwargs)
+        self._types = M.rclpy_types()
+        p = self._declare_parameters()
+        self._pipeline = Pipeline(self._config_from(p))
+        self._slot: LatestSlot[tuple[dict[str, Any], float]] = LatestSlot()
+        self.frames_processed = 0
+        self.frames_failed = 0
+        self.last_error = ""
+
+        inputs = ["image", "camera_info"]
+        if p["stereo"]:
+            inputs += ["right/image", "right/camera_info"]
+        self._sync = StampSynchronizer(
+            inputs, primary="image", slop_ns=int(p["sync_slop"] * 1e9), queue_size=p["queue_size"]
+        )
+        sub_qos = qos_profile_sensor_data
+        t = self._types
+        for name in inputs:
+            cls = t.CameraInfo if name.endswith("camera_info") else t.Image
+            self.create_subscription(cls, name, self._make_callback(name), sub_qos)
+
+        out_qos = QoSProfile(depth=5)
+        self._pub_depth = self.create_publisher(t.Image, "depth", out_qos)
+        self._pub_info = self.create_publisher(t.CameraInfo, "depth/camera_info", out_qos)
+        self._pub_colored = self.create_publisher(t.Image, "depth/colored", out_qos)
+        self._pub_points = self.create_publisher(t.PointCloud2, "points", out_qos)
+
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="depth_perception_worker",
+                                        daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"depth_perception ready: inputs {', '.join(inputs)}; depth source "
+            f"{'stereo' if p['stereo'] else 'none configured (set stereo: true)'}"
+        )
+
+    # -- parameters -------------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        d = PipelineConfig()
+        s = StereoParams()
+        specs: list[tuple[str, Any, ParameterDescriptor]] = [
+            ("min_depth", d.min_depth_m, _desc("nearest valid depth, metres",
+                                               floating_point_range=[_DOUBLE_RANGE])),
+            ("max_depth", d.max_depth_m, _desc("farthest valid depth, metres",
+                                               floating_point_range=[_DOUBLE_RANGE])),
+            ("depth_encoding", "32FC1", _desc("32FC1 (metres, NaN invalid) or 16UC1 (mm, 0 invalid)")),
+            ("stereo", False, _desc("subscribe to right/image + right/camera_info and use SGBM",
+                                    read_only=True)),
+            ("baseline", 0.0, _desc("stereo baseline in metres; 0 = from right CameraInfo P[0,3]",
+                                    floating_point_range=[_DOUBLE_RANGE])),
+            ("sync_slop", 0.0, _desc("max stamp difference between synchronised inputs, seconds",
+                                     read_only=True,
+                                     floating_point_range=[FloatingPointRange(
+                                         from_value=0.0, to_value=1.0, step=0.0)])),
+            ("queue_size", 5, _desc("per-input synchroniser queue", read_only=True,
+                                    integer_range=[IntegerRange(from_value=1, to_value=100, step=1)])),
+            ("stereo.num_disparities", s.num_disparities,
+             _desc("SGBM disparity search range, multiple of 16",
+                   integer_range=[IntegerRange(from_value=16, to_value=1024, step=16)])),
+            ("stereo.block_size", s.block_size,
+             _desc("SGBM block size, odd", integer_range=[IntegerRange(from_value=1, to_value=31,
+                                                                         step=2)])),
+        ]
+        values = {}
+        self._param_names = [name for name, _, _ in specs]
+        for name, default, desc in specs:
+            values[name] = self.declare_parameter(name, default, desc).value
+        self._validate(values)
+        return values
+
+    @staticmethod
+    def _validate(values: dict[str, Any]) -> str | None:
+        """Return why the parameter set is unusable, or None."""
+        if values["depth_encoding"] not in ("32FC1", "16UC1"):
+            return f"depth_encoding must be 32FC1 or 16UC1, not {values['depth_encoding']!r}"
+        if not 0.0 <= values["min_depth"] < values["max_depth"]:
+            return "need 0 <= min_depth < max_depth"
+        if values["stereo.num_disparities"] % 16:
+            return "stereo.num_disparities must be a multiple of 16"
+        if values["stereo.block_size"] % 2 == 0:
+            return "stereo.block_size must be odd"
+        return None
+
+    def _current_values(self) -> dict[str, Any]:
+        return {p.name: p.value for p in self.get_parameters(self._param_names)}
+
+    def _config_from(self, v: dict[str, Any]) -> PipelineConfig:
+        stereo = replace(StereoParams(), num_disparities=int(v["stereo.num_disparities"]),
+                         block_size=int(v["stereo.block_size"]))
+        return PipelineConfig(min_depth_m=float(v["min_depth"]), max_depth_m=float(v["max_depth"]),
+                              stereo=stereo)
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        values = self._current_values()
+        values.update({p.name: p.value for p in params})
+        reason = self._validate(values)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        # Swap in a new pipeline; the worker picks it up on its next frame.
+        self._pipeline = Pipeline(self._config_from(values))
+        return SetParametersResult(successful=True)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def _make_callback(self, name: str):
+        def callback(msg: Any) -> None:
+            group = self._sync.add(name, M.stamp_to_ns(msg.header.stamp), msg)
+            if group is not None:
+                self._slot.put((group, time.monotonic()))
+
+        return callback
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._slot.dropped + self._sync.stats.dropped
+
+    # -- processing -------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            item = self._slot.take(timeout=0.1)
+            if item is None:
+                continue
+            group, _received = item
+            try:
+                self._process(group)
+                self.frames_processed += 1
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
+                self.frames_failed += 1
+                self.last_error = str(exc)
+                header = group["image"].header
+                self.get_logger().error(
+                    f"frame {header.stamp.sec}.{header.stamp.nanosec:09d} ({header.frame_id}) "
+                    f"skipped: {exc}"
+                )
+
+    def _process(self, group: dict[str, Any]) -> None:
+        t = self._types
+        image = group["image"]
+        camera = M.camera_info_to_model(group["camera_info"])
+        frame = Frame(rgb=M.image_to_rgb(image), camera=camera,
+                      stamp_ns=M.stamp_to_ns(image.header.stamp), frame_id=image.header.frame_id)
+        if "right/image" in group:
+            frame.right_rgb = M.image_to_rgb(group["right/image"])
+            frame.right_camera = M.camera_info_to_model(group["right/camera_info"])
+            baseline = float(self.get_parameter("baseline").value)
+            frame.baseline_m = baseline if baseline > 0 else None
+        result = self._pipeline.process(frame)
+
+        header = image.header
+        encoding = self.get_parameter("depth_encoding").value
+        self._pub_depth.publish(M.depth_to_image(t, result.depth_m, header, encoding))
+        self._pub_info.publish(M.model_to_camera_info(t, result.camera, header))
+        if self._pub_colored.get_subscription_count() > 0:
+            from ..visualize import colorize_depth
+
+            self._pub_colored.publish(
+                M.numpy_to_image(t, colorize_depth(result.depth_m), "rgb8", header))
+        if self._pub_points.get_subscription_count() > 0 and result.points is not None:
+            self._pub_points.publish(M.points_to_cloud(t, result.points, header, rgb=frame.rgb))
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._slot.close()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = DepthPerceptionNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,138 @@
+"""Transport-independent message timing: a stamp synchroniser and a latest-frame-wins slot.
+
+The ROS node and the bag processor feed both with (input name, stamp in ns, message); nothing here
+knows about ROS. message_filters is not needed (and not installable everywhere).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class SyncStats:
+    matched: int = 0
+    #: primary messages discarded because a newer one was matched first or no partner arrived.
+    dropped: int = 0
+    received: dict[str, int] = field(default_factory=dict)
+
+
+class StampSynchronizer:
+    """Groups one message per input whose stamps lie within ``slop_ns`` of the primary's stamp.
+
+    ``primary`` (the colour image) drives the output; every other input must have a message within
+    the slop (``slop_ns=0``: exact stamps). Queues are bounded by ``queue_size`` per input, so a
+    missing input never grows memory. When a set completes, older primaries can no longer be used and
+    are counted as dropped: a late frame never gets paired with another frame's data.
+    """
+
+    def __init__(self, inputs: list[str], primary: str, slop_ns: int = 0, queue_size: int = 5):
+        if primary not in inputs:
+            raise ValueError(f"primary input {primary!r} is not one of {inputs}")
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        if slop_ns < 0:
+            raise ValueError("slop must be >= 0")
+        self.inputs = list(inputs)
+        self.primary = primary
+        self.slop_ns = int(slop_ns)
+        self.queue_size = int(queue_size)
+        self._queues: dict[str, deque[tuple[int, Any]]] = {n: deque() for n in inputs}
+        self._lock = threading.Lock()
+        self.stats = SyncStats(received={n: 0 for n in inputs})
+
+    def add(self, name: str, stamp_ns: int, msg: Any) -> dict[str, Any] | None:
+        """Add a message; return the newest complete set {input: message} it completes, or None."""
+        if name not in self._queues:
+            raise KeyError(f"unknown input {name!r}")
+        with self._lock:
+            q = self._queues[name]
+            if name == self.primary and len(q) == self.queue_size:
+                self.stats.dropped += 1
+            q.append((int(stamp_ns), msg))
+            while len(q) > self.queue_size:
+                q.popleft()
+            self.stats.received[name] += 1
+            return self._try_match()
+
+    def _try_match(self) -> dict[str, Any] | None:
+        primaries = self._queues[self.primary]
+        for index in range(len(primaries) - 1, -1, -1):
+            stamp, msg = primaries[index]
+            chosen: dict[str, Any] = {self.primary: msg}
+            picks: dict[str, int] = {}
+            for name in self.inputs:
+                if name == self.primary:
+                    continue
+                best = self._nearest(self._queues[name], stamp)
+                if best is None:
+                    break
+                picks[name] = best
+                chosen[name] = self._queues[name][best][1]
+            else:
+                # Consume the matched primary and everything older than it.
+                self.stats.dropped += index
+                for _ in range(index + 1):
+                    primaries.popleft()
+                for name, pos in picks.items():
+                    for _ in range(pos + 1):
+                        self._queues[name].popleft()
+                self.stats.matched += 1
+                return chosen
+        return None
+
+    def _nearest(self, q: deque[tuple[int, Any]], stamp_ns: int) -> int | None:
+        best, best_dt = None, None
+        for i, (s, _) in enumerate(q):
+            dt = abs(s - stamp_ns)
+            if dt <= self.slop_ns and (best_dt is None or dt < best_dt):
+                best, best_dt = i, dt
+        return best
+
+    def pending(self) -> dict[str, int]:
+        with self._lock:
+            return {n: len(q) for n, q in self._queues.items()}
+
+
+class LatestSlot(Generic[T]):
+    """A one-item mailbox between I/O callbacks and a worker: the newest item replaces an unread
+    one (counted in ``dropped``), so a slow consumer sees fresh data and memory stays flat."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._has_item = False
+        self._closed = False
+        self.dropped = 0
+        self.taken = 0
+
+    def put(self, item: T) -> bool:
+        """Store ``item``; return True when it replaced an item nobody had taken."""
+        with self._cond:
+            replaced = self._has_item
+            if replaced:
+                self.dropped += 1
+            self._item, self._has_item = item, True
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """Wait for an item (up to ``timeout`` s); None on timeout or once closed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._has_item or self._closed, timeout):
+                return None
+            if not self._has_item:
+                return None
+            item, self._item, self._has_item = self._item, None, False
+            self.taken += 1
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

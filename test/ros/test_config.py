@@ -1,0 +1,61 @@
+"""config/*.yaml and the launch file agree with the parameters the node declares."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+
+
+def config_parameters(path: Path) -> dict:
+    doc = yaml.safe_load(path.read_text())
+    (section,) = doc.values()  # one node section ("/**")
+    return section["ros__parameters"]
+
+
+def test_there_are_config_profiles():
+    assert {"default.yaml"} <= {p.name for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_parameter_is_declared_and_accepted(rclpy_context, path):
+    from rclpy.parameter import Parameter
+
+    from depth_perception.ros.node import DepthPerceptionNode
+
+    values = config_parameters(path)
+    node = DepthPerceptionNode(context=rclpy_context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in values.items()])
+    try:
+        for name, value in values.items():
+            assert node.has_parameter(name), f"{path.name}: {name} is not declared by the node"
+            assert node.get_parameter(name).value == value
+    finally:
+        node.destroy_node()
+
+
+def test_launch_file_names_the_installed_executable_and_remaps_declared_inputs():
+    """launch/launch_ros are not installable here, so read the launch file's syntax tree."""
+    source = (REPO / "launch" / "depth_perception.launch.py").read_text()
+    tree = ast.parse(source)
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert "depth_perception_node" in strings
+    setup = (REPO / "setup.py").read_text()
+    assert "depth_perception_node = depth_perception.ros.node:main" in setup
+    assert {"image", "camera_info", "right/image", "right/camera_info"} <= strings
+
+
+def test_launch_file_runs_on_a_robot():
+    pytest.importorskip("launch", reason="ROS 2 launch is not installable here (robot-only test)")
+    pytest.importorskip("launch_ros", reason="launch_ros is not installable here (robot-only test)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dp_launch", REPO / "launch/depth_perception.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.generate_launch_description().entities

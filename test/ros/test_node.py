@@ -1,0 +1,164 @@
+"""depth_perception_node through real DDS (loopback-only namespace): stereo in → depth and points out."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from depth_perception.camera import CameraModel
+from depth_perception.metrics import depth_metrics
+from depth_perception.scene import generate_tabletop
+
+FRAME_ID = "camera_color_optical_frame"
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return generate_tabletop(seed=3, width=320, height=240)
+
+
+class Harness:
+    """The node under test plus a tester node that feeds it and records what it publishes."""
+
+    def __init__(self, context, parameters: dict):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
+        from rclpy.qos import QoSProfile
+
+        from depth_perception.ros import messages as M
+        from depth_perception.ros.node import DepthPerceptionNode
+
+        self.M = M
+        self.types = M.rclpy_types()
+        overrides = [Parameter(k, value=v) for k, v in parameters.items()]
+        self.node = DepthPerceptionNode(context=context, parameter_overrides=overrides)
+        self.tester = rclpy.create_node("dp_tester", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.tester)
+        t, qos = self.types, QoSProfile(depth=10)
+        self.pubs = {
+            "image": self.tester.create_publisher(t.Image, "image", qos),
+            "camera_info": self.tester.create_publisher(t.CameraInfo, "camera_info", qos),
+            "right/image": self.tester.create_publisher(t.Image, "right/image", qos),
+            "right/camera_info": self.tester.create_publisher(t.CameraInfo, "right/camera_info", qos),
+        }
+        self.received: dict[str, list] = {"depth": [], "depth/camera_info": [], "points": []}
+        self.tester.create_subscription(t.Image, "depth", self.received["depth"].append, qos)
+        self.tester.create_subscription(t.CameraInfo, "depth/camera_info",
+                                        self.received["depth/camera_info"].append, qos)
+        self.tester.create_subscription(t.PointCloud2, "points", self.received["points"].append, qos)
+
+    def wait_for_connections(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+            if all(p.get_subscription_count() > 0 for p in self.pubs.values()) and \
+                    self.node.count_subscribers("points") > 0:
+                return
+        raise AssertionError("DDS discovery between the test nodes did not complete")
+
+    def send_stereo(self, scene, stamp_ns: int, left_encoding: str = "rgb8", info_size=None) -> None:
+        M, t = self.M, self.types
+        h, w = scene.depth_m.shape
+        header = M.make_header(t, stamp_ns, FRAME_ID)
+        iw, ih = info_size or (w, h)
+        cam = CameraModel(width=iw, height=ih, K=scene.K)
+        P_right = np.hstack([scene.K, [[-scene.K[0, 0] * scene.baseline_m], [0.0], [0.0]]])
+        right_cam = CameraModel(width=iw, height=ih, K=scene.K, P=P_right)
+        if left_encoding == "bgr8":
+            left = M.numpy_to_image(t, scene.rgb[..., ::-1].copy(), "bgr8", header)
+        elif left_encoding == "32FC1":
+            left = M.numpy_to_image(t, scene.depth_m, "32FC1", header)
+        else:
+            left = M.numpy_to_image(t, scene.rgb, "rgb8", header)
+        self.pubs["image"].publish(left)
+        self.pubs["camera_info"].publish(M.model_to_camera_info(t, cam, header))
+        self.pubs["right/image"].publish(M.numpy_to_image(t, scene.right_rgb, "rgb8", header))
+        self.pubs["right/camera_info"].publish(M.model_to_camera_info(t, right_cam, header))
+
+    def spin_until(self, predicate, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+            if predicate():
+                return True
+        return False
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.tester.destroy_node()
+
+
+@pytest.fixture
+def harness(rclpy_context):
+    h = Harness(rclpy_context, {"stereo": True, "min_depth": 0.1, "max_depth": 5.0})
+    try:
+        h.wait_for_connections()
+        yield h
+    finally:
+        h.close()
+
+
+def test_stereo_frame_gives_depth_info_and_points_with_the_input_header(harness, scene):
+    stamp = 1_700_000_000_250_000_000
+    harness.send_stereo(scene, stamp)
+    assert harness.spin_until(lambda: all(harness.received.values())), \
+        f"nothing came back; node errors: {harness.node.last_error!r}"
+
+    depth_msg = harness.received["depth"][0]
+    info_msg = harness.received["depth/camera_info"][0]
+    cloud_msg = harness.received["points"][0]
+    for msg in (depth_msg, info_msg, cloud_msg):
+        assert harness.M.stamp_to_ns(msg.header.stamp) == stamp  # never restamped with "now"
+        assert msg.header.frame_id == FRAME_ID
+
+    assert depth_msg.encoding == "32FC1"
+    depth = harness.M.image_to_depth(depth_msg)
+    assert depth.shape == scene.depth_m.shape
+    m = depth_metrics(depth, scene.depth_m)
+    assert m.abs_rel < 0.05 and m.coverage > 0.5, m
+
+    assert (info_msg.width, info_msg.height) == (320, 240)
+    np.testing.assert_allclose(np.asarray(info_msg.k).reshape(3, 3), scene.K)
+
+    assert (cloud_msg.height, cloud_msg.width) == scene.depth_m.shape  # organised, height-major
+    xyz = harness.M.cloud_to_xyz(cloud_msg)
+    np.testing.assert_allclose(xyz[..., 2], depth, equal_nan=True)
+    assert [f.name for f in cloud_msg.fields] == ["x", "y", "z", "rgb"]
+
+
+def test_bad_frames_are_logged_and_the_next_good_frame_is_processed(harness, scene):
+    node = harness.node
+    harness.send_stereo(scene, 1_000_000_000, left_encoding="32FC1")  # not a colour encoding
+    assert harness.spin_until(lambda: node.frames_failed == 1, timeout=5.0)
+    assert "encoding" in node.last_error
+
+    harness.send_stereo(scene, 2_000_000_000, info_size=(640, 480))  # CameraInfo of another size
+    assert harness.spin_until(lambda: node.frames_failed == 2, timeout=5.0)
+    assert "640x480" in node.last_error and "320x240" in node.last_error
+
+    harness.send_stereo(scene, 3_000_000_000, left_encoding="bgr8")
+    assert harness.spin_until(lambda: len(harness.received["depth"]) == 1, timeout=10.0)
+    assert harness.M.stamp_to_ns(harness.received["depth"][0].header.stamp) == 3_000_000_000
+    assert harness.spin_until(lambda: node.frames_processed == 1, timeout=2.0)
+
+
+def test_parameters_are_validated_at_run_time(harness):
+    from rclpy.parameter import Parameter
+
+    node = harness.node
+    ok = node.set_parameters([Parameter("max_depth", value=3.0)])[0]
+    assert ok.successful
+    assert node._pipeline.config.max_depth_m == 3.0
+
+    bad = node.set_parameters([Parameter("min_depth", value=4.0)])[0]
+    assert not bad.successful and "min_depth" in bad.reason
+    assert node.set_parameters([Parameter("depth_encoding", value="8UC3")])[0].successful is False
+    assert node.set_parameters([Parameter("stereo.num_disparities", value=20)])[0].successful is False
+    assert node.set_parameters([Parameter("stereo", value=False)])[0].successful is False  # read-only
+    assert node._pipeline.config.max_depth_m == 3.0

@@ -1,0 +1,136 @@
+"""The `depth-perception` command, run as users run it: the installed console script."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from depth_perception.files import read_image, read_ply, write_image
+from depth_perception.scene import generate_tabletop
+
+
+def cli_path() -> str:
+    exe = Path(sys.executable).parent / "depth-perception"
+    found = str(exe) if exe.exists() else shutil.which("depth-perception")
+    if not found:
+        pytest.skip("the depth-perception console script is not installed (pip install -e .)")
+    return found
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([cli_path(), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def stereo_pngs(tmp_path_factory):
+    scene = generate_tabletop(seed=2, width=320, height=240)
+    d = tmp_path_factory.mktemp("stereo")
+    for side, img in (("left", scene.rgb), ("right", scene.right_rgb)):
+        (d / side).mkdir()
+        for i in range(2):
+            write_image(d / side / f"frame{i}.png", img)
+    return d, scene
+
+
+@pytest.mark.parametrize("sub", [[], ["predict"], ["demo"]])
+def test_every_command_has_help(sub):
+    proc = run(*sub, "--help")
+    assert proc.returncode == 0 and "usage: depth-perception" in proc.stdout
+
+
+def test_demo_writes_depth_cloud_panel_and_a_readable_bag(tmp_path):
+    from depth_perception.ros import messages as M
+    from depth_perception.ros.bag import read_bag
+
+    proc = run("demo", "--out", str(tmp_path / "out"), "--seed", "4")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    for name in ("depth.png", "depth_gray.png", "depth.npy", "cloud.ply", "panel.png"):
+        assert (out / name).is_file(), name
+    assert "AbsRel vs ground truth" in proc.stdout and str(out / "panel.png") in proc.stdout
+
+    depth = np.load(out / "depth.npy")
+    assert depth.shape == (480, 640) and np.isfinite(depth).mean() > 0.5
+    assert read_image(out / "panel.png").shape[0] == 360
+    ply = read_ply(out / "cloud.ply")
+    assert len(ply) == np.isfinite(depth).sum()
+
+    messages = {topic: msg for topic, _, _, msg in read_bag(out / "demo_bag")}
+    assert {"/camera/image", "/camera/camera_info", "/depth_perception/depth",
+            "/depth_perception/depth/camera_info", "/depth_perception/points"} <= set(messages)
+    np.testing.assert_array_equal(M.image_to_depth(messages["/depth_perception/depth"]), depth)
+    cloud = messages["/depth_perception/points"]
+    assert (cloud.height, cloud.width) == (480, 640)
+
+
+def test_demo_on_the_real_motorcycle_pair(tmp_path):
+    proc = run("demo", "--scene", "motorcycle", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    delta1 = float(next(l for l in proc.stdout.splitlines() if "delta1" in l).split()[-1])
+    assert delta1 > 0.95
+
+
+def test_predict_stereo_single_image_png8_keeps_the_input_size(stereo_pngs, tmp_path):
+    d, scene = stereo_pngs
+    out = tmp_path / "depth.png"
+    fx = f"{scene.K[0, 0]:.6f}"
+    proc = run("predict", "--input", str(d / "left/frame0.png"), "--output", str(out),
+               "--stereo-right", str(d / "right/frame0.png"), "--baseline", str(scene.baseline_m),
+               "--focal", fx)
+    assert proc.returncode == 0, proc.stderr
+    gray = read_image(out)[..., 0]
+    assert gray.shape == (240, 320)
+    near = gray[np.isfinite(scene.depth_m) & (scene.depth_m < np.nanpercentile(scene.depth_m, 20))]
+    far = gray[np.isfinite(scene.depth_m) & (scene.depth_m > np.nanpercentile(scene.depth_m, 80))]
+    assert np.median(near[near > 0]) > np.median(far[far > 0])  # 255 = near, 0 = far
+
+
+def test_predict_folder_to_npy_metres(stereo_pngs, tmp_path):
+    d, scene = stereo_pngs
+    proc = run("predict", "-i", str(d / "left"), "-o", str(tmp_path), "--format", "npy",
+               "--stereo-right", str(d / "right"), "--baseline", str(scene.baseline_m),
+               "--focal", str(scene.K[0, 0]), "--doffs", "0")
+    assert proc.returncode == 0, proc.stderr
+    outs = sorted(tmp_path.glob("*.npy"))
+    assert [p.name for p in outs] == ["frame0.npy", "frame1.npy"]
+    depth = np.load(outs[0])
+    ok = np.isfinite(depth) & np.isfinite(scene.depth_m)
+    assert np.median(np.abs(depth[ok] - scene.depth_m[ok]) / scene.depth_m[ok]) < 0.02
+
+
+def test_errors_are_one_readable_line(stereo_pngs, tmp_path):
+    d, _ = stereo_pngs
+    left = str(d / "left/frame0.png")
+    assert_one_line_error(run("predict", "-i", str(tmp_path / "missing.png"), "-o", "x.png"),
+                          "missing.png", "no such file")
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not a png at all")
+    assert_one_line_error(
+        run("predict", "-i", str(garbage), "-o", str(tmp_path / "o.png"), "--stereo-right",
+            str(garbage), "--baseline", "0.1", "--focal", "300"),
+        "garbage.png", "not a readable image")
+    assert_one_line_error(run("predict", "-i", left, "-o", str(tmp_path / "o.png")),
+                          "no depth source")
+    assert_one_line_error(run("predict", "-i", left, "-o", str(tmp_path / "o.png"),
+                              "--model", "depth_anything_v2_small"), "depth_anything_v2_small")
+    assert_one_line_error(run("predict", "-i", left, "-o", str(tmp_path / "o.png"),
+                              "--stereo-right", left, "--focal", "300"), "--baseline")
+    small = tmp_path / "small.png"
+    write_image(small, np.zeros((100, 120, 3), np.uint8))
+    assert_one_line_error(
+        run("predict", "-i", left, "-o", str(tmp_path / "o.png"), "--stereo-right", str(small),
+            "--baseline", "0.1", "--focal", "300"), "320x240", "120x100")

@@ -1,0 +1,79 @@
+"""Pipeline: one frame in, one result out; stereo is the depth source that needs no weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from depth_perception.camera import CameraModel
+from depth_perception.metrics import depth_metrics
+from depth_perception.pipeline import Frame, Pipeline, PipelineConfig, PipelineError
+from depth_perception.scene import generate_tabletop
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return generate_tabletop(seed=1, width=320, height=240)
+
+
+def stereo_frame(scene, **overrides) -> Frame:
+    h, w = scene.depth_m.shape
+    P_right = np.hstack([scene.K, [[-scene.K[0, 0] * scene.baseline_m], [0.0], [0.0]]])
+    fields = dict(
+        rgb=scene.rgb,
+        camera=CameraModel(width=w, height=h, K=scene.K),
+        right_rgb=scene.right_rgb,
+        right_camera=CameraModel(width=w, height=h, K=scene.K, P=P_right),
+        stamp_ns=42,
+        frame_id="cam",
+    )
+    fields.update(overrides)
+    return Frame(**fields)
+
+
+def test_stereo_frame_gives_metric_depth_close_to_truth(scene):
+    result = Pipeline().process(stereo_frame(scene))
+    assert result.depth_source == "stereo"
+    assert result.depth_m.shape == scene.depth_m.shape and result.depth_m.dtype == np.float32
+    m = depth_metrics(result.depth_m, scene.depth_m)
+    assert m.abs_rel < 0.03 and m.delta1 > 0.97 and m.coverage > 0.5, m
+    assert (result.stamp_ns, result.frame_id) == (42, "cam")
+    assert {"depth", "validity", "cloud", "total"} <= set(result.timings_ms)
+
+
+def test_invalid_pixels_are_nan_and_the_cloud_follows_the_depth(scene):
+    result = Pipeline(PipelineConfig(min_depth_m=0.1, max_depth_m=0.7)).process(stereo_frame(scene))
+    valid = np.isfinite(result.depth_m)
+    np.testing.assert_array_equal(valid, result.valid)
+    assert np.nanmax(result.depth_m) <= 0.7
+    assert not valid.all()  # the range crop removed the far table
+    assert result.points.shape == (*scene.depth_m.shape, 3)
+    assert np.isnan(result.points[~valid]).all()
+    np.testing.assert_array_equal(result.points[..., 2][valid], result.depth_m[valid])
+
+
+def test_baseline_given_explicitly_overrides_a_missing_right_camera(scene):
+    result = Pipeline().process(stereo_frame(scene, right_camera=None, baseline_m=scene.baseline_m))
+    assert depth_metrics(result.depth_m, scene.depth_m).abs_rel < 0.03
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(right_rgb=None), "no depth source"),
+        (dict(right_camera=None), "baseline"),
+        (dict(rgb=np.zeros((240, 320), np.uint8)), "HxWx3"),
+        (dict(rgb=np.zeros((240, 320, 3), np.float32)), "uint8"),
+        (dict(right_rgb=np.zeros((120, 160, 3), np.uint8)), "right image is 160x120"),
+        (dict(camera=CameraModel.from_intrinsics(300, 300, 320, 240, 640, 480)),
+         "CameraInfo describes 640x480"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(scene, overrides, message):
+    with pytest.raises(PipelineError, match=message):
+        Pipeline().process(stereo_frame(scene, **overrides))
+
+
+def test_config_rejects_an_empty_depth_range():
+    with pytest.raises(PipelineError, match="min_depth_m < max_depth_m"):
+        PipelineConfig(min_depth_m=2.0, max_depth_m=1.0)
