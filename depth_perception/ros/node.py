@@ -2,12 +2,14 @@
 
 Subscribed topics (relative names, remap them):
     image, camera_info                      colour image (rgb8/bgr8/rgba8/bgra8/mono8/mono16) + its info
+    image/compressed                        instead of ``image`` when ``image_transport: compressed``
     right/image, right/camera_info          right image of a rectified pair (``stereo: true``)
 Published topics:
     depth              sensor_msgs/Image 32FC1 metres, NaN invalid (or 16UC1 mm, 0 invalid)
     depth/camera_info  sensor_msgs/CameraInfo of the depth image
     depth/colored      sensor_msgs/Image rgb8 (only while someone subscribes)
     points             sensor_msgs/PointCloud2 organised xyz[rgb] (only while someone subscribes)
+    /diagnostics       diagnostic_msgs/DiagnosticArray: rates, drops, per-stage latency, depth source
 
 Every output keeps the colour image's header (stamp and frame_id). Processing runs on a worker
 thread fed through a latest-frame-wins slot; bad input is logged and the next frame is processed.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -31,10 +34,11 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
-from ..pipeline import Frame, Pipeline, PipelineConfig
+from ..pipeline import Pipeline, PipelineConfig
 from ..stereo import StereoParams
 from ..sync import LatestSlot, StampSynchronizer
 from . import messages as M
+from .conversion import OutputOptions, group_to_frame, result_to_messages
 
 _DOUBLE_RANGE = FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)
 
@@ -62,15 +66,29 @@ class DepthPerceptionNode(Node):
         )
         sub_qos = qos_profile_sensor_data
         t = self._types
+        compressed = p["image_transport"] == "compressed"
         for name in inputs:
-            cls = t.CameraInfo if name.endswith("camera_info") else t.Image
-            self.create_subscription(cls, name, self._make_callback(name), sub_qos)
+            cls, topic = (t.CameraInfo if name.endswith("camera_info") else t.Image), name
+            if compressed and name in ("image", "right/image"):
+                cls, topic = t.CompressedImage, f"{name}/compressed"
+            self.create_subscription(cls, topic, self._make_callback(name), sub_qos)
 
         out_qos = QoSProfile(depth=5)
         self._pub_depth = self.create_publisher(t.Image, "depth", out_qos)
         self._pub_info = self.create_publisher(t.CameraInfo, "depth/camera_info", out_qos)
         self._pub_colored = self.create_publisher(t.Image, "depth/colored", out_qos)
         self._pub_points = self.create_publisher(t.PointCloud2, "points", out_qos)
+        self._publishers_by_topic = {"depth": self._pub_depth, "depth/camera_info": self._pub_info,
+                                     "depth/colored": self._pub_colored, "points": self._pub_points}
+
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._timings: deque[dict[str, float]] = deque(maxlen=50)
+        self._latencies_ms: deque[float] = deque(maxlen=50)
+        self._last_source = ""
+        self._started = time.monotonic()
+        self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._stop = threading.Event()
@@ -93,6 +111,13 @@ class DepthPerceptionNode(Node):
             ("max_depth", d.max_depth_m, _desc("farthest valid depth, metres",
                                                floating_point_range=[_DOUBLE_RANGE])),
             ("depth_encoding", "32FC1", _desc("32FC1 (metres, NaN invalid) or 16UC1 (mm, 0 invalid)")),
+            ("image_transport", "raw", _desc("raw: sensor_msgs/Image on image; compressed: "
+                                             "sensor_msgs/CompressedImage on image/compressed",
+                                             read_only=True)),
+            ("diagnostics_period", 1.0, _desc("seconds between /diagnostics messages",
+                                              read_only=True,
+                                              floating_point_range=[FloatingPointRange(
+                                                  from_value=0.1, to_value=60.0, step=0.0)])),
             ("stereo", False, _desc("subscribe to right/image + right/camera_info and use SGBM",
                                     read_only=True)),
             ("baseline", 0.0, _desc("stereo baseline in metres; 0 = from right CameraInfo P[0,3]",
@@ -120,6 +145,8 @@ class DepthPerceptionNode(Node):
     @staticmethod
     def _validate(values: dict[str, Any]) -> str | None:
         """Return why the parameter set is unusable, or None."""
+        if values["image_transport"] not in ("raw", "compressed"):
+            return f"image_transport must be raw or compressed, not {values['image_transport']!r}"
         if values["depth_encoding"] not in ("32FC1", "16UC1"):
             return f"depth_encoding must be 32FC1 or 16UC1, not {values['depth_encoding']!r}"
         if not 0.0 <= values["min_depth"] < values["max_depth"]:
@@ -170,10 +197,11 @@ class DepthPerceptionNode(Node):
             item = self._slot.take(timeout=0.1)
             if item is None:
                 continue
-            group, _received = item
+            group, received = item
             try:
                 self._process(group)
                 self.frames_processed += 1
+                self._latencies_ms.append((time.monotonic() - received) * 1e3)
             except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
                 self.frames_failed += 1
                 self.last_error = str(exc)
@@ -183,30 +211,60 @@ class DepthPerceptionNode(Node):
                     f"skipped: {exc}"
                 )
 
+    def _wanted_topics(self) -> tuple[str, ...]:
+        """Always depth and its info; the costly outputs only while someone subscribes."""
+        return tuple(topic for topic, pub in self._publishers_by_topic.items()
+                     if topic in ("depth", "depth/camera_info") or pub.get_subscription_count() > 0)
+
     def _process(self, group: dict[str, Any]) -> None:
-        t = self._types
-        image = group["image"]
-        camera = M.camera_info_to_model(group["camera_info"])
-        frame = Frame(rgb=M.image_to_rgb(image), camera=camera,
-                      stamp_ns=M.stamp_to_ns(image.header.stamp), frame_id=image.header.frame_id)
-        if "right/image" in group:
-            frame.right_rgb = M.image_to_rgb(group["right/image"])
-            frame.right_camera = M.camera_info_to_model(group["right/camera_info"])
-            baseline = float(self.get_parameter("baseline").value)
-            frame.baseline_m = baseline if baseline > 0 else None
-        result = self._pipeline.process(frame)
+        baseline = float(self.get_parameter("baseline").value)
+        frame = group_to_frame(group, baseline_m=baseline)
+        pipeline = self._pipeline  # one consistent config for the whole frame
+        result = pipeline.process(frame)
+        options = OutputOptions(depth_encoding=self.get_parameter("depth_encoding").value,
+                                topics=self._wanted_topics())
+        t0 = time.perf_counter()
+        messages = result_to_messages(self._types, frame, result, group["image"].header, options)
+        for topic, msg in messages.items():
+            self._publishers_by_topic[topic].publish(msg)
+        result.timings_ms["publish"] = (time.perf_counter() - t0) * 1e3
+        self._timings.append(result.timings_ms)
+        self._last_source = result.depth_source
 
-        header = image.header
-        encoding = self.get_parameter("depth_encoding").value
-        self._pub_depth.publish(M.depth_to_image(t, result.depth_m, header, encoding))
-        self._pub_info.publish(M.model_to_camera_info(t, result.camera, header))
-        if self._pub_colored.get_subscription_count() > 0:
-            from ..visualize import colorize_depth
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-            self._pub_colored.publish(
-                M.numpy_to_image(t, colorize_depth(result.depth_m), "rgb8", header))
-        if self._pub_points.get_subscription_count() > 0 and result.points is not None:
-            self._pub_points.publish(M.points_to_cloud(t, result.points, header, rgb=frame.rgb))
+        stats = self._sync.stats
+        values: dict[str, str] = {
+            "frames processed": str(self.frames_processed),
+            "frames failed": str(self.frames_failed),
+            "frames dropped (worker busy)": str(self._slot.dropped),
+            "frames dropped (unsynchronised)": str(stats.dropped),
+            "depth source": self._last_source or "none yet",
+            "last error": self.last_error,
+        }
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        for name, count in stats.received.items():
+            values[f"{name} rate (Hz)"] = f"{count / elapsed:.2f}"
+        timings = list(self._timings)
+        for stage in (timings[-1] if timings else {}):
+            ms = [t[stage] for t in timings if stage in t]
+            values[f"{stage} latency mean (ms)"] = f"{sum(ms) / len(ms):.2f}"
+        if self._latencies_ms:
+            values["end-to-end latency max (ms)"] = f"{max(self._latencies_ms):.1f}"
+        level, message = DiagnosticStatus.OK, "ok"
+        if self.frames_processed == 0:
+            level, message = DiagnosticStatus.WARN, "no frame processed yet"
+        if self.last_error and self.frames_failed and timings == []:
+            level, message = DiagnosticStatus.ERROR, self.last_error
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: depth", message=message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._pub_diag.publish(array)
 
     def destroy_node(self) -> None:
         self._stop.set()

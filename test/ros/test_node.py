@@ -162,3 +162,72 @@ def test_parameters_are_validated_at_run_time(harness):
     assert node.set_parameters([Parameter("stereo.num_disparities", value=20)])[0].successful is False
     assert node.set_parameters([Parameter("stereo", value=False)])[0].successful is False  # read-only
     assert node._pipeline.config.max_depth_m == 3.0
+
+
+def test_a_slow_stage_drops_stale_frames_and_the_latest_frame_wins(harness, scene):
+    node = harness.node
+    real_process = node._pipeline.process
+
+    def slow_process(frame):
+        time.sleep(0.25)
+        return real_process(frame)
+
+    node._pipeline.process = slow_process
+    stamps = [10_000_000_000 + i * 20_000_000 for i in range(15)]
+    for stamp in stamps:  # 50 Hz into a 4 Hz stage
+        harness.send_stereo(scene, stamp)
+        harness.executor.spin_once(timeout_sec=0.02)
+    last = stamps[-1]
+    assert harness.spin_until(
+        lambda: any(harness.M.stamp_to_ns(m.header.stamp) == last for m in harness.received["depth"]),
+        timeout=5.0)
+    assert node.frames_processed < len(stamps) / 2
+    # Some frames may already be dropped by the best-effort sensor-data QoS before the node sees
+    # them; those the node did see but could not process in time are counted.
+    assert node.frames_dropped >= 3
+    assert node.frames_processed + node.frames_dropped <= len(stamps)
+    assert max(node._latencies_ms) < 1500  # bounded: no backlog was worked through
+
+
+def test_diagnostics_report_counts_and_stage_latency(harness, scene):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    got = []
+    harness.tester.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
+    harness.send_stereo(scene, 5_000_000_000)
+    assert harness.spin_until(lambda: harness.node.frames_processed == 1, timeout=10.0)
+
+    def processed_reported():
+        return any(kv.key == "frames processed" and kv.value == "1"
+                   for array in got for status in array.status for kv in status.values)
+
+    assert harness.spin_until(processed_reported, timeout=3.0)
+    keys = {kv.key: kv.value for kv in got[-1].status[0].values}
+    assert keys["depth source"] == "stereo"
+    assert float(keys["depth latency mean (ms)"]) > 0
+
+
+def test_compressed_input(rclpy_context, scene):
+    h = Harness(rclpy_context, {"stereo": True, "image_transport": "compressed", "max_depth": 5.0})
+    try:
+        t, M = h.types, h.M
+        qos = 10
+        left_pub = h.tester.create_publisher(t.CompressedImage, "image/compressed", qos)
+        right_pub = h.tester.create_publisher(t.CompressedImage, "right/image/compressed", qos)
+        assert h.spin_until(lambda: left_pub.get_subscription_count() > 0
+                            and right_pub.get_subscription_count() > 0, timeout=5.0)
+        stamp = 7_000_000_000
+        header = M.make_header(t, stamp, FRAME_ID)
+        hh, ww = scene.depth_m.shape
+        P_right = np.hstack([scene.K, [[-scene.K[0, 0] * scene.baseline_m], [0.0], [0.0]]])
+        left_pub.publish(M.rgb_to_compressed(t, scene.rgb, header, "png"))
+        right_pub.publish(M.rgb_to_compressed(t, scene.right_rgb, header, "png"))
+        h.pubs["camera_info"].publish(
+            M.model_to_camera_info(t, CameraModel(width=ww, height=hh, K=scene.K), header))
+        h.pubs["right/camera_info"].publish(M.model_to_camera_info(
+            t, CameraModel(width=ww, height=hh, K=scene.K, P=P_right), header))
+        assert h.spin_until(lambda: h.received["depth"], timeout=10.0), h.node.last_error
+        depth = M.image_to_depth(h.received["depth"][0])
+        assert depth_metrics(depth, scene.depth_m).abs_rel < 0.05
+    finally:
+        h.close()

@@ -1,0 +1,74 @@
+"""Synchronised input messages → :class:`Frame`, and :class:`FrameResult` → output messages.
+
+Shared by the ROS node and the bag processor so both publish exactly the same thing. Message
+classes come in through :class:`MessageTypes`; nothing here imports rclpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..pipeline import Frame, FrameResult
+from . import messages as M
+
+#: Output topic names, relative to the node's namespace.
+OUTPUT_TOPICS = ("depth", "depth/camera_info", "depth/colored", "points")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    depth_encoding: str = "32FC1"
+    #: topics to produce; costly ones are skipped when nobody listens.
+    topics: tuple[str, ...] = OUTPUT_TOPICS
+    cloud_rgb: bool = True
+
+
+def colour_from_message(msg: Any) -> Any:
+    """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` → HxWx3 uint8 RGB."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return M.compressed_to_rgb(msg)
+    return M.image_to_rgb(msg)
+
+
+def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Frame:
+    """A synchronised set {"image", "camera_info"[, "right/image", "right/camera_info"]} → Frame.
+
+    Raises :class:`messages.MessageError` (a ValueError) naming the bad message.
+    """
+    image = group["image"]
+    if "camera_info" not in group:
+        raise M.MessageError("no CameraInfo for this image (is camera_info published?)")
+    frame = Frame(
+        rgb=colour_from_message(image),
+        camera=M.camera_info_to_model(group["camera_info"]),
+        stamp_ns=M.stamp_to_ns(image.header.stamp),
+        frame_id=image.header.frame_id,
+    )
+    if "right/image" in group:
+        frame.right_rgb = colour_from_message(group["right/image"])
+        frame.right_camera = M.camera_info_to_model(group["right/camera_info"])
+        frame.baseline_m = baseline_m if baseline_m and baseline_m > 0 else None
+    return frame
+
+
+def result_to_messages(
+    types: M.MessageTypes, frame: Frame, result: FrameResult, header: Any,
+    options: OutputOptions = OutputOptions(),
+) -> dict[str, Any]:
+    """The output messages of one frame, keyed by relative topic name, all with ``header``."""
+    out: dict[str, Any] = {}
+    want = set(options.topics)
+    if "depth" in want:
+        out["depth"] = M.depth_to_image(types, result.depth_m, header, options.depth_encoding)
+    if "depth/camera_info" in want:
+        out["depth/camera_info"] = M.model_to_camera_info(types, result.camera, header)
+    if "depth/colored" in want:
+        from ..visualize import colorize_depth
+
+        out["depth/colored"] = M.numpy_to_image(types, colorize_depth(result.depth_m), "rgb8",
+                                                header)
+    if "points" in want and result.points is not None:
+        rgb = frame.rgb if options.cloud_rgb else None
+        out["points"] = M.points_to_cloud(types, result.points, header, rgb=rgb)
+    return out
