@@ -30,6 +30,7 @@ setup(
         "scipy>=1.8",
         "tqdm>=4.60",
         "rosbags>=0.10.4",
+        "PyYAML>=5.4",
         "setuptools",
     ],
     extras_require={

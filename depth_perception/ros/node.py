@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import replace
 from typing import Any
 
 import rclpy
@@ -34,25 +33,18 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
-from ..pipeline import Pipeline, PipelineConfig
-from ..stereo import StereoParams
+from ..config import PARAMETERS, pipeline_config, validate_parameters
+from ..pipeline import Pipeline
 from ..sync import LatestSlot, StampSynchronizer
 from . import messages as M
 from .conversion import OutputOptions, group_to_frame, result_to_messages
-
-_DOUBLE_RANGE = FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)
-
-
-def _desc(text: str, read_only: bool = False, **ranges: Any) -> ParameterDescriptor:
-    return ParameterDescriptor(description=text, read_only=read_only, **ranges)
-
 
 class DepthPerceptionNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("depth_perception", **kwargs)
         self._types = M.rclpy_types()
         p = self._declare_parameters()
-        self._pipeline = Pipeline(self._config_from(p))
+        self._pipeline = Pipeline(pipeline_config(p))
         self._slot: LatestSlot[tuple[dict[str, Any], float]] = LatestSlot()
         self.frames_processed = 0
         self.frames_failed = 0
@@ -103,77 +95,35 @@ class DepthPerceptionNode(Node):
     # -- parameters -------------------------------------------------------------------------------
 
     def _declare_parameters(self) -> dict[str, Any]:
-        d = PipelineConfig()
-        s = StereoParams()
-        specs: list[tuple[str, Any, ParameterDescriptor]] = [
-            ("min_depth", d.min_depth_m, _desc("nearest valid depth, metres",
-                                               floating_point_range=[_DOUBLE_RANGE])),
-            ("max_depth", d.max_depth_m, _desc("farthest valid depth, metres",
-                                               floating_point_range=[_DOUBLE_RANGE])),
-            ("depth_encoding", "32FC1", _desc("32FC1 (metres, NaN invalid) or 16UC1 (mm, 0 invalid)")),
-            ("image_transport", "raw", _desc("raw: sensor_msgs/Image on image; compressed: "
-                                             "sensor_msgs/CompressedImage on image/compressed",
-                                             read_only=True)),
-            ("diagnostics_period", 1.0, _desc("seconds between /diagnostics messages",
-                                              read_only=True,
-                                              floating_point_range=[FloatingPointRange(
-                                                  from_value=0.1, to_value=60.0, step=0.0)])),
-            ("stereo", False, _desc("subscribe to right/image + right/camera_info and use SGBM",
-                                    read_only=True)),
-            ("baseline", 0.0, _desc("stereo baseline in metres; 0 = from right CameraInfo P[0,3]",
-                                    floating_point_range=[_DOUBLE_RANGE])),
-            ("sync_slop", 0.0, _desc("max stamp difference between synchronised inputs, seconds",
-                                     read_only=True,
-                                     floating_point_range=[FloatingPointRange(
-                                         from_value=0.0, to_value=1.0, step=0.0)])),
-            ("queue_size", 5, _desc("per-input synchroniser queue", read_only=True,
-                                    integer_range=[IntegerRange(from_value=1, to_value=100, step=1)])),
-            ("stereo.num_disparities", s.num_disparities,
-             _desc("SGBM disparity search range, multiple of 16",
-                   integer_range=[IntegerRange(from_value=16, to_value=1024, step=16)])),
-            ("stereo.block_size", s.block_size,
-             _desc("SGBM block size, odd", integer_range=[IntegerRange(from_value=1, to_value=31,
-                                                                         step=2)])),
-        ]
         values = {}
-        self._param_names = [name for name, _, _ in specs]
-        for name, default, desc in specs:
-            values[name] = self.declare_parameter(name, default, desc).value
-        self._validate(values)
+        for spec in PARAMETERS:
+            ranges: dict[str, Any] = {}
+            if spec.min_value is not None and isinstance(spec.default, float):
+                ranges["floating_point_range"] = [FloatingPointRange(
+                    from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
+            elif spec.min_value is not None:
+                ranges["integer_range"] = [IntegerRange(
+                    from_value=int(spec.min_value), to_value=int(spec.max_value),
+                    step=int(spec.step))]
+            desc = ParameterDescriptor(description=spec.description, read_only=spec.read_only,
+                                       **ranges)
+            values[spec.name] = self.declare_parameter(spec.name, spec.default, desc).value
+        reason = validate_parameters(values)
+        if reason:
+            raise ValueError(f"invalid parameters: {reason}")
         return values
 
-    @staticmethod
-    def _validate(values: dict[str, Any]) -> str | None:
-        """Return why the parameter set is unusable, or None."""
-        if values["image_transport"] not in ("raw", "compressed"):
-            return f"image_transport must be raw or compressed, not {values['image_transport']!r}"
-        if values["depth_encoding"] not in ("32FC1", "16UC1"):
-            return f"depth_encoding must be 32FC1 or 16UC1, not {values['depth_encoding']!r}"
-        if not 0.0 <= values["min_depth"] < values["max_depth"]:
-            return "need 0 <= min_depth < max_depth"
-        if values["stereo.num_disparities"] % 16:
-            return "stereo.num_disparities must be a multiple of 16"
-        if values["stereo.block_size"] % 2 == 0:
-            return "stereo.block_size must be odd"
-        return None
-
     def _current_values(self) -> dict[str, Any]:
-        return {p.name: p.value for p in self.get_parameters(self._param_names)}
-
-    def _config_from(self, v: dict[str, Any]) -> PipelineConfig:
-        stereo = replace(StereoParams(), num_disparities=int(v["stereo.num_disparities"]),
-                         block_size=int(v["stereo.block_size"]))
-        return PipelineConfig(min_depth_m=float(v["min_depth"]), max_depth_m=float(v["max_depth"]),
-                              stereo=stereo)
+        return {p.name: p.value for p in self.get_parameters([s.name for s in PARAMETERS])}
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         values = self._current_values()
         values.update({p.name: p.value for p in params})
-        reason = self._validate(values)
+        reason = validate_parameters(values)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
         # Swap in a new pipeline; the worker picks it up on its next frame.
-        self._pipeline = Pipeline(self._config_from(values))
+        self._pipeline = Pipeline(pipeline_config(values))
         return SetParametersResult(successful=True)
 
     # -- input ------------------------------------------------------------------------------------

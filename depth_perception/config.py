@@ -1,0 +1,128 @@
+"""The node's parameters, defined once: the ROS node declares them, the bag processor and the CLI
+read the same `config/*.yaml` files, and both turn them into a :class:`PipelineConfig` here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .pipeline import PipelineConfig
+from .stereo import StereoParams
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False  # a change needs a restart (subscriptions, queues)
+    min_value: float | None = None
+    max_value: float | None = None
+    step: float = 0.0
+
+
+_STEREO = StereoParams()
+_PIPE = PipelineConfig()
+
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("min_depth", _PIPE.min_depth_m, "nearest valid depth, metres", min_value=0.0,
+                  max_value=1000.0),
+    ParameterSpec("max_depth", _PIPE.max_depth_m, "farthest valid depth, metres", min_value=0.0,
+                  max_value=1000.0),
+    ParameterSpec("depth_encoding", "32FC1", "32FC1 (metres, NaN invalid) or 16UC1 (mm, 0 invalid)"),
+    ParameterSpec("image_transport", "raw", "raw: sensor_msgs/Image on image; compressed: "
+                  "sensor_msgs/CompressedImage on image/compressed", read_only=True),
+    ParameterSpec("stereo", False, "subscribe to right/image + right/camera_info and use SGBM",
+                  read_only=True),
+    ParameterSpec("baseline", 0.0, "stereo baseline in metres; 0 = from right CameraInfo P[0,3]",
+                  min_value=0.0, max_value=100.0),
+    ParameterSpec("sync_slop", 0.0, "max stamp difference between synchronised inputs, seconds",
+                  read_only=True, min_value=0.0, max_value=1.0),
+    ParameterSpec("queue_size", 5, "per-input synchroniser queue length", read_only=True,
+                  min_value=1, max_value=100, step=1),
+    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages",
+                  read_only=True, min_value=0.1, max_value=60.0),
+    ParameterSpec("stereo.num_disparities", _STEREO.num_disparities,
+                  "SGBM disparity search range, multiple of 16", min_value=16, max_value=1024,
+                  step=16),
+    ParameterSpec("stereo.block_size", _STEREO.block_size, "SGBM block size, odd", min_value=1,
+                  max_value=31, step=2),
+)
+
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
+
+
+def validate_parameters(values: dict[str, Any]) -> str | None:
+    """Why this parameter set is unusable, or None. Checks what ranges alone cannot."""
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        return f"unknown parameter(s): {', '.join(unknown)}"
+    v = {**DEFAULTS, **values}
+    for spec in PARAMETERS:
+        if not isinstance(v[spec.name], type(spec.default)) and not (
+            isinstance(spec.default, float) and isinstance(v[spec.name], int)
+            and not isinstance(v[spec.name], bool)
+        ):
+            return f"{spec.name} must be a {type(spec.default).__name__}, got {v[spec.name]!r}"
+        if spec.min_value is not None and not spec.min_value <= v[spec.name] <= spec.max_value:
+            return f"{spec.name} must be in [{spec.min_value}, {spec.max_value}], got {v[spec.name]}"
+    if v["image_transport"] not in ("raw", "compressed"):
+        return f"image_transport must be raw or compressed, not {v['image_transport']!r}"
+    if v["depth_encoding"] not in ("32FC1", "16UC1"):
+        return f"depth_encoding must be 32FC1 or 16UC1, not {v['depth_encoding']!r}"
+    if not 0.0 <= v["min_depth"] < v["max_depth"]:
+        return f"need 0 <= min_depth < max_depth, got {v['min_depth']} and {v['max_depth']}"
+    if v["stereo.num_disparities"] % 16:
+        return "stereo.num_disparities must be a multiple of 16"
+    if v["stereo.block_size"] % 2 == 0:
+        return "stereo.block_size must be odd"
+    return None
+
+
+def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
+    """Parameter values (missing ones default) → PipelineConfig. Raises ValueError when invalid."""
+    reason = validate_parameters(values)
+    if reason:
+        raise ValueError(reason)
+    v = {**DEFAULTS, **values}
+    stereo = replace(StereoParams(), num_disparities=int(v["stereo.num_disparities"]),
+                     block_size=int(v["stereo.block_size"]))
+    return PipelineConfig(min_depth_m=float(v["min_depth"]), max_depth_m=float(v["max_depth"]),
+                          stereo=stereo)
+
+
+def load_parameters(path: str | Path) -> dict[str, Any]:
+    """Read a ROS 2 parameter file (`node_name: ros__parameters: {...}`, `/**` wildcard allowed)
+    → flat {name: value} with dotted names for nested groups."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such parameter file")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p}: not valid YAML ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"{p}: expected a mapping of node names to ros__parameters")
+    sections = [v["ros__parameters"] for v in doc.values()
+                if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)]
+    if not sections:
+        raise ValueError(f"{p}: no ros__parameters section")
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(name + ".", value)
+            else:
+                flat[name] = value
+
+    for section in sections:
+        walk("", section)
+    reason = validate_parameters(flat)
+    if reason:
+        raise ValueError(f"{p}: {reason}")
+    return flat
