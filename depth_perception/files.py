@@ -62,12 +62,15 @@ def list_inputs(spec: str) -> tuple[str, list[Path]]:
     """Resolve an input spec to ("image" | "video", sorted paths): a file, a folder or a glob."""
     p = Path(spec)
     if any(c in spec for c in "*?["):
-        paths = sorted(Path(x) for x in glob.glob(spec) if Path(x).suffix.lower() in IMAGE_SUFFIXES)
+        paths = sorted(
+            Path(x) for x in glob.glob(spec)
+            if Path(x).suffix.lower() in IMAGE_SUFFIXES and Path(x).is_file()
+        )
         if not paths:
             raise InputError(f"{spec}: the pattern matches no image files")
         return "image", paths
     if p.is_dir():
-        paths = sorted(x for x in p.iterdir() if x.suffix.lower() in IMAGE_SUFFIXES)
+        paths = sorted(x for x in p.iterdir() if x.suffix.lower() in IMAGE_SUFFIXES and x.is_file())
         if not paths:
             raise InputError(f"{p}: the folder holds no image files")
         return "image", paths

@@ -1,0 +1,189 @@
+"""StampSynchronizer (pairs image + camera_info + depth by stamp) and LatestSlot (latest frame wins
+between the I/O callbacks and the worker). Plain Python: no ROS needed."""
+from __future__ import annotations
+
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+from depth_perception.sync import LatestSlot, StampSynchronizer
+
+MS = 1_000_000  # nanoseconds
+
+
+def _sync(slop_ms: float = 0, queue_size: int = 5, inputs=("image", "info")) -> StampSynchronizer:
+    return StampSynchronizer(list(inputs), primary="image", slop_ns=int(slop_ms * MS),
+                             queue_size=queue_size)
+
+
+# -- StampSynchronizer ----------------------------------------------------------------------------
+
+
+def test_exact_stamps_are_paired():
+    sync = _sync()
+    assert sync.add("image", 100 * MS, "img@100") is None  # waits for its camera_info
+    assert sync.add("info", 100 * MS, "info@100") == {"image": "img@100", "info": "info@100"}
+    assert sync.stats.matched == 1 and sync.stats.dropped == 0
+    assert sync.pending() == {"image": 0, "info": 0}  # a matched set is consumed
+
+
+def test_exact_mode_does_not_pair_stamps_one_nanosecond_apart():
+    sync = _sync()
+    sync.add("image", 100 * MS, "img")
+    assert sync.add("info", 100 * MS + 1, "info") is None
+
+
+@pytest.mark.parametrize("info_first", [False, True], ids=["image-first", "info-first"])
+def test_arrival_order_does_not_matter(info_first):
+    sync = _sync()
+    arrivals = [("image", 5 * MS, "img"), ("info", 5 * MS, "info")]
+    if info_first:
+        arrivals.reverse()
+    results = [sync.add(*a) for a in arrivals]
+    assert results == [None, {"image": "img", "info": "info"}]
+
+
+def test_slop_picks_the_nearest_partner():
+    sync = _sync(slop_ms=10)
+    for t in (92, 97, 104, 109):  # 97 is 3 ms away, 104 is 4 ms away
+        assert sync.add("info", t * MS, f"info@{t}") is None
+    assert sync.add("image", 100 * MS, "img@100") == {"image": "img@100", "info": "info@97"}
+    # the chosen partner and everything older are used up; newer ones stay for the next image
+    assert sync.pending() == {"image": 0, "info": 2}
+    assert sync.add("image", 108 * MS, "img@108") == {"image": "img@108", "info": "info@109"}
+
+
+def test_messages_outside_the_slop_are_never_paired():
+    sync = _sync(slop_ms=5)
+    sync.add("info", 94 * MS, "early")
+    sync.add("info", 106 * MS, "late")
+    assert sync.add("image", 100 * MS, "img") is None  # 6 ms either way: too far
+    assert sync.add("info", 105 * MS, "edge") == {"image": "img", "info": "edge"}  # 5 ms: inside
+    assert sync.stats.matched == 1
+
+
+def test_three_inputs_need_all_partners():
+    sync = _sync(slop_ms=2, inputs=("image", "info", "depth"))
+    sync.add("image", 10 * MS, "img")
+    assert sync.add("info", 10 * MS, "info") is None  # depth still missing
+    assert sync.add("depth", 11 * MS, "depth") == {"image": "img", "info": "info", "depth": "depth"}
+
+
+def test_an_older_unmatched_image_is_dropped_when_a_newer_set_completes():
+    sync = _sync()
+    sync.add("image", 1 * MS, "img1")  # its camera_info never comes
+    sync.add("image", 2 * MS, "img2")
+    assert sync.add("info", 2 * MS, "info2") == {"image": "img2", "info": "info2"}
+    assert sync.stats.dropped == 1
+    assert sync.pending()["image"] == 0
+    # img1 cannot be paired later: a late camera_info for it finds nothing
+    assert sync.add("info", 1 * MS, "info1") is None
+    assert sync.stats.matched == 1
+
+
+def test_queues_stay_bounded_when_an_input_never_arrives():
+    sync = _sync(queue_size=4, inputs=("image", "info", "depth"))
+    payload = bytes(10_000)
+    tracemalloc.start()
+    try:
+        for i in range(100):
+            sync.add("image", i * MS, bytes(payload))
+            sync.add("info", i * MS, bytes(payload))
+        warm, _ = tracemalloc.get_traced_memory()
+        for i in range(100, 1100):  # depth never arrives
+            assert sync.add("image", i * MS, bytes(payload)) is None
+            assert sync.add("info", i * MS, bytes(payload)) is None
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sync.pending() == {"image": 4, "info": 4, "depth": 0}
+    assert after - warm < len(payload)  # flat: 1000 more frames, not one more payload kept
+    assert sync.stats.received == {"image": 1100, "info": 1100, "depth": 0}
+    assert sync.stats.dropped == 1100 - 4  # every image pushed out of the queue is counted
+    assert sync.stats.matched == 0
+
+
+def test_unknown_input_raises_key_error():
+    with pytest.raises(KeyError, match="'points'"):
+        _sync().add("points", 0, "x")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"primary": "rgb"}, r"primary input 'rgb' is not one of"),
+        ({"queue_size": 0}, r"queue_size must be >= 1"),
+        ({"slop_ns": -1}, r"slop must be >= 0"),
+    ],
+)
+def test_bad_constructor_arguments_raise_value_error(kwargs, message):
+    args = {"inputs": ["image", "info"], "primary": "image"} | kwargs
+    with pytest.raises(ValueError, match=message):
+        StampSynchronizer(**args)
+
+
+# -- LatestSlot -----------------------------------------------------------------------------------
+
+
+def test_newest_item_wins_and_replaced_items_are_counted():
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True  # 1 was never taken
+    assert slot.put(3) is True
+    assert slot.take(timeout=0) == 3
+    assert (slot.dropped, slot.taken) == (2, 1)
+    assert slot.put(4) is False  # the slot was emptied by take
+
+
+def test_take_times_out_with_none():
+    slot: LatestSlot[int] = LatestSlot()
+    start = time.monotonic()
+    assert slot.take(timeout=0.05) is None
+    assert 0.04 < time.monotonic() - start < 1.0
+
+
+def test_close_wakes_a_waiting_taker():
+    slot: LatestSlot[int] = LatestSlot()
+    got: list[object] = []
+    taker = threading.Thread(target=lambda: got.append(slot.take()))  # no timeout: waits forever
+    taker.start()
+    time.sleep(0.05)
+    assert taker.is_alive()
+    slot.close()
+    taker.join(timeout=1.0)
+    assert not taker.is_alive() and got == [None]
+    assert slot.take(timeout=None) is None  # closed and empty: returns at once
+
+
+def test_fast_producer_and_slow_consumer_stay_bounded_and_fresh():
+    slot: LatestSlot[int] = LatestSlot()
+    n = 300
+    taken: list[int] = []
+
+    def consume():
+        while (item := slot.take(timeout=1.0)) is not None:
+            taken.append(item)
+            time.sleep(0.002)  # slow worker
+
+    def produce():
+        for i in range(n):
+            slot.put(i)
+            time.sleep(0.0002)
+        time.sleep(0.01)  # let the consumer see the last item, then shut down
+        slot.close()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=consume), threading.Thread(target=produce)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=2.0)
+    assert not any(t.is_alive() for t in threads)
+    assert time.monotonic() - start < 2.0
+
+    assert taken == sorted(taken) and len(set(taken)) == len(taken)  # in order, never twice
+    assert taken[-1] == n - 1  # the newest item is delivered
+    assert 0 < len(taken) < n  # the slow consumer skipped stale items instead of queueing them
+    assert slot.taken + slot.dropped == n  # every item is either taken or counted as dropped
