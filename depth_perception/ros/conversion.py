@@ -6,6 +6,7 @@ classes come in through :class:`MessageTypes`; nothing here imports rclpy.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,23 +53,30 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
     return frame
 
 
+def iter_result_messages(
+    types: M.MessageTypes, frame: Frame, result: FrameResult, header: Any,
+    options: OutputOptions = OutputOptions(),
+) -> Iterator[tuple[str, Any]]:
+    """(relative topic, message) for one frame's outputs, all with ``header``, cheapest and most
+    awaited first (depth), so a driver can publish each as soon as it is built."""
+    want = set(options.topics)
+    if "depth" in want:
+        yield "depth", M.depth_to_image(types, result.depth_m, header, options.depth_encoding)
+    if "depth/camera_info" in want:
+        yield "depth/camera_info", M.model_to_camera_info(types, result.camera, header)
+    if "depth/colored" in want:
+        from ..visualize import colorize_depth
+
+        yield "depth/colored", M.numpy_to_image(types, colorize_depth(result.depth_m), "rgb8",
+                                                header)
+    if "points" in want and result.points is not None:
+        rgb = frame.rgb if options.cloud_rgb else None
+        yield "points", M.points_to_cloud(types, result.points, header, rgb=rgb)
+
+
 def result_to_messages(
     types: M.MessageTypes, frame: Frame, result: FrameResult, header: Any,
     options: OutputOptions = OutputOptions(),
 ) -> dict[str, Any]:
     """The output messages of one frame, keyed by relative topic name, all with ``header``."""
-    out: dict[str, Any] = {}
-    want = set(options.topics)
-    if "depth" in want:
-        out["depth"] = M.depth_to_image(types, result.depth_m, header, options.depth_encoding)
-    if "depth/camera_info" in want:
-        out["depth/camera_info"] = M.model_to_camera_info(types, result.camera, header)
-    if "depth/colored" in want:
-        from ..visualize import colorize_depth
-
-        out["depth/colored"] = M.numpy_to_image(types, colorize_depth(result.depth_m), "rgb8",
-                                                header)
-    if "points" in want and result.points is not None:
-        rgb = frame.rgb if options.cloud_rgb else None
-        out["points"] = M.points_to_cloud(types, result.points, header, rgb=rgb)
-    return out
+    return dict(iter_result_messages(types, frame, result, header, options))

@@ -37,7 +37,7 @@ from ..config import PARAMETERS, pipeline_config, validate_parameters
 from ..pipeline import Pipeline
 from ..sync import LatestSlot, StampSynchronizer
 from . import messages as M
-from .conversion import OutputOptions, group_to_frame, result_to_messages
+from .conversion import OutputOptions, group_to_frame, iter_result_messages
 
 class DepthPerceptionNode(Node):
     def __init__(self, **kwargs: Any) -> None:
@@ -167,15 +167,18 @@ class DepthPerceptionNode(Node):
                      if topic in ("depth", "depth/camera_info") or pub.get_subscription_count() > 0)
 
     def _process(self, group: dict[str, Any]) -> None:
+        t_in = time.perf_counter()
         baseline = float(self.get_parameter("baseline").value)
         frame = group_to_frame(group, baseline_m=baseline)
+        convert_ms = (time.perf_counter() - t_in) * 1e3
         pipeline = self._pipeline  # one consistent config for the whole frame
         result = pipeline.process(frame)
+        result.timings_ms["convert_in"] = convert_ms
         options = OutputOptions(depth_encoding=self.get_parameter("depth_encoding").value,
                                 topics=self._wanted_topics())
         t0 = time.perf_counter()
-        messages = result_to_messages(self._types, frame, result, group["image"].header, options)
-        for topic, msg in messages.items():
+        header = group["image"].header
+        for topic, msg in iter_result_messages(self._types, frame, result, header, options):
             self._publishers_by_topic[topic].publish(msg)
         result.timings_ms["publish"] = (time.perf_counter() - t0) * 1e3
         self._timings.append(result.timings_ms)

@@ -1,0 +1,144 @@
+"""Node overhead: frames through real DDS (publisher → depth_perception_node → subscriber) against
+the same pipeline called directly, end-to-end latency, and memory over many frames.
+
+    .venv/bin/python bench/node.py [--frames 2000] [--width 640 --height 480]
+
+Re-executes itself inside a loopback-only network namespace (scripts/netns.sh) when needed.
+Target (issue 7): transport + conversion overhead at 640x480 <= 20 % of pipeline time; RSS flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def loopback_only() -> bool:
+    lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
+    return [line.split(":")[0].strip() for line in lines] == ["lo"]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--direct", type=int, default=30, help="frames for the direct-call baseline")
+    args = ap.parse_args()
+    if not loopback_only():
+        os.execvp(str(REPO / "scripts/netns.sh"),
+                  [str(REPO / "scripts/netns.sh"), sys.executable, __file__, *sys.argv[1:]])
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile
+
+    from depth_perception.camera import CameraModel
+    from depth_perception.config import pipeline_config
+    from depth_perception.pipeline import Frame, Pipeline
+    from depth_perception.ros import messages as M
+    from depth_perception.ros.node import DepthPerceptionNode
+    from depth_perception.scene import generate_tabletop
+
+    scene = generate_tabletop(seed=0, width=args.width, height=args.height)
+    h, w = scene.depth_m.shape
+    P_right = np.hstack([scene.K, [[-scene.K[0, 0] * scene.baseline_m], [0.0], [0.0]]])
+    cam = CameraModel(width=w, height=h, K=scene.K)
+    right_cam = CameraModel(width=w, height=h, K=scene.K, P=P_right)
+    params = {"stereo": True, "max_depth": 5.0}
+
+    pipeline = Pipeline(pipeline_config(params))
+    frame = Frame(scene.rgb, cam, right_rgb=scene.right_rgb, right_camera=right_cam)
+    direct = []
+    for _ in range(args.direct):
+        t0 = time.perf_counter()
+        pipeline.process(frame)
+        direct.append((time.perf_counter() - t0) * 1e3)
+
+    context = Context()
+    rclpy.init(context=context)
+    node = DepthPerceptionNode(context=context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in params.items()])
+    tester = rclpy.create_node("bench_tester", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(tester)
+    t = M.rclpy_types()
+    qos = QoSProfile(depth=5)
+    pubs = {name: tester.create_publisher(cls, name, qos) for name, cls in (
+        ("image", t.Image), ("camera_info", t.CameraInfo), ("right/image", t.Image),
+        ("right/camera_info", t.CameraInfo))}
+    arrived: dict[int, float] = {}
+    tester.create_subscription(t.Image, "depth", lambda m: arrived.setdefault(
+        M.stamp_to_ns(m.header.stamp), time.perf_counter()), qos)
+    tester.create_subscription(t.PointCloud2, "points", lambda m: None, qos)
+    while any(p.get_subscription_count() == 0 for p in pubs.values()) or \
+            node.count_subscribers("points") == 0:
+        executor.spin_once(timeout_sec=0.05)
+
+    latencies, rss = [], []
+    started = time.perf_counter()
+    for i in range(args.frames):
+        stamp = 1_000_000_000 + i * 33_000_000
+        header = M.make_header(t, stamp, "cam")
+        msgs = {"image": M.numpy_to_image(t, scene.rgb, "rgb8", header),
+                "camera_info": M.model_to_camera_info(t, cam, header),
+                "right/image": M.numpy_to_image(t, scene.right_rgb, "rgb8", header),
+                "right/camera_info": M.model_to_camera_info(t, right_cam, header)}
+        sent = time.perf_counter()  # the camera driver's own conversion is not ours to count
+        for name, msg in msgs.items():
+            pubs[name].publish(msg)
+        deadline = sent + 5.0
+        while stamp not in arrived and time.perf_counter() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        if stamp in arrived:
+            latencies.append((arrived[stamp] - sent) * 1e3)
+        arrived.clear()
+        if i % 100 == 0:
+            rss.append(rss_mb())
+    elapsed = time.perf_counter() - started
+    rss.append(rss_mb())
+    stages = {k: statistics.median(t[k] for t in node._timings if k in t)
+              for k in (node._timings[-1] if node._timings else {})}
+    executor.shutdown()
+    node.destroy_node()
+    tester.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+    d50 = statistics.median(direct)
+    lat = np.array(latencies)
+    p50, p99 = np.percentile(lat, [50, 99])
+    overhead = (p50 - d50) / d50
+    warm = rss[min(2, len(rss) - 1)]
+    print(f"frames {args.frames} at {w}x{h} (stereo SGBM, depth + points subscribed), "
+          f"{len(latencies)} answered, {elapsed:.1f} s")
+    print(f"{'pipeline called directly':<38} p50 {d50:8.1f} ms")
+    print(f"{'through DDS (publish → depth arrives)':<38} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms")
+    print("node-side stage medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print(f"{'transport + conversion overhead':<38} {100 * overhead:8.1f} %   (target <= 20 %: "
+          f"{'met' if overhead <= 0.20 else 'NOT met'})")
+    print(f"{'RSS after warm-up → end':<38} {warm:8.1f} → {rss[-1]:.1f} MB "
+          f"(growth {rss[-1] - warm:+.1f} MB; samples every 100 frames: "
+          f"{' '.join(f'{r:.0f}' for r in rss)})")
+
+
+if __name__ == "__main__":
+    main()
