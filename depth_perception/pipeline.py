@@ -1,18 +1,29 @@
 """One frame in, one result out. Owns no transport: the ROS node, the bag processor and the CLI are
 thin drivers over :class:`Pipeline`.
 
-Stages today: input checks → depth (stereo SGBM) → validity (range, REP 117 NaN) → organised
-scene cloud. Later stages (monocular networks, metric alignment, segmentation, regions) plug in here.
+Stages: input checks → depth (a monocular network made metric by :class:`MetricAligner`, or
+stereo SGBM) → validity (range, flying pixels, REP 117 NaN) → organised scene cloud.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from .camera import CameraModel
+from .metric import (
+    DepthImageSignal,
+    MetricAligner,
+    MetricConfig,
+    MetricResult,
+    PlaneSignal,
+    PointCloudSignal,
+    StereoSignal,
+)
+from .metric import apply_validity as apply_metric_validity
 from .stereo import StereoParams, stereo_depth
 
 
@@ -26,8 +37,12 @@ class PipelineConfig:
 
     min_depth_m: float = 0.1
     max_depth_m: float = 20.0
-    stereo: StereoParams | None = None
     #: stereo images are matched as given: they must already be rectified (`image_rect`).
+    stereo: StereoParams | None = None
+    #: relative depth jump over a 3x3 window that marks a flying pixel (0 disables).
+    flying_threshold: float = 0.1
+    #: how a monocular prediction is made metric (mode, fit gates, temporal filter).
+    metric: MetricConfig = MetricConfig()
     cloud: bool = True
 
     def __post_init__(self) -> None:
@@ -49,6 +64,13 @@ class Frame:
     right_camera: CameraModel | None = None
     stamp_ns: int = 0
     frame_id: str = ""
+    #: registered depth image for metric alignment: HxW float metres or uint16 millimetres.
+    sparse_depth: np.ndarray | None = None
+    #: Nx3 LiDAR points and the 4x4 transform into this camera's optical frame.
+    cloud_points: np.ndarray | None = None
+    T_camera_from_cloud: np.ndarray | None = None
+    #: camera height above the support plane, metres (e.g. from TF), for ``plane`` mode.
+    camera_height_m: float | None = None
 
 
 @dataclass
@@ -59,10 +81,13 @@ class FrameResult:
     valid: np.ndarray  # HxW bool
     points: np.ndarray | None  # HxWx3 float32 metres, camera optical frame, NaN where invalid
     camera: CameraModel  # model of the depth image (binning/ROI applied)
-    depth_source: str  # "stereo", later "model", "sparse_depth", ...
+    depth_source: str  # "stereo", "sparse_depth", "pointcloud", "plane", "model", "fixed", "none"
     stamp_ns: int = 0
     frame_id: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    depth_confidence: float = 1.0  # confidence of the metric scale in [0, 1]
+    prediction: np.ndarray | None = None  # raw network output (HxW), when a network ran
+    metric: MetricResult | None = None  # how the prediction was made metric
 
     @property
     def valid_fraction(self) -> float:
@@ -88,10 +113,19 @@ def apply_validity(depth_m: np.ndarray, min_depth_m: float, max_depth_m: float) 
 
 
 class Pipeline:
-    """Stateless per frame except for caches keyed by the camera (pixel rays)."""
+    """One stream's processing. State: the metric scale filter (over time, by design) and caches
+    keyed by the camera (pixel rays). ``estimator`` is a monocular depth network
+    (:class:`depth_perception.depth.estimator.DepthEstimator` or anything with its ``predict``);
+    without one, depth comes from stereo."""
 
-    def __init__(self, config: PipelineConfig | None = None) -> None:
+    def __init__(self, config: PipelineConfig | None = None, estimator: Any = None) -> None:
         self.config = config or PipelineConfig()
+        self.estimator = estimator
+        metric = replace(self.config.metric, min_depth_m=self.config.min_depth_m,
+                         max_depth_m=self.config.max_depth_m,
+                         flying_threshold=self.config.flying_threshold,
+                         stereo=self.config.metric.stereo or self.config.stereo)
+        self.aligner = MetricAligner(metric)
         self._rays_key: tuple | None = None
         self._rays: np.ndarray | None = None
 
@@ -115,19 +149,29 @@ class Pipeline:
         cam = frame.camera.effective()
 
         t = time.perf_counter()
-        if frame.right_rgb is not None:
-            depth_m = self._stereo(frame, cam)
+        prediction = metric = None
+        confidence = 1.0
+        if self.estimator is not None:
+            pred = self.estimator.predict(frame.rgb)
+            timings["depth"] = (time.perf_counter() - t) * 1e3
+            prediction = pred.values
+            t = time.perf_counter()
+            metric = self.aligner.align(pred.values, pred.kind, cam, self._signal(frame))
+            depth_m, valid = metric.depth_m, metric.valid
+            source, confidence = metric.source, metric.confidence
+            timings["metric"] = (time.perf_counter() - t) * 1e3
+        elif frame.right_rgb is not None:
+            depth_m = np.array(self._stereo(frame, cam), dtype=np.float32, copy=True)
             source = "stereo"
+            timings["depth"] = (time.perf_counter() - t) * 1e3
+            t = time.perf_counter()
+            valid = apply_metric_validity(depth_m, cfg.min_depth_m, cfg.max_depth_m,
+                                          cfg.flying_threshold or None)
+            timings["validity"] = (time.perf_counter() - t) * 1e3
         else:
             raise PipelineError(
-                "no depth source: give a right image (stereo); monocular models are not set up"
+                "no depth source: configure a monocular model, or give a right image (stereo)"
             )
-        timings["depth"] = (time.perf_counter() - t) * 1e3
-
-        t = time.perf_counter()
-        depth_m = np.array(depth_m, dtype=np.float32, copy=True)
-        valid = apply_validity(depth_m, cfg.min_depth_m, cfg.max_depth_m)
-        timings["validity"] = (time.perf_counter() - t) * 1e3
 
         points = None
         if cfg.cloud:
@@ -144,7 +188,24 @@ class Pipeline:
             stamp_ns=frame.stamp_ns,
             frame_id=frame.frame_id,
             timings_ms=timings,
+            depth_confidence=confidence,
+            prediction=prediction,
+            metric=metric,
         )
+
+    def _signal(self, frame: Frame) -> Any:
+        """The metric signal this frame carries for the configured mode (None: none this frame)."""
+        mode = self.aligner.config.mode
+        if mode == "sparse_depth" and frame.sparse_depth is not None:
+            return DepthImageSignal(frame.sparse_depth)
+        if mode == "pointcloud" and frame.cloud_points is not None:
+            return PointCloudSignal(frame.cloud_points, frame.T_camera_from_cloud)
+        if mode == "stereo" and frame.right_rgb is not None:
+            return StereoSignal(frame.rgb, frame.right_rgb, baseline_m=frame.baseline_m,
+                                right_camera=frame.right_camera)
+        if mode == "plane" and frame.camera_height_m is not None:
+            return PlaneSignal(frame.camera_height_m)
+        return None
 
     def _stereo(self, frame: Frame, cam: CameraModel) -> np.ndarray:
         right = frame.right_rgb
