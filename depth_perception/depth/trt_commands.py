@@ -1,0 +1,190 @@
+"""``depth-perception build-engine``: build, check and cache a TensorRT engine offline.
+
+    depth-perception build-engine --onnx model.onnx [--fp16] [--int8 --calib DIR]
+        [--min HxW --opt HxW --max HxW] [--output PATH] [--workspace MB]
+
+For ``cli.py``: ``add_build_engine_parser(sub)`` adds the sub-command and ``cmd_build_engine(args)``
+runs it (pass the estimator's pre-processing as ``preprocess`` so int8 calibration sees the same
+inputs as inference). Both import nothing heavy until the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .engine_cache import DEFAULT_TOLERANCE, ShapeProfile, format_hw, parse_hw
+
+if TYPE_CHECKING:
+    from .tensorrt_backend import Precision, PreprocessFn
+
+DEFAULT_OPT_HW = (518, 518)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET_PREPROCESS_ID = "imagenet-cover-crop-v1"
+
+
+def hw_arg(text: str) -> tuple[int, int]:
+    """argparse type for ``HxW`` (pixels): ``518x518``, ``364x644``; ``518`` means 518x518."""
+    try:
+        return parse_hw(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_build_engine_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
+                            ) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "build-engine",
+        help="build a TensorRT engine from an exported ONNX model (needs an NVIDIA GPU)",
+        description="Build a TensorRT engine from an ONNX file exported by `depth-perception "
+        "export`, check it against ONNX Runtime on random inputs inside the shape profile (a "
+        "mismatch is refused with the measured error), and store it in the engine cache "
+        "(~/.cache/depth_perception/engines or $DEPTH_PERCEPTION_CACHE) or at --output. "
+        "The node and `predict --backend tensorrt` find cached engines by themselves.",
+    )
+    p.add_argument("--onnx", required=True, type=Path, metavar="PATH", help="exported ONNX model")
+    p.add_argument("--fp16", action="store_true", help="allow FP16 kernels (fastest on most GPUs)")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8 with FP16 fallback; needs --calib (default precision: fp32)")
+    p.add_argument("--calib", type=Path, metavar="DIR",
+                   help="folder of representative images for int8 calibration")
+    p.add_argument("--calib-images", type=int, default=256, metavar="N",
+                   help="use at most N calibration images, evenly spread (default 256)")
+    p.add_argument("--min", dest="min_hw", type=hw_arg, metavar="HxW",
+                   help="smallest input size the engine accepts (default: --opt)")
+    p.add_argument("--opt", dest="opt_hw", type=hw_arg, metavar="HxW",
+                   help=f"input size to tune for (default {format_hw(DEFAULT_OPT_HW)})")
+    p.add_argument("--max", dest="max_hw", type=hw_arg, metavar="HxW",
+                   help="largest input size the engine accepts (default: --opt)")
+    p.add_argument("--output", "-o", type=Path, metavar="PATH",
+                   help="write the engine here (plus PATH's .json sidecar) instead of the cache")
+    p.add_argument("--workspace", type=int, metavar="MB",
+                   help="TensorRT workspace limit in MiB (default: TensorRT's, the GPU's memory)")
+    p.add_argument("--cache-dir", type=Path, metavar="DIR", help="engine cache folder")
+    p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip the ONNX Runtime comparison (not recommended)")
+    p.add_argument("--tolerance", type=float, metavar="REL",
+                   help="accepted max error relative to the output range (default: "
+                   + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOLERANCE.items()) + ")")
+    p.add_argument("--rebuild", action="store_true", help="build even if a matching engine exists")
+    return p
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """A checked ``build-engine`` command line."""
+
+    onnx: Path
+    precision: Precision
+    profile: ShapeProfile
+    output: Path | None
+    workspace_mb: int | None
+    calib_dir: Path | None
+    calib_images: int
+    cache_dir: Path | None
+    device: int
+    validate: bool
+    tolerance: float | None
+    rebuild: bool
+
+
+def request_from_args(args: argparse.Namespace) -> BuildRequest:
+    """Check option combinations; ``ValueError`` names the offending option."""
+    precision: Precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    if args.int8 and args.calib is None:
+        raise ValueError("--int8 needs --calib DIR, a folder of representative images")
+    if args.calib is not None and not args.int8:
+        raise ValueError("--calib is only used with --int8")
+    if args.calib_images <= 0:
+        raise ValueError(f"--calib-images must be > 0, got {args.calib_images}")
+    if args.workspace is not None and args.workspace <= 0:
+        raise ValueError(f"--workspace must be > 0 MB, got {args.workspace}")
+    if args.tolerance is not None and not args.tolerance > 0:
+        raise ValueError(f"--tolerance must be > 0, got {args.tolerance}")
+    if args.device < 0:
+        raise ValueError(f"--device must be >= 0, got {args.device}")
+    opt = args.opt_hw or DEFAULT_OPT_HW
+    try:
+        profile = ShapeProfile(args.min_hw or opt, opt, args.max_hw or opt)
+    except ValueError as exc:
+        raise ValueError(f"--min/--opt/--max: {exc}") from None
+    return BuildRequest(
+        onnx=args.onnx, precision=precision, profile=profile, output=args.output,
+        workspace_mb=args.workspace, calib_dir=args.calib, calib_images=args.calib_images,
+        cache_dir=args.cache_dir, device=args.device, validate=not args.no_validate,
+        tolerance=args.tolerance, rebuild=args.rebuild)
+
+
+def imagenet_preprocess(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 RGB -> float32 1 x 3 x H x W: resize to cover ``size_hw`` keeping the aspect,
+    centre crop, ImageNet mean/std (Depth Anything's normalisation). The calibration default when
+    no estimator pre-processing is passed in."""
+    import cv2
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
+    out_h, out_w = size_hw
+    h, w = rgb.shape[:2]
+    scale = max(out_h / h, out_w / w)
+    new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1
+                         else cv2.INTER_CUBIC)
+    top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+    crop = resized[top:top + out_h, left:left + out_w].astype(np.float32) / 255.0
+    normed = (crop - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(normed.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def _console_logging() -> None:
+    """Show the backend's progress lines (building..., built in ...) when nothing else logs."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("depth-perception: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def cmd_build_engine(args: argparse.Namespace, preprocess: PreprocessFn | None = None,
+                     preprocess_id: str | None = None) -> int:
+    """Run ``build-engine``. Errors a user can fix are raised as ``ValueError`` or ``CliError``."""
+    from ..cli import CliError
+    from .tensorrt_backend import CalibrationData, TensorRTUnavailableError, ensure_engine
+
+    req = request_from_args(args)
+    if not req.onnx.is_file():
+        raise CliError(f"--onnx {req.onnx}: no such file")
+    _console_logging()
+    calibration = None
+    if req.precision == "int8" and req.calib_dir is not None:
+        if preprocess is None:
+            preprocess, preprocess_id = imagenet_preprocess, IMAGENET_PREPROCESS_ID
+        calibration = CalibrationData(
+            directory=req.calib_dir, preprocess=preprocess,
+            preprocess_id=preprocess_id or str(getattr(preprocess, "__qualname__", "custom")),
+            max_images=req.calib_images)
+    try:
+        artifact = ensure_engine(
+            req.onnx, precision=req.precision, profile=req.profile, cache_dir=req.cache_dir,
+            output=req.output, device=req.device, workspace_mb=req.workspace_mb,
+            calibration=calibration, validate=req.validate, tolerance=req.tolerance,
+            rebuild=req.rebuild)
+    except TensorRTUnavailableError as exc:
+        raise CliError(str(exc)) from exc
+    state = "built" if artifact.built else "up to date (use --rebuild to build again)"
+    lines = [f"{state}: {artifact.engine_path}",
+             f"  {req.precision}, input {req.profile.describe()}, TensorRT "
+             f"{artifact.key.tensorrt_version}, {artifact.key.gpu_name} "
+             f"(sm_{artifact.key.compute_capability[0]}{artifact.key.compute_capability[1]})"]
+    if artifact.report is not None:
+        lines.append(f"  checked against ONNX Runtime: worst {artifact.report.worst.describe()}")
+    print("\n".join(lines))
+    return 0
