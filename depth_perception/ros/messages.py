@@ -370,7 +370,7 @@ def points_to_cloud(
         raise MessageError(f"points must be HxWx3 or Nx3, got shape {pts.shape}")
     h, w = (pts.shape[0], pts.shape[1]) if pts.ndim == 3 else (1, pts.shape[0])
     dtype = cloud_dtype(rgb is not None, label is not None)
-    out = np.empty((h, w), dtype=dtype)
+    out = np.zeros((h, w), dtype=dtype)  # zeroed padding keeps the bytes reproducible
     out["x"], out["y"], out["z"] = (pts[..., i].reshape(h, w) for i in range(3))
     if rgb is not None:
         if rgb.shape[:-1] != pts.shape[:-1]:

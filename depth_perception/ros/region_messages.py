@@ -1,0 +1,336 @@
+"""Graspable regions → `depth_perception_msgs/GraspableRegionArray`, clouds, label images and RViz markers.
+
+Written once against message classes passed in, like :mod:`.messages`: rclpy's generated classes on
+a robot (:func:`rclpy_region_types`, :func:`rclpy_marker_types`) or `rosbags` typestore classes for
+bag files and tests (:func:`register_region_types`, :func:`rosbags_marker_types`). Nothing here
+imports rclpy at module level, and the interface package is optional: without it
+:func:`rclpy_region_types` returns None and a node publishes the standard messages only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..regions import Region, SceneCloud, Verdict, label_image, regions_cloud
+from . import messages as M
+
+MSG_PACKAGE = "depth_perception_msgs"
+MSG_NAMES = ("GraspableRegion", "GraspableRegionArray")  # dependency order
+
+#: marker colours (r, g, b) by verdict: green fits, orange too wide, grey too few points, red out of range
+VERDICT_COLOURS: dict[int, tuple[float, float, float]] = {
+    Verdict.GRASPABLE: (0.1, 0.8, 0.2),
+    Verdict.TOO_WIDE: (1.0, 0.55, 0.0),
+    Verdict.TOO_FEW_POINTS: (0.6, 0.6, 0.6),
+    Verdict.OUT_OF_RANGE: (0.9, 0.1, 0.1),
+}
+
+
+@dataclass(frozen=True)
+class RegionMessageTypes:
+    """depth_perception_msgs classes plus the geometry_msgs they are built from."""
+
+    GraspableRegion: Any
+    GraspableRegionArray: Any
+    Point: Any
+    Pose: Any
+    Quaternion: Any
+    Vector3: Any
+
+
+@dataclass(frozen=True)
+class MarkerTypes:
+    """visualization_msgs classes and what a Marker is built from."""
+
+    Marker: Any
+    MarkerArray: Any
+    Point: Any
+    Pose: Any
+    Quaternion: Any
+    Vector3: Any
+    ColorRGBA: Any
+    Duration: Any
+    #: rosbags needs every field of a Marker; these fill the texture / mesh ones (None for rclpy,
+    #: whose classes default them).
+    CompressedImage: Any = None
+    MeshFile: Any = None
+    UVCoordinate: Any = None
+
+
+# -- finding and registering the interface definitions ----------------------------------------------
+
+
+def find_msg_dir(msg_dir: str | Path | None = None) -> Path:
+    """The folder holding GraspableRegion.msg: ``msg_dir``, $DP_MSG_DIR, this source tree's msg/msg,
+    or share/depth_perception_msgs/msg of an AMENT_PREFIX_PATH prefix (where colcon installs it)."""
+    candidates = [Path(msg_dir)] if msg_dir is not None else []
+    if not candidates:
+        if os.environ.get("DP_MSG_DIR"):
+            candidates.append(Path(os.environ["DP_MSG_DIR"]))
+        candidates.append(Path(__file__).resolve().parents[2] / "msg" / "msg")
+        for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+            candidates.append(Path(prefix) / "share" / MSG_PACKAGE / "msg")
+    for folder in candidates:
+        if all((folder / f"{name}.msg").is_file() for name in MSG_NAMES):
+            return folder
+    raise M.MessageError(
+        f"{MSG_PACKAGE} definitions ({', '.join(n + '.msg' for n in MSG_NAMES)}) not found in "
+        f"{', '.join(str(c) for c in candidates)}; pass msg_dir or set DP_MSG_DIR"
+    )
+
+
+def register_region_types(typestore: Any, msg_dir: str | Path | None = None) -> RegionMessageTypes:
+    """Register the depth_perception_msgs definitions in a rosbags typestore (so bags can carry
+    them) and return the classes. Registering twice is harmless."""
+    from rosbags.typesys import get_types_from_msg
+
+    folder = find_msg_dir(msg_dir)
+    definitions: dict[str, Any] = {}
+    for name in MSG_NAMES:
+        text = (folder / f"{name}.msg").read_text(encoding="utf-8")
+        definitions.update(get_types_from_msg(text, f"{MSG_PACKAGE}/msg/{name}"))
+    typestore.register(definitions)
+    t = typestore.types
+    return RegionMessageTypes(
+        GraspableRegion=t[f"{MSG_PACKAGE}/msg/GraspableRegion"],
+        GraspableRegionArray=t[f"{MSG_PACKAGE}/msg/GraspableRegionArray"],
+        Point=t["geometry_msgs/msg/Point"],
+        Pose=t["geometry_msgs/msg/Pose"],
+        Quaternion=t["geometry_msgs/msg/Quaternion"],
+        Vector3=t["geometry_msgs/msg/Vector3"],
+    )
+
+
+def rclpy_region_types() -> RegionMessageTypes | None:
+    """rclpy classes of depth_perception_msgs, or None when the interface package is not built."""
+    try:
+        from depth_perception_msgs.msg import GraspableRegion, GraspableRegionArray
+    except ImportError:
+        return None
+    from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+
+    return RegionMessageTypes(GraspableRegion, GraspableRegionArray, Point, Pose, Quaternion, Vector3)
+
+
+def rosbags_marker_types(typestore: Any) -> MarkerTypes:
+    """visualization_msgs classes of a rosbags typestore (e.g. ``messages.rosbags_types().typestore``)."""
+    t = typestore.types
+    return MarkerTypes(
+        Marker=t["visualization_msgs/msg/Marker"],
+        MarkerArray=t["visualization_msgs/msg/MarkerArray"],
+        Point=t["geometry_msgs/msg/Point"],
+        Pose=t["geometry_msgs/msg/Pose"],
+        Quaternion=t["geometry_msgs/msg/Quaternion"],
+        Vector3=t["geometry_msgs/msg/Vector3"],
+        ColorRGBA=t["std_msgs/msg/ColorRGBA"],
+        Duration=t["builtin_interfaces/msg/Duration"],
+        CompressedImage=t["sensor_msgs/msg/CompressedImage"],
+        MeshFile=t.get("visualization_msgs/msg/MeshFile"),
+        UVCoordinate=t.get("visualization_msgs/msg/UVCoordinate"),
+    )
+
+
+def rclpy_marker_types() -> MarkerTypes:
+    from builtin_interfaces.msg import Duration
+    from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    return MarkerTypes(Marker, MarkerArray, Point, Pose, Quaternion, Vector3, ColorRGBA, Duration)
+
+
+# -- geometry helpers -------------------------------------------------------------------------------
+
+
+def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
+    """3x3 rotation → unit quaternion (x, y, z, w) with w >= 0; identity for a non-finite matrix."""
+    m = np.asarray(R, dtype=np.float64)
+    if m.shape != (3, 3) or not np.isfinite(m).all():
+        return (0.0, 0.0, 0.0, 1.0)
+    tr = np.trace(m)
+    # Shepperd: divide by the largest of the four candidates for numerical stability
+    if tr > 0:
+        s = np.sqrt(tr + 1.0) * 2
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
+    v = np.asarray(q)
+    v /= np.linalg.norm(v)
+    if v[3] < 0:
+        v = -v
+    return tuple(float(x) for x in v)  # type: ignore[return-value]
+
+
+def _point(cls: Any, p: np.ndarray) -> Any:
+    return cls(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+
+
+def _pose(t: Any, centre: np.ndarray, R: np.ndarray) -> Any:
+    x, y, z, w = rotation_to_quaternion(R)
+    return t.Pose(position=_point(t.Point, centre), orientation=t.Quaternion(x=x, y=y, z=z, w=w))
+
+
+# -- GraspableRegionArray ---------------------------------------------------------------------------
+
+
+def region_to_msg(
+    region_classes: RegionMessageTypes, types: M.MessageTypes, region: Region, header: Any,
+    depth_source: str = "", depth_confidence: float = 0.0,
+) -> Any:
+    """One :class:`Region` → `depth_perception_msgs/GraspableRegion` (cloud: xyz [+ rgb], height 1)."""
+    t = region_classes
+    x, y, w, h = region.roi
+    return t.GraspableRegion(
+        header=header,
+        id=int(region.id),
+        label=str(region.label),
+        score=float(region.score),
+        roi=types.RegionOfInterest(x_offset=int(x), y_offset=int(y), height=int(h), width=int(w),
+                                   do_rectify=False),
+        cloud=M.points_to_cloud(types, region.points, header, rgb=region.colors),
+        centroid=_point(t.Point, region.centroid),
+        box_pose=_pose(t, region.box_center, region.box_rotation),
+        box_size=_point(t.Vector3, region.box_size),
+        approach=_point(t.Vector3, region.approach),
+        grasp_width=float(region.grasp_width),
+        graspable=bool(region.graspable),
+        verdict=int(region.verdict),
+        reason=str(region.reason),
+        point_count=int(region.point_count),
+        depth_source=str(depth_source),
+        depth_confidence=float(depth_confidence),
+    )
+
+
+def regions_to_msg(
+    region_classes: RegionMessageTypes, types: M.MessageTypes, regions: list[Region], header: Any,
+    depth_source: str = "", depth_confidence: float = 0.0,
+) -> Any:
+    """Regions of one frame → `depth_perception_msgs/GraspableRegionArray`, every part with ``header``.
+
+    Descriptors of regions without points stay NaN (REP 117); their verdict says why.
+    """
+    return region_classes.GraspableRegionArray(
+        header=header,
+        regions=[
+            region_to_msg(region_classes, types, r, header, depth_source, depth_confidence)
+            for r in regions
+        ],
+    )
+
+
+def regions_cloud_msg(types: M.MessageTypes, regions: list[Region], header: Any) -> Any:
+    """All region clouds as one `PointCloud2` (xyz [+ rgb] + uint16 ``label`` = region id)."""
+    xyz, rgb, label = regions_cloud(regions)
+    return M.points_to_cloud(types, xyz, header, rgb=rgb, label=label)
+
+
+def label_image_msg(types: M.MessageTypes, regions: list[Region], shape: tuple[int, int], header: Any) -> Any:
+    """16UC1 instance image aligned with depth (0 = background, value = region id)."""
+    return M.numpy_to_image(types, label_image(regions, shape), "16UC1", header)
+
+
+def scene_cloud_msg(types: M.MessageTypes, cloud: SceneCloud, header: Any) -> Any:
+    """Organised scene `PointCloud2` (height-major, NaN kept) from :func:`regions.scene_cloud`."""
+    return M.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb, label=cloud.label)
+
+
+# -- markers ----------------------------------------------------------------------------------------
+
+
+def _marker(mt: MarkerTypes, header: Any, **fields: Any) -> Any:
+    """A Marker with every field set (rosbags classes have no defaults)."""
+    values = dict(
+        header=header, ns="", id=0, type=mt.Marker.CUBE, action=mt.Marker.ADD,
+        pose=mt.Pose(position=mt.Point(x=0.0, y=0.0, z=0.0),
+                     orientation=mt.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0)),
+        scale=mt.Vector3(x=1.0, y=1.0, z=1.0),
+        color=_colour(mt, (1.0, 1.0, 1.0), 1.0),
+        lifetime=mt.Duration(sec=0, nanosec=0),
+        frame_locked=False, points=[], colors=[], text="", mesh_resource="",
+        mesh_use_embedded_materials=False,
+    )
+    values.update(fields)
+    if dataclasses.is_dataclass(mt.Marker):
+        names = {f.name for f in dataclasses.fields(mt.Marker)}
+        extras = {"texture_resource": "", "uv_coordinates": []}
+        if mt.CompressedImage is not None:
+            extras["texture"] = mt.CompressedImage(
+                header=header, format="", data=np.zeros(0, dtype=np.uint8)
+            )
+        if mt.MeshFile is not None:
+            extras["mesh_file"] = mt.MeshFile(filename="", data=np.zeros(0, dtype=np.uint8))
+        values.update({k: v for k, v in extras.items() if k in names and k not in values})
+    return mt.Marker(**values)
+
+
+def _colour(mt: MarkerTypes, rgb: tuple[float, float, float], alpha: float) -> Any:
+    return mt.ColorRGBA(r=float(rgb[0]), g=float(rgb[1]), b=float(rgb[2]), a=float(alpha))
+
+
+def regions_to_markers(
+    marker_classes: MarkerTypes,
+    regions: list[Region],
+    header: Any,
+    ns: str = "regions",
+    box_alpha: float = 0.35,
+    text_height_m: float = 0.02,
+    arrow_length_m: float = 0.1,
+    lifetime_s: float = 0.0,
+) -> Any:
+    """`visualization_msgs/MarkerArray` for RViz: DELETEALL first (so markers of regions that are
+    gone vanish), then per region a CUBE (oriented box), a TEXT_VIEW_FACING label (label, id,
+    verdict, width in cm) and an ARROW along the approach ending on the visible surface; colours
+    by verdict (:data:`VERDICT_COLOURS`). Namespaces ``<ns>/boxes``, ``<ns>/labels``,
+    ``<ns>/approach``; marker id = region id. Regions without a finite box get no markers.
+    """
+    mt = marker_classes
+    sec, nanosec = divmod(int(round(max(lifetime_s, 0.0) * 1e9)), 1_000_000_000)
+    life = mt.Duration(sec=sec, nanosec=nanosec)
+    markers = [_marker(mt, header, ns="", id=0, action=mt.Marker.DELETEALL)]
+    for r in regions:
+        if not (np.isfinite(r.box_center).all() and np.isfinite(r.box_size).all()):
+            continue
+        rgb = VERDICT_COLOURS.get(int(r.verdict), (1.0, 1.0, 1.0))
+        size = np.maximum(r.box_size, 1e-3)  # RViz drops zero-scale markers; planar sets have one
+        markers.append(_marker(
+            mt, header, ns=f"{ns}/boxes", id=int(r.id), type=mt.Marker.CUBE,
+            pose=_pose(mt, r.box_center, r.box_rotation), scale=_point(mt.Vector3, size),
+            color=_colour(mt, rgb, box_alpha), lifetime=life,
+        ))
+        up = r.support_plane[:3] if r.support_plane is not None else np.array([0.0, -1.0, 0.0])
+        reach = 0.5 * float(np.abs(r.box_rotation.T @ up) @ size)  # box half-extent along up
+        name = r.label or "object"
+        text = f"{name} #{r.id}\n{r.verdict.name.lower().replace('_', ' ')}"
+        if np.isfinite(r.grasp_width):
+            text += f" {r.grasp_width * 100:.1f} cm"
+        markers.append(_marker(
+            mt, header, ns=f"{ns}/labels", id=int(r.id), type=mt.Marker.TEXT_VIEW_FACING,
+            pose=_pose(mt, r.box_center + up * (reach + text_height_m), np.eye(3)),
+            scale=mt.Vector3(x=0.0, y=0.0, z=float(text_height_m)),
+            color=_colour(mt, rgb, 1.0), text=text, lifetime=life,
+        ))
+        if np.isfinite(r.approach).all() and np.isfinite(r.surface_centroid).all():
+            end = r.surface_centroid
+            start = end - arrow_length_m * r.approach
+            markers.append(_marker(
+                mt, header, ns=f"{ns}/approach", id=int(r.id), type=mt.Marker.ARROW,
+                points=[_point(mt.Point, start), _point(mt.Point, end)],
+                # with points: x = shaft diameter, y = head diameter, z = head length
+                scale=mt.Vector3(x=0.006, y=0.012, z=0.02),
+                color=_colour(mt, rgb, 1.0), lifetime=life,
+            ))
+    return mt.MarkerArray(markers=markers)
