@@ -75,6 +75,8 @@ def _add_bag(sub: argparse._SubParsersAction) -> None:
                    help="namespace of image + camera_info (default /camera)")
     p.add_argument("--right-ns", help="namespace of the right camera (default CAMERA_NS/right)")
     p.add_argument("--image", default="image", help="image topic name in the namespace")
+    p.add_argument("--masks", metavar="TOPIC",
+                   help="instance-id mask topic (sets segmentation.source=topic)")
     p.add_argument("--output-ns", default="/depth_perception", help="namespace of the outputs")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.add_argument("--copy-inputs", action="store_true", help="also copy the input topics")
@@ -99,8 +101,10 @@ def cmd_bag(args: argparse.Namespace) -> int:
         params[name.strip()] = _parse_value(value)
     if args.stereo:
         params["stereo"] = True
+    if args.masks:
+        params["segmentation.source"] = "topic"
     topics = input_topics(args.camera_ns, bool(params.get("stereo", False)), args.right_ns,
-                          args.image)
+                          args.image, args.masks)
     summary = process_bag(args.input, args.output, params, topics, output_ns=args.output_ns,
                           storage=args.storage, copy_inputs=args.copy_inputs,
                           overwrite=args.overwrite)

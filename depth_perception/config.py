@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .pipeline import PipelineConfig
+from .regions import GripperParams, RegionParams
 from .stereo import StereoParams
 
 
@@ -24,6 +25,8 @@ class ParameterSpec:
 
 _STEREO = StereoParams()
 _PIPE = PipelineConfig()
+_GRIP = GripperParams()
+_REG = RegionParams()
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("min_depth", _PIPE.min_depth_m, "nearest valid depth, metres", min_value=0.0,
@@ -48,9 +51,34 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   step=16),
     ParameterSpec("stereo.block_size", _STEREO.block_size, "SGBM block size, odd", min_value=1,
                   max_value=31, step=2),
+    ParameterSpec("segmentation.source", "none", "where instance masks come from: none, topic "
+                  "(an instance-id image on `masks` with the image's stamp)", read_only=True),
+    ParameterSpec("cloud.stride", 1, "decimation of the published scene cloud, pixels",
+                  min_value=1, max_value=16, step=1),
+    ParameterSpec("cloud.max_range", 0.0, "drop scene-cloud points farther than this, metres "
+                  "(0 = keep all)", min_value=0.0, max_value=1000.0),
+    ParameterSpec("gripper.max_opening", _GRIP.max_opening_m, "widest graspable width, metres",
+                  min_value=0.001, max_value=2.0),
+    ParameterSpec("gripper.min_points", _GRIP.min_points, "fewest points for a graspable region",
+                  min_value=1, max_value=1_000_000, step=1),
+    ParameterSpec("gripper.min_range", _GRIP.min_range_m, "nearest graspable centroid, metres",
+                  min_value=0.0, max_value=100.0),
+    ParameterSpec("gripper.max_range", _GRIP.max_range_m, "farthest graspable centroid, metres",
+                  min_value=0.0, max_value=100.0),
+    ParameterSpec("regions.erosion_px", _REG.erosion_px, "mask border removed before measuring, px",
+                  min_value=0, max_value=50, step=1),
+    ParameterSpec("regions.stride", _REG.stride, "pixel decimation inside regions", min_value=1,
+                  max_value=8, step=1),
+    ParameterSpec("regions.outlier_std_ratio", _REG.outlier_std_ratio,
+                  "statistical outlier removal threshold, std devs", min_value=0.1,
+                  max_value=100.0),
+    ParameterSpec("regions.cluster_gap_m", _REG.cluster_gap_m,
+                  "depth gap that splits a region's clusters, metres", min_value=0.0001,
+                  max_value=1.0),
 )
 
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
+SEGMENTATION_SOURCES = ("none", "topic")
 
 
 def validate_parameters(values: dict[str, Any]) -> str | None:
@@ -77,6 +105,11 @@ def validate_parameters(values: dict[str, Any]) -> str | None:
         return "stereo.num_disparities must be a multiple of 16"
     if v["stereo.block_size"] % 2 == 0:
         return "stereo.block_size must be odd"
+    if v["segmentation.source"] not in SEGMENTATION_SOURCES:
+        return (f"segmentation.source must be one of {', '.join(SEGMENTATION_SOURCES)}, "
+                f"not {v['segmentation.source']!r}")
+    if v["gripper.min_range"] >= v["gripper.max_range"]:
+        return "need gripper.min_range < gripper.max_range"
     return None
 
 
@@ -88,8 +121,16 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
     v = {**DEFAULTS, **values}
     stereo = replace(StereoParams(), num_disparities=int(v["stereo.num_disparities"]),
                      block_size=int(v["stereo.block_size"]))
+    gripper = GripperParams(max_opening_m=float(v["gripper.max_opening"]),
+                            min_points=int(v["gripper.min_points"]),
+                            min_range_m=float(v["gripper.min_range"]),
+                            max_range_m=float(v["gripper.max_range"]))
+    region_params = replace(RegionParams(), erosion_px=int(v["regions.erosion_px"]),
+                            stride=int(v["regions.stride"]),
+                            outlier_std_ratio=float(v["regions.outlier_std_ratio"]),
+                            cluster_gap_m=float(v["regions.cluster_gap_m"]))
     return PipelineConfig(min_depth_m=float(v["min_depth"]), max_depth_m=float(v["max_depth"]),
-                          stereo=stereo)
+                          stereo=stereo, gripper=gripper, region_params=region_params)
 
 
 def load_parameters(path: str | Path) -> dict[str, Any]:

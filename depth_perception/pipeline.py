@@ -24,6 +24,7 @@ from .metric import (
     StereoSignal,
 )
 from .metric import apply_validity as apply_metric_validity
+from .regions import GripperParams, Region, RegionParams, extract_regions, label_image
 from .stereo import StereoParams, stereo_depth
 
 
@@ -44,6 +45,10 @@ class PipelineConfig:
     #: how a monocular prediction is made metric (mode, fit gates, temporal filter).
     metric: MetricConfig = MetricConfig()
     cloud: bool = True
+    #: graspable regions from instance masks (the frame's, or the segmenter's).
+    regions: bool = True
+    gripper: GripperParams = GripperParams()
+    region_params: RegionParams = RegionParams()
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.min_depth_m < self.max_depth_m):
@@ -71,6 +76,12 @@ class Frame:
     T_camera_from_cloud: np.ndarray | None = None
     #: camera height above the support plane, metres (e.g. from TF), for ``plane`` mode.
     camera_height_m: float | None = None
+    #: HxW instance ids from another node (0 = background), with optional names/scores per id.
+    masks: np.ndarray | None = None
+    mask_names: dict[int, str] | None = None
+    mask_scores: dict[int, float] | None = None
+    #: (4,) support plane n·p + d = 0 in the camera frame, when known (e.g. from TF).
+    support_plane: np.ndarray | None = None
 
 
 @dataclass
@@ -88,6 +99,9 @@ class FrameResult:
     depth_confidence: float = 1.0  # confidence of the metric scale in [0, 1]
     prediction: np.ndarray | None = None  # raw network output (HxW), when a network ran
     metric: MetricResult | None = None  # how the prediction was made metric
+    regions: list[Region] = field(default_factory=list)
+    labels: np.ndarray | None = None  # HxW uint16 cleaned instance image (0 = background)
+    segmentation_source: str = ""  # "topic", "geometric", "sam", ... ("" = none)
 
     @property
     def valid_fraction(self) -> float:
@@ -178,6 +192,22 @@ class Pipeline:
             t = time.perf_counter()
             points = cam.backproject(depth_m, self._rays_for(cam))
             timings["cloud"] = (time.perf_counter() - t) * 1e3
+        regions: list[Region] = []
+        labels = None
+        seg_source = ""
+        if cfg.regions and points is not None and frame.masks is not None:
+            t = time.perf_counter()
+            masks = np.asarray(frame.masks)
+            if masks.shape != depth_m.shape:
+                raise PipelineError(
+                    f"mask image is {masks.shape[1]}x{masks.shape[0]} but the depth is "
+                    f"{depth_m.shape[1]}x{depth_m.shape[0]}")
+            regions = extract_regions(points, masks, cfg.gripper, cfg.region_params, rgb=frame.rgb,
+                                      names=frame.mask_names, scores=frame.mask_scores,
+                                      support_plane=frame.support_plane)
+            labels = label_image(regions, depth_m.shape)
+            seg_source = "topic"
+            timings["regions"] = (time.perf_counter() - t) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(
             depth_m=depth_m,
@@ -191,6 +221,9 @@ class Pipeline:
             depth_confidence=confidence,
             prediction=prediction,
             metric=metric,
+            regions=regions,
+            labels=labels,
+            segmentation_source=seg_source,
         )
 
     def _signal(self, frame: Frame) -> Any:

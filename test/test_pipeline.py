@@ -77,3 +77,26 @@ def test_bad_input_raises_a_clear_error(scene, overrides, message):
 def test_config_rejects_an_empty_depth_range():
     with pytest.raises(PipelineError, match="min_depth_m < max_depth_m"):
         PipelineConfig(min_depth_m=2.0, max_depth_m=1.0)
+
+
+def test_masks_become_graspable_regions_aligned_with_the_depth(scene):
+    frame = stereo_frame(scene, masks=scene.instance_mask,
+                         mask_names={i + 1: k for i, k in enumerate(scene.labels)},
+                         support_plane=scene.table_plane_camera)
+    result = Pipeline().process(frame)
+    assert result.segmentation_source == "topic"
+    assert [r.id for r in result.regions] == sorted(set(np.unique(scene.instance_mask)) - {0})
+    assert [r.label for r in result.regions] == scene.labels
+    assert result.labels.shape == scene.depth_m.shape and result.labels.dtype == np.uint16
+    # cleaned regions lie inside the masks they came from
+    inside = result.labels > 0
+    assert np.all(scene.instance_mask[inside] == result.labels[inside])
+    for region in result.regions:
+        truth = scene.objects[region.id - 1].centroid_camera
+        if region.point_count > 200:
+            assert np.linalg.norm(region.centroid - truth) < 0.03  # stereo depth, not true depth
+
+
+def test_a_mask_of_another_size_is_a_clear_error(scene):
+    with pytest.raises(PipelineError, match="mask image is 160x120"):
+        Pipeline().process(stereo_frame(scene, masks=np.zeros((120, 160), np.uint16)))

@@ -76,6 +76,7 @@ INPUT_TYPES = {
     "camera_info": ("sensor_msgs/msg/CameraInfo",),
     "right/image": ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
     "right/camera_info": ("sensor_msgs/msg/CameraInfo",),
+    "masks": ("sensor_msgs/msg/Image",),
 }
 
 
@@ -108,13 +109,15 @@ class BagSummary:
 
 
 def input_topics(camera_ns: str, stereo: bool, right_ns: str | None = None,
-                 image: str = "image") -> dict[str, str]:
+                 image: str = "image", masks: str | None = None) -> dict[str, str]:
     """Bag topic of each pipeline input, e.g. /camera/image and /camera/camera_info."""
     ns = camera_ns.rstrip("/")
     right = (right_ns or f"{ns}/right").rstrip("/")
     topics = {"image": f"{ns}/{image}", "camera_info": f"{ns}/camera_info"}
     if stereo:
         topics |= {"right/image": f"{right}/{image}", "right/camera_info": f"{right}/camera_info"}
+    if masks:
+        topics["masks"] = masks
     return topics
 
 
@@ -147,12 +150,23 @@ def process_bag(
     by_topic = {topic: name for name, topic in topics.items()}
     sync = StampSynchronizer(list(topics), primary="image", slop_ns=int(params["sync_slop"] * 1e9),
                              queue_size=int(params["queue_size"]))
-    options = OutputOptions(depth_encoding=params["depth_encoding"])
     summary = BagSummary()
     in_p = Path(in_path)
     if not in_p.exists():
         raise FileNotFoundError(f"{in_p}: no such bag")
     types = rosbags_types()
+    from .region_messages import register_region_types, rosbags_marker_types
+
+    try:
+        region_types = register_region_types(types.typestore)
+    except (OSError, ValueError):  # interface definitions not found: standard messages only
+        region_types = None
+    max_range = float(params["cloud.max_range"])
+    options = OutputOptions(depth_encoding=params["depth_encoding"],
+                            cloud_stride=int(params["cloud.stride"]),
+                            cloud_max_range_m=max_range if max_range > 0 else None,
+                            region_types=region_types,
+                            marker_types=rosbags_marker_types(types.typestore))
     ns = output_ns.rstrip("/")
     with AnyReader([in_p], default_typestore=types.typestore) as reader, \
             BagWriter(out_path, storage=storage, types=types, overwrite=overwrite) as writer:

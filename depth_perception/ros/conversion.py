@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..pipeline import Frame, FrameResult
 from . import messages as M
 
 #: Output topic names, relative to the node's namespace.
-OUTPUT_TOPICS = ("depth", "depth/camera_info", "depth/colored", "points")
+OUTPUT_TOPICS = ("depth", "depth/camera_info", "depth/colored", "points", "regions",
+                 "regions/points", "regions/labels", "regions/markers", "masks/overlay")
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,13 @@ class OutputOptions:
     #: topics to produce; costly ones are skipped when nobody listens.
     topics: tuple[str, ...] = OUTPUT_TOPICS
     cloud_rgb: bool = True
+    cloud_label: bool = True  # uint16 `label` field (instance id) when regions exist
+    cloud_stride: int = 1
+    cloud_max_range_m: float | None = None
+    #: `depth_perception_msgs` classes (None when the interface package is not built) and
+    #: `visualization_msgs` classes; see ros/region_messages.py.
+    region_types: Any = None
+    marker_types: Any = None
 
 
 def colour_from_message(msg: Any) -> Any:
@@ -46,6 +56,12 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
         stamp_ns=M.stamp_to_ns(image.header.stamp),
         frame_id=image.header.frame_id,
     )
+    if "masks" in group:
+        masks = group["masks"]
+        if masks.encoding not in ("mono8", "8UC1", "mono16", "16UC1"):
+            raise M.MessageError(
+                f"mask image has encoding {masks.encoding!r}; expected mono8, mono16 or 16UC1")
+        frame.masks = M.image_to_numpy(masks).astype(np.uint16, copy=False)
     if "right/image" in group:
         frame.right_rgb = colour_from_message(group["right/image"])
         frame.right_camera = M.camera_info_to_model(group["right/camera_info"])
@@ -70,8 +86,31 @@ def iter_result_messages(
         yield "depth/colored", M.numpy_to_image(types, colorize_depth(result.depth_m), "rgb8",
                                                 header)
     if "points" in want and result.points is not None:
-        rgb = frame.rgb if options.cloud_rgb else None
-        yield "points", M.points_to_cloud(types, result.points, header, rgb=rgb)
+        from ..regions import scene_cloud
+
+        labels = result.labels if options.cloud_label and result.labels is not None else None
+        cloud = scene_cloud(result.points, frame.rgb if options.cloud_rgb else None, labels,
+                            stride=options.cloud_stride, max_range_m=options.cloud_max_range_m)
+        yield "points", M.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb,
+                                          label=cloud.label)
+    if result.labels is None:
+        return
+    from . import region_messages as R
+
+    if "regions" in want and options.region_types is not None:
+        yield "regions", R.regions_to_msg(options.region_types, types, result.regions, header,
+                                          result.depth_source, result.depth_confidence)
+    if "regions/labels" in want:
+        yield "regions/labels", M.numpy_to_image(types, result.labels, "16UC1", header)
+    if "regions/points" in want:
+        yield "regions/points", R.regions_cloud_msg(types, result.regions, header)
+    if "regions/markers" in want and options.marker_types is not None:
+        yield "regions/markers", R.regions_to_markers(options.marker_types, result.regions, header)
+    if "masks/overlay" in want:
+        from ..visualize import label_overlay
+
+        yield "masks/overlay", M.numpy_to_image(types, label_overlay(frame.rgb, result.labels),
+                                                "rgb8", header)
 
 
 def result_to_messages(

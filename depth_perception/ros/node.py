@@ -53,6 +53,8 @@ class DepthPerceptionNode(Node):
         inputs = ["image", "camera_info"]
         if p["stereo"]:
             inputs += ["right/image", "right/camera_info"]
+        if p["segmentation.source"] == "topic":
+            inputs.append("masks")
         self._sync = StampSynchronizer(
             inputs, primary="image", slop_ns=int(p["sync_slop"] * 1e9), queue_size=p["queue_size"]
         )
@@ -72,6 +74,26 @@ class DepthPerceptionNode(Node):
         self._pub_points = self.create_publisher(t.PointCloud2, "points", out_qos)
         self._publishers_by_topic = {"depth": self._pub_depth, "depth/camera_info": self._pub_info,
                                      "depth/colored": self._pub_colored, "points": self._pub_points}
+        from .region_messages import rclpy_marker_types, rclpy_region_types
+
+        self._region_types = rclpy_region_types()
+        self._marker_types = rclpy_marker_types()
+        if self._region_types is None:
+            self.get_logger().warning(
+                "depth_perception_msgs is not available: not publishing `regions` "
+                "(GraspableRegionArray); regions/points, regions/labels and regions/markers "
+                "use standard messages and are published")
+        else:
+            self._publishers_by_topic["regions"] = self.create_publisher(
+                self._region_types.GraspableRegionArray, "regions", out_qos)
+        self._publishers_by_topic["regions/points"] = self.create_publisher(
+            t.PointCloud2, "regions/points", out_qos)
+        self._publishers_by_topic["regions/labels"] = self.create_publisher(
+            t.Image, "regions/labels", out_qos)
+        self._publishers_by_topic["regions/markers"] = self.create_publisher(
+            self._marker_types.MarkerArray, "regions/markers", out_qos)
+        self._publishers_by_topic["masks/overlay"] = self.create_publisher(
+            t.Image, "masks/overlay", out_qos)
 
         from diagnostic_msgs.msg import DiagnosticArray
 
@@ -79,6 +101,7 @@ class DepthPerceptionNode(Node):
         self._timings: deque[dict[str, float]] = deque(maxlen=50)
         self._latencies_ms: deque[float] = deque(maxlen=50)
         self._last_source = ""
+        self._last_region_count = 0
         self._started = time.monotonic()
         self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
 
@@ -163,8 +186,9 @@ class DepthPerceptionNode(Node):
 
     def _wanted_topics(self) -> tuple[str, ...]:
         """Always depth and its info; the costly outputs only while someone subscribes."""
+        always = ("depth", "depth/camera_info", "regions", "regions/labels")
         return tuple(topic for topic, pub in self._publishers_by_topic.items()
-                     if topic in ("depth", "depth/camera_info") or pub.get_subscription_count() > 0)
+                     if topic in always or pub.get_subscription_count() > 0)
 
     def _process(self, group: dict[str, Any]) -> None:
         t_in = time.perf_counter()
@@ -174,8 +198,12 @@ class DepthPerceptionNode(Node):
         pipeline = self._pipeline  # one consistent config for the whole frame
         result = pipeline.process(frame)
         result.timings_ms["convert_in"] = convert_ms
+        max_range = float(self.get_parameter("cloud.max_range").value)
         options = OutputOptions(depth_encoding=self.get_parameter("depth_encoding").value,
-                                topics=self._wanted_topics())
+                                topics=self._wanted_topics(),
+                                cloud_stride=int(self.get_parameter("cloud.stride").value),
+                                cloud_max_range_m=max_range if max_range > 0 else None,
+                                region_types=self._region_types, marker_types=self._marker_types)
         t0 = time.perf_counter()
         header = group["image"].header
         for topic, msg in iter_result_messages(self._types, frame, result, header, options):
@@ -183,6 +211,7 @@ class DepthPerceptionNode(Node):
         result.timings_ms["publish"] = (time.perf_counter() - t0) * 1e3
         self._timings.append(result.timings_ms)
         self._last_source = result.depth_source
+        self._last_region_count = len(result.regions)
 
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -194,6 +223,7 @@ class DepthPerceptionNode(Node):
             "frames dropped (worker busy)": str(self._slot.dropped),
             "frames dropped (unsynchronised)": str(stats.dropped),
             "depth source": self._last_source or "none yet",
+            "regions (last frame)": str(self._last_region_count),
             "last error": self.last_error,
         }
         elapsed = max(time.monotonic() - self._started, 1e-6)

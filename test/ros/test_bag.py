@@ -34,6 +34,8 @@ def write_input_bag(path: Path, storage: str = "mcap") -> None:
             bag.write("/camera/right/image", M.rgb_to_compressed(t, scene.right_rgb, header, "png"),
                       stamp)
             bag.write("/camera/right/camera_info", M.model_to_camera_info(t, right, header), stamp)
+            bag.write("/segmenter/masks", M.numpy_to_image(t, scene.instance_mask, "16UC1", header),
+                      stamp)
         conn = bag._connections["/camera/image"]
         bag._writer.write(conn, STAMPS[-1] + 1, b"\x00\x01not cdr")
 
@@ -77,3 +79,22 @@ def test_bag_command(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_masks_in_the_bag_give_region_topics(tmp_path):
+    write_input_bag(tmp_path / "in")
+    topics = {"image": "/camera/image", "camera_info": "/camera/camera_info",
+              "right/image": "/camera/right/image", "right/camera_info": "/camera/right/camera_info",
+              "masks": "/segmenter/masks"}
+    summary = process_bag(tmp_path / "in", tmp_path / "out",
+                          {"stereo": True, "segmentation.source": "topic"}, topics, progress=False)
+    assert summary.frames_processed == 2
+    out = {}
+    for topic, msgtype, stamp, msg in read_bag(tmp_path / "out"):
+        out.setdefault(topic, []).append((msgtype, msg))
+    assert {"/depth_perception/regions", "/depth_perception/regions/labels",
+            "/depth_perception/regions/points", "/depth_perception/regions/markers",
+            "/depth_perception/masks/overlay"} <= set(out)
+    msgtype, array = out["/depth_perception/regions"][0]
+    assert msgtype == "depth_perception_msgs/msg/GraspableRegionArray"
+    assert len(array.regions) >= 3 and M.stamp_to_ns(array.header.stamp) == STAMPS[0]

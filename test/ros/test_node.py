@@ -231,3 +231,42 @@ def test_compressed_input(rclpy_context, scene):
         assert depth_metrics(depth, scene.depth_m).abs_rel < 0.05
     finally:
         h.close()
+
+
+def test_masks_from_another_node_give_regions_labels_markers_and_region_clouds(rclpy_context, scene):
+    h = Harness(rclpy_context, {"stereo": True, "segmentation.source": "topic", "max_depth": 5.0})
+    try:
+        t, M = h.types, h.M
+        from depth_perception.ros.region_messages import rclpy_marker_types, rclpy_region_types
+
+        mt, rt = rclpy_marker_types(), rclpy_region_types()
+        got = {"regions/labels": [], "regions/points": [], "regions/markers": [], "regions": []}
+        h.tester.create_subscription(t.Image, "regions/labels", got["regions/labels"].append, 10)
+        h.tester.create_subscription(t.PointCloud2, "regions/points", got["regions/points"].append, 10)
+        h.tester.create_subscription(mt.MarkerArray, "regions/markers", got["regions/markers"].append, 10)
+        if rt is not None:
+            h.tester.create_subscription(rt.GraspableRegionArray, "regions", got["regions"].append, 10)
+        masks_pub = h.tester.create_publisher(t.Image, "masks", 10)
+        h.wait_for_connections()
+        assert h.spin_until(lambda: masks_pub.get_subscription_count() > 0, timeout=5.0)
+        stamp = 9_000_000_000
+        masks_pub.publish(M.numpy_to_image(t, scene.instance_mask.astype(np.uint16), "16UC1",
+                                           M.make_header(t, stamp, FRAME_ID)))
+        h.send_stereo(scene, stamp)
+        wanted = [k for k in got if k != "regions" or rt is not None]
+        assert h.spin_until(lambda: all(got[k] for k in wanted), timeout=10.0), h.node.last_error
+        labels = M.image_to_numpy(got["regions/labels"][0])
+        assert labels.shape == scene.depth_m.shape
+        assert set(np.unique(labels)) - {0} <= set(np.unique(scene.instance_mask)) - {0}
+        assert M.stamp_to_ns(got["regions/labels"][0].header.stamp) == stamp
+        ids = M.cloud_to_array(got["regions/points"][0])["label"]
+        assert set(np.unique(ids)) <= set(np.unique(scene.instance_mask)) - {0}
+        markers = got["regions/markers"][0].markers
+        assert markers[0].action == mt.Marker.DELETEALL and len(markers) > 1
+        if rt is not None:
+            array = got["regions"][0]
+            assert M.stamp_to_ns(array.header.stamp) == stamp
+            assert {r.id for r in array.regions} == set(np.unique(scene.instance_mask)) - {0}
+            assert all(r.depth_source == "stereo" for r in array.regions)
+    finally:
+        h.close()
