@@ -59,3 +59,25 @@ def test_launch_file_runs_on_a_robot():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.generate_launch_description().entities
+
+
+def rviz_topics() -> set[str]:
+    doc = yaml.safe_load((REPO / "config/depth_perception.rviz").read_text())
+    displays = doc["Visualization Manager"]["Displays"]
+    return {d["Topic"]["Value"] for d in displays if isinstance(d.get("Topic"), dict)}
+
+
+def test_every_topic_rviz_shows_is_published_by_the_node(rclpy_context):
+    from depth_perception.ros.node import DepthPerceptionNode
+
+    node = DepthPerceptionNode(context=rclpy_context, namespace="depth_perception")
+    try:
+        published = {name for name, _ in node.get_publisher_names_and_types_by_node(
+            "depth_perception", "/depth_perception")}
+        shown = {t for t in rviz_topics() if t.startswith("/depth_perception/")}
+        assert shown, "the RViz config shows none of the node's outputs"
+        assert shown <= published, f"shown but not published: {sorted(shown - published)}"
+        assert {"/depth_perception/depth", "/depth_perception/points",
+                "/depth_perception/regions/markers"} <= published
+    finally:
+        node.destroy_node()
