@@ -1,0 +1,284 @@
+"""``DepthEstimator``: one image in, depth at the image's resolution out, on any backend.
+
+    est = DepthEstimator("depth_anything_v2_small", weights="ckpt/depth_anything_v2_vits.pth")
+    pred = est.predict(rgb)            # rgb: HxWx3 uint8
+    pred.values, pred.kind             # HxW float32; "relative_inverse" | "metric" | "relative_depth"
+
+Backends: ``torch`` (CPU/CUDA), ``onnxruntime`` (an ONNX file, or one exported on the fly),
+``tensorrt`` (an engine or an ONNX file; needs a CUDA GPU and TensorRT), and ``auto``: TensorRT when a
+GPU and TensorRT are present, torch on another GPU, else ONNX Runtime when an ONNX file is given,
+else torch on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .processing import Geometry, check_rgb, depth_pro_inverse_depth, postprocess, preprocess
+from .zoo import ModelSpec, get_spec, missing_requirements
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here (no GPU, TensorRT missing, model not exportable)."""
+
+
+@dataclass
+class DepthPrediction:
+    """Depth for one image, aligned with it (HxW)."""
+
+    values: np.ndarray  # HxW float32: metres ("metric") or relative (see kind)
+    #: "relative_inverse" (affine-invariant inverse depth, near = large), "metric" (metres) or
+    #: "relative_depth" (affine-invariant depth, far = large: Marigold)
+    kind: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    field_of_view_deg: float | None = None  # Depth Pro's own estimate
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def tensorrt_available() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None and cuda_available()
+
+
+class DepthEstimator:
+    """A zoo model bound to one backend. ``predict`` is safe to call from one thread at a time per
+    instance (the backends hold no per-call state, but CUDA streams are per instance)."""
+
+    def __init__(
+        self,
+        spec_or_name: ModelSpec | str,
+        weights: str | os.PathLike | None = None,
+        backend: str = "auto",
+        device: str | None = None,
+        random_init: bool = False,
+        input_size: int | None = None,
+        onnx_path: str | os.PathLike | None = None,
+        engine_path: str | os.PathLike | None = None,
+        precision: str = "fp32",
+        log: Callable[[str], None] | None = _stderr,
+        seed: int = 0,
+    ) -> None:
+        self.spec = spec = get_spec(spec_or_name)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        missing = missing_requirements(spec)
+        if missing:
+            raise BackendUnavailableError(
+                f"model {spec.name} needs {', '.join(missing)}: pip install {' '.join(missing)}")
+        if input_size is not None and spec.resize_mode == "short_side" and input_size % spec.patch_multiple:
+            raise ValueError(f"input size {input_size} must be a multiple of {spec.patch_multiple} "
+                             f"for {spec.name}")
+        self.input_size = int(input_size or spec.input_size)
+        self.precision = precision
+        self._log = log or (lambda _msg: None)
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.kind = "relative_depth" if spec.family == "marigold" else spec.output
+        self.backend_name = self._choose(backend, onnx_path, engine_path)
+        self._log(f"depth model {spec.name}: licence {spec.licence}; backend {self.backend_name}")
+        if weights is None and not random_init and onnx_path is None and engine_path is None:
+            raise ValueError(f"model {spec.name}: give weights (a local folder, .safetensors, .pth or "
+                             "a hub id), an ONNX file / TensorRT engine, or random_init=True")
+        self._device = "cpu"
+        if self.backend_name == "torch":
+            self.backend = self._torch_backend(weights, random_init, device, seed)
+        elif self.backend_name == "onnxruntime":
+            path = Path(onnx_path) if onnx_path else self._export(weights, random_init, seed)
+            from .onnxruntime_backend import OnnxRuntimeBackend, quantize_int8
+
+            if precision == "int8":
+                path = quantize_int8(path, self._tmpdir() / f"{path.stem}.int8.onnx")
+            elif precision != "fp32":
+                raise ValueError("onnxruntime precision must be fp32 or int8")
+            self.backend = OnnxRuntimeBackend(path, device=device)
+        else:  # tensorrt
+            from . import tensorrt_backend  # lazy: TensorRT is heavy and often absent
+
+            source = engine_path or onnx_path or self._export(weights, random_init, seed)
+            self.backend = _TensorRTAdapter(tensorrt_backend.TensorRTBackend(source, precision=precision))
+            self._device = "cuda"
+
+    # ------------------------------------------------------------------------------ set-up
+
+    def _choose(self, backend: str, onnx_path: Any, engine_path: Any) -> str:
+        spec = self.spec
+        if backend == "auto":
+            if not spec.exportable:
+                return "torch"
+            if engine_path is not None or (tensorrt_available() and self.precision != "bf16"):
+                return "tensorrt" if tensorrt_available() else "torch"
+            if cuda_available():
+                return "torch"
+            return "onnxruntime" if onnx_path is not None else "torch"
+        if backend != "torch" and not spec.exportable:
+            raise BackendUnavailableError(f"model {spec.name} runs on the torch backend only "
+                                          f"({spec.family} has no ONNX export)")
+        if backend == "tensorrt" and not tensorrt_available():
+            why = "no CUDA GPU" if not cuda_available() else "the tensorrt Python package is missing"
+            raise BackendUnavailableError(f"backend tensorrt is not available here: {why}; "
+                                          "use --backend onnxruntime or torch")
+        if backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+            raise BackendUnavailableError("backend onnxruntime needs: pip install onnxruntime")
+        return backend
+
+    def _tmpdir(self) -> Path:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="depth_perception_")
+        return Path(self._tmp.name)
+
+    def _build_torch(self, weights: Any, random_init: bool, seed: int) -> Any:
+        from .weights import build_model
+
+        return build_model(self.spec, weights=weights, random_init=random_init, seed=seed)
+
+    def _torch_backend(self, weights: Any, random_init: bool, device: Any, seed: int) -> Any:
+        if self.spec.family == "marigold":
+            from .marigold import MarigoldBackend
+
+            backend = MarigoldBackend(self.spec, weights=weights, random_init=random_init, device=device,
+                                      precision=self.precision, seed=seed)
+        else:
+            from .torch_backend import TorchBackend
+
+            backend = TorchBackend(self._build_torch(weights, random_init, seed), device=device,
+                                   precision=self.precision)
+        self._device = backend.device
+        return backend
+
+    def _export(self, weights: Any, random_init: bool, seed: int) -> Path:
+        from .onnx_export import export_onnx
+
+        model = self._build_torch(weights, random_init, seed)
+        path = self._tmpdir() / f"{self.spec.name}.onnx"
+        self._log(f"exporting {self.spec.name} to ONNX (once per run; use `depth-perception export` "
+                  "to keep the file)")
+        h = w = self.input_size
+        if self.spec.dynamic_size:  # trace at a typical 4:3 camera aspect (any size works after)
+            w = _round_up(self.input_size * 4 // 3, self.spec.patch_multiple)
+        return export_onnx(model, path, h, w, dynamic=True, spec=self.spec)
+
+    # ----------------------------------------------------------------------------- inference
+
+    def predict(self, rgb: np.ndarray, fx_px: float | None = None,
+                prompt_depth_m: np.ndarray | None = None) -> DepthPrediction:
+        """HxWx3 uint8 RGB → depth at HxW.
+
+        ``fx_px``: focal length in pixels (from K) for Depth Pro's metric scale (else its own FOV
+        estimate). ``prompt_depth_m``: low-resolution metric depth (NaN/<=0 invalid) for Prompt Depth
+        Anything.
+        """
+        check_rgb(rgb)
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        if self.spec.family == "marigold":
+            values = self.backend.predict(rgb, self.input_size)
+            timings["inference"] = (time.perf_counter() - t0) * 1e3
+            timings["total"] = timings["inference"]
+            return DepthPrediction(values, self.kind, timings)
+        x, geo = preprocess(rgb, self.spec, self.input_size, device=self._device)
+        prompt = self._prompt(prompt_depth_m, x)
+        t1 = time.perf_counter()
+        timings["preprocess"] = (t1 - t0) * 1e3
+        out = self.backend.infer(x, prompt) if prompt is not None else self.backend.infer(x)
+        t2 = time.perf_counter()
+        timings["inference"] = (t2 - t1) * 1e3
+        pred = out["predicted_depth"]
+        fov = None
+        if self.spec.family == "depth_pro":
+            fov = float(np.asarray(_cpu(out["field_of_view"])).reshape(-1)[0])
+            inv = depth_pro_inverse_depth(_cpu(pred), geo, fx_px=fx_px, fov_deg=fov)
+            values = 1.0 / np.clip(postprocess(inv, geo), 1e-4, 1e4)
+        else:
+            values = postprocess(pred, geo)
+        timings["postprocess"] = (time.perf_counter() - t2) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return DepthPrediction(values.astype(np.float32, copy=False), self.kind, timings, fov)
+
+    def _prompt(self, prompt_depth_m: np.ndarray | None, x: Any) -> Any:
+        if "prompt_depth" not in self.spec.extra_inputs:
+            if prompt_depth_m is not None:
+                raise ValueError(f"model {self.spec.name} takes no prompt depth")
+            return None
+        if prompt_depth_m is None:
+            raise ValueError(f"model {self.spec.name} needs prompt_depth_m: a low-resolution metric "
+                             "depth image (e.g. from LiDAR or an RGB-D sensor)")
+        p = np.asarray(prompt_depth_m, dtype=np.float32)
+        if p.ndim != 2 or min(p.shape) < 2:
+            raise ValueError(f"prompt depth must be an hxw array (h, w >= 2), got shape {p.shape}")
+        valid = np.isfinite(p) & (p > 0)
+        if not valid.any():
+            raise ValueError("prompt depth has no valid (finite, > 0) pixels")
+        # the network min/max-normalises the prompt: holes must not become 0
+        p = np.where(valid, p, np.median(p[valid])).astype(np.float32)
+        import torch
+
+        return torch.from_numpy(p)[None, None].to(x.device)
+
+    def close(self) -> None:
+        backend = getattr(self, "backend", None)
+        if hasattr(backend, "close"):
+            backend.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "DepthEstimator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _TensorRTAdapter:
+    """TensorRTBackend's by-name ``infer_all`` seen through the backends' ``infer`` contract."""
+
+    name = "tensorrt"
+
+    def __init__(self, trt: Any) -> None:
+        self.trt = trt
+
+    def infer(self, pixel_values: Any, prompt_depth: Any = None) -> dict[str, Any]:
+        from .onnx_export import FOV_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
+
+        feeds = {INPUT_NAME: pixel_values}
+        if prompt_depth is not None:
+            feeds[PROMPT_NAME] = prompt_depth
+        outs = self.trt.infer_all(feeds)
+        result = {"predicted_depth": outs[OUTPUT_NAME]}
+        if FOV_NAME in outs:
+            result["field_of_view"] = outs[FOV_NAME]
+        return result
+
+    def close(self) -> None:
+        self.trt.close()
+
+
+def _cpu(x: Any) -> Any:
+    return x.detach().cpu() if hasattr(x, "detach") else x
+
+
+def _round_up(x: int, m: int) -> int:
+    return max(m, -(-x // m) * m)
+
+
+__all__ = ["DepthEstimator", "DepthPrediction", "BackendUnavailableError", "Geometry", "BACKENDS"]

@@ -1,0 +1,264 @@
+"""ONNX export of the zoo's networks, correct at every input size.
+
+The graph takes ``pixel_values`` (N x 3 x H x W float32, normalised; N, H and W dynamic when
+``dynamic=True``) and gives ``predicted_depth`` (N x H x W float32, the network's raw output: relative
+inverse depth or metres per the spec; Depth Pro's is canonical inverse depth, plus ``field_of_view``
+in degrees). Prompt Depth Anything also takes ``prompt_depth`` (N x 1 x h x w metres, any h, w).
+
+Traps this module beats (each one produces an ONNX file that loads and runs, yet gives wrong depth):
+
+* ``int()`` on a traced size turns it into a constant: the Depth Anything head's
+  ``int(patch_height * patch_size)`` (and ``torch_int`` in Prompt Depth Anything) would pin the output
+  to the export size. During export those names are shadowed in the transformers module by versions
+  that keep symbolic sizes symbolic (the library's own code still runs).
+* DINOv2/BEiT skip position-embedding interpolation at their native square size, so an export traced
+  there keeps fixed embeddings: the sample input is never square nor the native size.
+* torch.export specialises sizes 0 and 1: a dynamic batch needs a sample batch of 2.
+* The default SDPA attention exports to a slower graph in ONNX Runtime than eager attention.
+
+Each export is checked against torch on a second input of another size and aspect ratio before the
+file is written; a mismatch raises :class:`ExportError` with the measured error.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .zoo import ModelSpec
+
+DEFAULT_OPSET = 18
+INPUT_NAME = "pixel_values"
+OUTPUT_NAME = "predicted_depth"
+PROMPT_NAME = "prompt_depth"
+FOV_NAME = "field_of_view"
+
+
+class ExportError(RuntimeError):
+    """The export failed or gave a graph that disagrees with torch."""
+
+
+def _symbolic_int(x: Any) -> Any:
+    """``int`` that leaves torch.export's symbolic sizes symbolic instead of freezing them."""
+    import torch
+
+    if isinstance(x, torch.SymInt):
+        return x
+    if isinstance(x, torch.SymFloat):
+        return torch.sym_int(x)
+    return builtins.int(x)
+
+
+def _symbolic_torch_int(x: Any) -> Any:
+    import torch
+
+    if isinstance(x, (torch.SymInt, torch.SymFloat)):
+        return _symbolic_int(x)
+    if isinstance(x, torch.Tensor):
+        return x.to(torch.int64) if torch.jit.is_tracing() else builtins.int(x)
+    return builtins.int(x)
+
+
+@contextlib.contextmanager
+def symbolic_size_patches() -> Iterator[None]:
+    """Shadow ``int``/``torch_int`` in the transformers modules whose heads turn sizes into ints."""
+    import importlib
+    from unittest import mock
+
+    patches = []
+    for mod_name, attr, repl in (
+        ("transformers.models.depth_anything.modeling_depth_anything", "int", _symbolic_int),
+        ("transformers.models.prompt_depth_anything.modeling_prompt_depth_anything", "torch_int",
+         _symbolic_torch_int),
+        ("transformers.models.dinov2.modeling_dinov2", "torch_int", _symbolic_torch_int),
+        ("transformers.models.beit.modeling_beit", "torch_int", _symbolic_torch_int),
+        ("transformers.models.dpt.modeling_dpt", "torch_int", _symbolic_torch_int),
+    ):
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError:
+            continue
+        patches.append(mock.patch.object(module, attr, repl, create=True))
+    with contextlib.ExitStack() as stack:
+        for p in patches:
+            stack.enter_context(p)
+        yield
+
+
+def set_eager_attention(model: Any) -> None:
+    """Switch every transformers sub-model to eager attention (faster once exported to ONNX)."""
+    seen = set()
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is None or id(config) in seen or not hasattr(config, "_attn_implementation"):
+            continue
+        seen.add(id(config))
+        try:
+            config._attn_implementation = "eager"
+        except (AttributeError, ValueError):
+            pass
+
+
+class _ExportWrapper:
+    """Builds a plain ``nn.Module`` whose forward returns tensors (not a ModelOutput)."""
+
+    @staticmethod
+    def make(model: Any, spec: ModelSpec) -> Any:
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, pixel_values: torch.Tensor, prompt_depth: torch.Tensor | None = None):
+                kwargs = {"prompt_depth": prompt_depth} if prompt_depth is not None else {}
+                out = self.model(pixel_values=pixel_values, return_dict=True, **kwargs)
+                fov = getattr(out, "field_of_view", None)
+                if fov is not None:
+                    return out.predicted_depth, fov
+                return out.predicted_depth
+
+        return Wrapped().eval()
+
+
+def sample_shapes(spec: ModelSpec, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(trace size, check size): for dynamic models two non-square, non-native, different sizes."""
+    if not spec.dynamic_size:
+        return (height, width), (height, width)
+    m = spec.patch_multiple
+    h, w = _round(height, m), _round(width, m)
+    if h == w:  # never trace at a square size (native-size shortcut in the position embeddings)
+        w += m
+    check = (h + m, w + 2 * m) if h <= w else (h + 2 * m, w + m)
+    return (h, w), (check[1], check[0])  # the check transposes the aspect ratio
+
+
+def _round(x: int, m: int) -> int:
+    return max(m, int(round(x / m)) * m)
+
+
+def export_onnx(
+    model: Any,
+    path: str | os.PathLike,
+    height: int,
+    width: int,
+    dynamic: bool = True,
+    opset: int = DEFAULT_OPSET,
+    spec: ModelSpec | None = None,
+    check: bool = True,
+    tolerance: float = 1e-4,
+    optimize: bool = True,
+) -> Path:
+    """Export ``model`` (a zoo network in eval mode) to ``path``; return the path.
+
+    ``height``/``width`` give the sample size (network input pixels). With ``dynamic`` the batch,
+    height and width are free (models with ``resize_mode="fixed"`` stay at their fixed size).
+    ``check`` compares ONNX Runtime with torch on a second size; a relative error above
+    ``tolerance`` (of the output range) raises :class:`ExportError` and writes nothing.
+    ``optimize`` runs onnxscript's graph optimiser (constant folding, dead code); ONNX Runtime
+    optimises at load time too, so it mostly makes the file smaller and loading faster.
+    """
+    import torch
+
+    spec = spec or _spec_of(model)
+    if not spec.exportable:
+        raise ExportError(f"{spec.name}: {spec.family} models cannot be exported to ONNX (torch only)")
+    path = Path(path)
+    if opset < 17:
+        raise ValueError(f"opset {opset} is too old: need >= 17 (LayerNormalization)")
+    dynamic = dynamic and spec.dynamic_size
+    (th, tw), (ch, cw) = sample_shapes(spec, height, width) if dynamic else ((height, width),) * 2
+    model = model.eval().float()
+    set_eager_attention(model)
+    wrapped = _ExportWrapper.make(model, spec)
+    batch = 2 if dynamic else 1  # torch.export specialises a sample batch of 1
+    gen = torch.Generator().manual_seed(0)
+    args: tuple[Any, ...] = (torch.randn(batch, 3, th, tw, generator=gen),)
+    input_names = [INPUT_NAME]
+    dyn: dict[str, Any] | None = None
+    if dynamic:
+        d = torch.export.Dim.DYNAMIC
+        dyn = {"pixel_values": {0: d, 2: d, 3: d}}
+    if "prompt_depth" in spec.extra_inputs:
+        args = (args[0], 1.0 + torch.rand(batch, 1, max(2, th // 7), max(2, tw // 5), generator=gen))
+        input_names.append(PROMPT_NAME)
+        if dyn is not None:
+            dyn["prompt_depth"] = {0: d, 2: d, 3: d}
+    output_names = [OUTPUT_NAME] + ([FOV_NAME] if spec.family == "depth_pro" else [])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        tmp_path = Path(tmp) / path.name
+        try:
+            with torch.no_grad(), symbolic_size_patches():
+                program = torch.onnx.export(
+                    wrapped, args, dynamo=True, opset_version=opset, input_names=input_names,
+                    output_names=output_names, dynamic_shapes=dyn, verbose=False,
+                    optimize=False, external_data=False,
+                )
+        except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+            raise ExportError(f"{spec.name}: ONNX export failed: {type(exc).__name__}: {exc}") from exc
+        plain = program.model_proto.SerializeToString()
+        if optimize:
+            try:
+                program.optimize()
+                program.save(str(tmp_path))
+            except Exception:  # noqa: BLE001
+                # onnxscript's optimiser fails on some graphs (ZoeDepth's SplitToSequence); ONNX
+                # Runtime optimises the graph at load time anyway
+                tmp_path.write_bytes(plain)
+        else:
+            tmp_path.write_bytes(plain)
+        if check:
+            sizes = [(th, tw)] + ([(ch, cw)] if dynamic else [])
+            err = max_relative_error(wrapped, tmp_path, sizes, spec, batch=1)
+            if not err <= tolerance:
+                raise ExportError(
+                    f"{spec.name}: exported graph disagrees with torch (relative error {err:.2e} > "
+                    f"{tolerance:.0e} of the output range at sizes {sizes}); not written"
+                )
+        os.replace(tmp_path, path)
+    return path
+
+
+def _spec_of(model: Any) -> ModelSpec:
+    from .zoo import get_spec
+
+    name = getattr(model, "_depth_spec_name", None)
+    if name is None:
+        raise ValueError("pass spec= (the model was not built by depth_perception.depth)")
+    return get_spec(name)
+
+
+def max_relative_error(wrapped: Any, onnx_path: Path, sizes: list[tuple[int, int]], spec: ModelSpec,
+                       batch: int = 1) -> float:
+    """Largest |onnx - torch| / range(torch) of ``predicted_depth`` over the given input sizes."""
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    gen = torch.Generator().manual_seed(1)
+    for h, w in sizes:
+        x = torch.randn(batch, 3, h, w, generator=gen)
+        feeds = {INPUT_NAME: x.numpy()}
+        targs: tuple[Any, ...] = (x,)
+        if "prompt_depth" in spec.extra_inputs:
+            p = 1.0 + torch.rand(batch, 1, max(2, h // 9), max(2, w // 6), generator=gen)
+            feeds[PROMPT_NAME] = p.numpy()
+            targs = (x, p)
+        with torch.no_grad():
+            ref = wrapped(*targs)
+        ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
+        got = sess.run([OUTPUT_NAME], feeds)[0]
+        if got.shape != ref.shape:
+            return float("inf")
+        span = float(ref.max() - ref.min()) or 1.0
+        worst = max(worst, float(np.abs(got - ref).max()) / span)
+    return worst

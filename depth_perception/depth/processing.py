@@ -1,0 +1,128 @@
+"""Pre- and post-processing shared by every backend (torch ops: on GPU they run on the device).
+
+Pre: HxWx3 uint8 RGB → 1x3xh×w float32 normalised network input. The aspect ratio is kept: either
+the shorter side goes to ``input_size`` and both sides are rounded to the patch multiple
+(``short_side``, the Depth Anything convention), or the image is scaled to fit a fixed square and
+centred on a zero (= mean colour) border (``fixed``: letterbox, never squashed).
+
+Post: 1xh×w network output → HxW float32 at the input resolution (border cropped, bilinear resize).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .zoo import ModelSpec
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the image sits in the network input (pixels)."""
+
+    image_hw: tuple[int, int]  # input image H, W
+    net_hw: tuple[int, int]  # network input h, w
+    content_hw: tuple[int, int]  # resized image inside the network input
+    offset_yx: tuple[int, int]  # top-left corner of the content (letterbox border)
+
+    @property
+    def scale(self) -> float:
+        """Network pixels per image pixel along x (uniform for letterbox, ~uniform otherwise)."""
+        return self.content_hw[1] / self.image_hw[1]
+
+
+def network_geometry(height: int, width: int, spec: ModelSpec, input_size: int | None = None) -> Geometry:
+    """Network input layout for an image of ``height`` x ``width`` pixels."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image must be at least 1x1 pixels, got {width}x{height}")
+    size = int(input_size or spec.input_size)
+    m = max(1, spec.patch_multiple)
+    if size < m:
+        raise ValueError(f"input size {size} is smaller than {spec.name}'s patch multiple {m}")
+    if spec.resize_mode == "fixed":
+        s = size / max(height, width)
+        ch, cw = max(1, round(height * s)), max(1, round(width * s))
+        return Geometry((height, width), (size, size), (ch, cw), ((size - ch) // 2, (size - cw) // 2))
+    if size % m:
+        raise ValueError(f"input size {size} must be a multiple of {m} for {spec.name}")
+    s = size / min(height, width)
+    nh = max(m, int(round(height * s / m)) * m)
+    nw = max(m, int(round(width * s / m)) * m)
+    return Geometry((height, width), (nh, nw), (nh, nw), (0, 0))
+
+
+def check_rgb(rgb: Any) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"image must be an HxWx3 RGB array, got {getattr(rgb, 'shape', type(rgb).__name__)}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {rgb.dtype}")
+
+
+def preprocess(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = None, device: Any = "cpu",
+               dtype: Any = None) -> tuple[Any, Geometry]:
+    """HxWx3 uint8 RGB → (1x3xh×w normalised torch tensor on ``device``, geometry)."""
+    import torch
+    import torch.nn.functional as F
+
+    check_rgb(rgb)
+    geo = network_geometry(rgb.shape[0], rgb.shape[1], spec, input_size)
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    if geo.content_hw != geo.image_hw:
+        # antialias only matters (and only costs) when shrinking
+        shrink = geo.content_hw[0] < geo.image_hw[0]
+        x = F.interpolate(x, size=geo.content_hw, mode="bicubic", align_corners=False,
+                          antialias=shrink).clamp_(0.0, 1.0)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    if geo.net_hw != geo.content_hw:
+        (top, left), (ch, cw) = geo.offset_yx, geo.content_hw
+        x = F.pad(x, (left, geo.net_hw[1] - cw - left, top, geo.net_hw[0] - ch - top))
+    if dtype is not None:
+        x = x.to(dtype)
+    return x.contiguous(), geo
+
+
+def postprocess(pred: Any, geo: Geometry) -> np.ndarray:
+    """Network output (1xh×w or h×w, torch or numpy) → HxW float32 numpy at the input resolution."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(pred).float()
+    if t.ndim == 2:
+        t = t.unsqueeze(0)
+    if t.ndim != 3 or t.shape[0] != 1:
+        raise ValueError(f"expected a 1xHxW prediction, got {tuple(t.shape)}")
+    if tuple(t.shape[1:]) != geo.net_hw:
+        # a head that returns another size (never for the zoo's models, but cheap to honour)
+        t = F.interpolate(t.unsqueeze(0), size=geo.net_hw, mode="bilinear", align_corners=False)[0]
+    (top, left), (ch, cw) = geo.offset_yx, geo.content_hw
+    t = t[:, top:top + ch, left:left + cw]
+    if geo.content_hw != geo.image_hw:
+        t = F.interpolate(t.unsqueeze(0), size=geo.image_hw, mode="bilinear", align_corners=False)[0]
+    return t[0].cpu().numpy().astype(np.float32, copy=False)
+
+
+def depth_pro_inverse_depth(canonical_inverse: Any, geo: Geometry, fx_px: float | None = None,
+                            fov_deg: float | None = None) -> Any:
+    """Depth Pro's canonical inverse depth (network frame) → inverse depth in 1/metres.
+
+    Depth Pro predicts ``f_net / (w_net * Z)``. With the image's focal length ``fx_px`` (from K) the
+    network-frame focal is ``fx_px * scale``; without it, the field of view the model estimated over
+    its input width gives it. Resize the result, then invert (as transformers does).
+    """
+    import torch
+
+    w_net = geo.net_hw[1]
+    if fx_px is not None:
+        if not fx_px > 0:
+            raise ValueError(f"focal length must be > 0 pixels, got {fx_px}")
+        f_net = fx_px * geo.scale
+    elif fov_deg is not None:
+        f_net = 0.5 * w_net / np.tan(0.5 * np.deg2rad(float(fov_deg)))
+    else:
+        raise ValueError("Depth Pro needs the focal length (fx from K) or its field-of-view output")
+    return torch.as_tensor(canonical_inverse).float() * (w_net / f_net)

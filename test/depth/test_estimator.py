@@ -1,0 +1,86 @@
+"""DepthEstimator: image in, depth at the image's resolution out; backend choice and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from depth_perception.depth.estimator import (
+    BackendUnavailableError, DepthEstimator, tensorrt_available,
+)
+
+RGB = data.astronaut()[::4, ::3]  # 128 x 171, real image, not square
+
+
+def test_relative_model_returns_inverse_depth_at_input_resolution() -> None:
+    lines: list[str] = []
+    est = DepthEstimator("depth_anything_v2_small_tiny", random_init=True, log=lines.append)
+    assert est.backend_name == "torch"  # auto on a CPU-only machine without an ONNX file
+    pred = est.predict(RGB)
+    assert pred.values.shape == RGB.shape[:2] and pred.values.dtype == np.float32
+    assert pred.kind == "relative_inverse" and np.isfinite(pred.values).all()
+    assert set(pred.timings_ms) >= {"preprocess", "inference", "postprocess", "total"}
+    assert any("licence" in line and "random weights" in line for line in lines)
+
+
+def test_metric_model_stays_within_its_range() -> None:
+    pred = DepthEstimator("depth_anything_v2_metric_indoor_small_tiny", random_init=True,
+                          log=None).predict(RGB)
+    assert pred.kind == "metric"
+    assert 0 < pred.values.min() and pred.values.max() <= 20.0
+    assert pred.values.std() > 0
+
+
+def test_depth_pro_metric_scale_follows_the_focal_length() -> None:
+    est = DepthEstimator("depth_pro_tiny", random_init=True, log=None, seed=1)
+    near = est.predict(RGB, fx_px=100.0)
+    far = est.predict(RGB, fx_px=200.0)  # same picture, twice the focal length: twice as far
+    np.testing.assert_allclose(far.values, 2 * near.values, rtol=1e-4)
+    own = est.predict(RGB)  # without K: the model's own field of view
+    assert own.field_of_view_deg is not None and np.isfinite(own.values).all()
+
+
+def test_prompt_depth_model_needs_and_uses_a_prompt() -> None:
+    est = DepthEstimator("prompt_depth_anything_small_tiny", random_init=True, log=None)
+    with pytest.raises(ValueError, match="needs prompt_depth_m"):
+        est.predict(RGB)
+    prompt = np.full((12, 16), 2.0, np.float32)
+    prompt[:, 8:] = 4.0
+    holes = prompt.copy()
+    holes[0, 0] = np.nan  # invalid prompt pixels are filled, not propagated
+    pred = est.predict(RGB, prompt_depth_m=holes)
+    assert pred.kind == "metric" and np.isfinite(pred.values).all()
+    # the output is de-normalised with the prompt's range: 2-4 m in, metres out
+    assert 1.0 < np.median(pred.values) < 6.0
+    with pytest.raises(ValueError, match="no valid"):
+        est.predict(RGB, prompt_depth_m=np.zeros((4, 4), np.float32))
+
+
+def test_marigold_runs_on_torch_and_refuses_onnx() -> None:
+    est = DepthEstimator("marigold_depth_tiny", random_init=True, log=None)
+    a, b = est.predict(RGB[:40, :60]), est.predict(RGB[:40, :60])
+    assert a.kind == "relative_depth" and a.values.shape == (40, 60)
+    np.testing.assert_array_equal(a.values, b.values)  # seeded noise: same image, same depth
+    with pytest.raises(BackendUnavailableError, match="torch backend only"):
+        DepthEstimator("marigold_depth_tiny", random_init=True, backend="onnxruntime", log=None)
+
+
+@pytest.mark.skipif(tensorrt_available(), reason="TensorRT is available here")
+def test_tensorrt_without_gpu_is_a_clear_error() -> None:
+    with pytest.raises(BackendUnavailableError, match="tensorrt is not available here"):
+        DepthEstimator("depth_anything_v2_small_tiny", random_init=True, backend="tensorrt", log=None)
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DepthEstimator("depth_anything_v2_small_tiny", random_init=True, backend="tflite")
+    with pytest.raises(ValueError, match="give weights"):
+        DepthEstimator("depth_anything_v2_small_tiny", log=None)
+    with pytest.raises(ValueError, match="multiple of 14"):
+        DepthEstimator("depth_anything_v2_small_tiny", random_init=True, input_size=50, log=None)
+    est = DepthEstimator("depth_anything_v2_small_tiny", random_init=True, log=None)
+    with pytest.raises(ValueError, match="uint8"):
+        est.predict(RGB.astype(np.float32))
+    with pytest.raises(ValueError, match="takes no prompt"):
+        est.predict(RGB, prompt_depth_m=np.ones((4, 4), np.float32))

@@ -1,0 +1,150 @@
+"""Every family's tiny model: torch and ONNX Runtime agree at three sizes/aspect ratios.
+
+The comparison runs through DepthEstimator (same pre/post-processing, different backends), so the
+dynamic models see three different network input shapes from one dynamic export: a graph that kept
+its export size (the classic Depth Anything trap) fails here on shape or values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from skimage import data
+
+from depth_perception.depth.estimator import DepthEstimator
+from depth_perception.depth.onnx_export import ExportError, export_onnx
+from depth_perception.depth.weights import build_model
+from depth_perception.depth.zoo import get_spec
+
+# one model per architecture (V1 and V2 share transformers' class; the V2 metric head adds the
+# sigmoid * max_depth path); fixed-size models are exported at their fixed size
+# BEiT-based and Depth Pro graphs take 10-30 s each to export: marked slow (CI runs them; deselect
+# with -m "not slow" while iterating)
+SLOW = pytest.mark.slow
+FAMILIES = [
+    "depth_anything_v2_small_tiny",
+    "depth_anything_v2_metric_indoor_small_tiny",
+    "dpt_large_tiny",
+    "dpt_hybrid_tiny",
+    "prompt_depth_anything_small_tiny",
+    pytest.param("midas_beit_large_512_tiny", marks=SLOW),
+    pytest.param("zoedepth_nyu_tiny", marks=SLOW),
+    pytest.param("depth_pro_tiny", marks=SLOW),
+]
+# three real images of different aspect ratios: 4:3 landscape, portrait, wide
+ASTRONAUT = data.astronaut()
+IMAGES = [ASTRONAUT[::8, ::6][:60, :80], ASTRONAUT[::5, ::9][:90, :50], data.coffee()[::4, ::4][:40, :100]]
+PROMPT = np.linspace(0.5, 3.0, 8 * 6, dtype=np.float32).reshape(8, 6)
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    span = float(np.nanmax(b) - np.nanmin(b))
+    assert span > 0, "degenerate (flat) reference output: the comparison would prove nothing"
+    return float(np.nanmax(np.abs(a - b))) / span
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    return {}
+
+
+def export_once(name: str, cache: dict[str, Path], tmp: Path) -> tuple[DepthEstimator, Path]:
+    # seed 1: every tiny family's random output varies across the image (not clipped flat by ReLU)
+    torch_est = DepthEstimator(name, backend="torch", random_init=True, device="cpu", log=None, seed=1)
+    if name not in cache:
+        spec = get_spec(name)
+        s = spec.input_size
+        w = s + spec.patch_multiple if spec.dynamic_size else s
+        full = name == "depth_anything_v2_small_tiny"  # the product path: optimiser and self-check on
+        cache[name] = export_onnx(torch_est.backend.model, tmp / f"{name}.onnx", s, w, dynamic=True,
+                                  spec=spec, check=full, optimize=full)
+    return torch_est, cache[name]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_torch_and_onnxruntime_agree_at_three_aspect_ratios(name: str, exported, tmp_path_factory) -> None:
+    torch_est, onnx_path = export_once(name, exported, tmp_path_factory.mktemp(name))
+    ort_est = DepthEstimator(name, backend="onnxruntime", onnx_path=onnx_path, log=None)
+    assert ort_est.backend_name == "onnxruntime"
+    kwargs = {"fx_px": 70.0} if name.startswith("depth_pro") else {}
+    if get_spec(name).extra_inputs:
+        kwargs = {"prompt_depth_m": PROMPT}
+    for rgb in IMAGES:
+        ref = torch_est.predict(rgb, **kwargs)
+        got = ort_est.predict(rgb, **kwargs)
+        assert got.values.shape == rgb.shape[:2] and got.kind == ref.kind
+        assert relative_error(got.values, ref.values) <= 1e-4, (name, rgb.shape)
+    if get_spec(name).dynamic_size:
+        from depth_perception.depth.processing import network_geometry
+
+        sizes = {network_geometry(*im.shape[:2], get_spec(name)).net_hw for im in IMAGES}
+        assert len(sizes) == 3  # three different network input shapes went through one graph
+
+
+def test_dynamic_export_has_free_batch_height_and_width(exported, tmp_path_factory) -> None:
+    name = "depth_anything_v2_small_tiny"
+    torch_est, onnx_path = export_once(name, exported, tmp_path_factory.mktemp("dyn"))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["pixel_values"]
+    assert [o.name for o in sess.get_outputs()] == ["predicted_depth"]
+    model = torch_est.backend.model
+    gen = torch.Generator().manual_seed(2)
+    # square at the backbone's native size (where DINOv2 skips interpolation), batch 3, tall, tiny
+    for shape in [(1, 3, 28, 28), (3, 3, 56, 56), (1, 3, 126, 42), (2, 3, 14, 70)]:
+        x = torch.randn(*shape, generator=gen)
+        got = sess.run(None, {"pixel_values": x.numpy()})[0]
+        with torch.no_grad():
+            ref = model(pixel_values=x).predicted_depth.numpy()
+        assert got.shape == (shape[0], shape[2], shape[3])
+        assert relative_error(got, ref) <= 1e-4, shape
+
+
+def test_fixed_size_export_refuses_other_sizes(exported, tmp_path_factory) -> None:
+    _, onnx_path = export_once("dpt_large_tiny", exported, tmp_path_factory.mktemp("fixed"))
+    from depth_perception.depth.onnxruntime_backend import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(onnx_path)
+    assert backend.fixed_hw == (32, 32)
+    with pytest.raises(ValueError, match="exported for 32x32"):
+        backend.infer(np.zeros((1, 3, 32, 64), np.float32))
+
+
+def test_marigold_is_torch_only(tmp_path: Path) -> None:
+    model_spec = get_spec("marigold_depth_tiny")
+    assert not model_spec.exportable
+    with pytest.raises(ExportError, match="torch only"):
+        export_onnx(object(), tmp_path / "m.onnx", 32, 32, spec=model_spec)
+
+
+def test_a_graph_that_disagrees_with_torch_is_not_written(tmp_path: Path, monkeypatch) -> None:
+    """The self-check catches a wrong graph (here: torch changed after tracing) and writes nothing."""
+    import depth_perception.depth.onnx_export as ox
+
+    model = build_model("dpt_large_tiny", random_init=True)
+    real = ox.max_relative_error
+
+    def after_tampering(wrapped, *args, **kwargs):
+        with torch.no_grad():
+            wrapped.model.head.head[4].bias += 1.0
+        return real(wrapped, *args, **kwargs)
+
+    monkeypatch.setattr(ox, "max_relative_error", after_tampering)
+    with pytest.raises(ExportError, match=r"disagrees with torch \(relative error"):
+        export_onnx(model, tmp_path / "bad.onnx", 32, 32, dynamic=False, spec=get_spec("dpt_large_tiny"))
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_int8_quantisation_is_close_to_fp32(exported, tmp_path_factory) -> None:
+    name = "depth_anything_v2_small_tiny"
+    _, onnx_path = export_once(name, exported, tmp_path_factory.mktemp("int8"))
+    fp32 = DepthEstimator(name, backend="onnxruntime", onnx_path=onnx_path, log=None)
+    int8 = DepthEstimator(name, backend="onnxruntime", onnx_path=onnx_path, precision="int8", log=None)
+    a, b = fp32.predict(IMAGES[0]).values, int8.predict(IMAGES[0]).values
+    err = relative_error(b, a)
+    assert 0 < err < 0.1  # changed (really quantised) but still the same depth map
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98

@@ -1,0 +1,66 @@
+"""Pre/post-processing: aspect kept, patch multiples, output at the input resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from depth_perception.depth.processing import network_geometry, postprocess, preprocess
+from depth_perception.depth.zoo import get_spec
+
+DA = get_spec("depth_anything_v2_small")
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (720, 1280), (640, 480), (518, 518)])
+def test_short_side_resize_keeps_aspect_on_patch_multiples(hw: tuple[int, int]) -> None:
+    geo = network_geometry(*hw, DA)
+    h, w = geo.net_hw
+    assert h % 14 == 0 and w % 14 == 0 and min(h, w) == 518
+    assert abs(w / h - hw[1] / hw[0]) < 14 / min(h, w)  # rounding to 14 px is the only change
+    assert geo.offset_yx == (0, 0)
+
+
+def test_fixed_size_models_are_letterboxed_not_squashed() -> None:
+    geo = network_geometry(480, 640, get_spec("depth_pro"))
+    assert geo.net_hw == (1536, 1536) and geo.content_hw == (1152, 1536)
+    assert geo.offset_yx == (192, 0)
+
+
+def test_preprocess_normalises_and_postprocess_returns_input_resolution() -> None:
+    rgb = data.astronaut()[:300, :450]  # 2:3, real image
+    x, geo = preprocess(rgb, DA)
+    assert x.shape == (1, 3, *geo.net_hw) and x.dtype == torch.float32
+    mean = torch.tensor(DA.mean).view(3, 1, 1)
+    std = torch.tensor(DA.std).view(3, 1, 1)
+    img = (x[0] * std + mean).permute(1, 2, 0).numpy()
+    assert abs(img.mean() - rgb.mean() / 255) < 0.01  # same picture, just resized
+    # a horizontal ramp through the network's resolution comes back as the same ramp
+    ramp = torch.linspace(0, 1, geo.net_hw[1]).expand(1, *geo.net_hw)
+    out = postprocess(ramp, geo)
+    assert out.shape == rgb.shape[:2] and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], np.linspace(0, 1, rgb.shape[1]), atol=0.01)
+
+
+def test_letterbox_border_is_cropped_away() -> None:
+    spec = get_spec("dpt_large")
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    x, geo = preprocess(rgb, spec)
+    pred = torch.full((1, *geo.net_hw), -1.0)
+    (top, left), (ch, cw) = geo.offset_yx, geo.content_hw
+    pred[:, top:top + ch, left:left + cw] = 5.0
+    out = postprocess(pred, geo)
+    assert out.shape == (100, 200) and np.all(out == 5.0)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32),
+                                 np.zeros((10, 10, 4), np.uint8)])
+def test_bad_images_are_rejected_with_a_clear_error(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="image must be"):
+        preprocess(bad, DA)
+
+
+def test_input_size_must_be_a_patch_multiple() -> None:
+    with pytest.raises(ValueError, match="multiple of 14"):
+        network_geometry(480, 640, DA, input_size=500)
