@@ -14,8 +14,9 @@ $(VENV)/.base: setup.py requirements/ci.txt
 	$(PIP) install --no-deps -e .
 	touch $@
 
-$(VENV)/.ros: $(VENV)/.base requirements/ros.txt
+$(VENV)/.ros: $(VENV)/.base requirements/ros.txt requirements/typing.txt
 	$(PIP) install -r requirements/ros.txt
+	$(PIP) install --no-deps -r requirements/typing.txt
 	touch $@
 
 demo: $(VENV)/.base
@@ -24,9 +25,10 @@ demo: $(VENV)/.base
 msgs: $(VENV)/.ros
 	PYTHON=$(PY) scripts/build_msgs.sh
 
-# DP_REQUIRE_ROS=1: the rclpy tests must run here, not skip.
+# DP_REQUIRE_ROS=1 / DP_REQUIRE_TYPECHECK=1: the rclpy tests and the TensorRT type check must run
+# here, not skip.
 test: msgs
-	DP_REQUIRE_ROS=1 scripts/netns.sh $(PY) -m pytest -q -p no:cacheprovider
+	DP_REQUIRE_ROS=1 DP_REQUIRE_TYPECHECK=1 scripts/netns.sh $(PY) -m pytest -q -p no:cacheprovider
 
 clean:
 	rm -rf build install log demo_out

@@ -41,6 +41,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="principal point difference cx_right - cx_left in pixels (default 0)")
     p.add_argument("--min-depth", type=float, default=0.1, help="metres (default 0.1)")
     p.add_argument("--max-depth", type=float, default=20.0, help="metres (default 20)")
+    from .depth.commands import add_monocular_arguments
+
+    add_monocular_arguments(p)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -125,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_demo(sub)
     _add_bag(sub)
+    from .depth.commands import add_export_parser, add_models_parser
+    from .depth.trt_commands import add_build_engine_parser
+
+    add_models_parser(sub)
+    add_export_parser(sub)
+    add_build_engine_parser(sub)
     return parser
 
 
@@ -139,11 +148,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     kind, paths = list_inputs(args.input)  # a missing input is the first thing to report
     if args.stereo_right is None:
         if args.model:
-            raise CliError(
-                f"model {args.model!r} is not available: this version has no monocular models yet; "
-                "use --stereo-right with --baseline and --focal"
-            )
-        raise CliError("no depth source: give --stereo-right PATH with --baseline and --focal")
+            return _predict_monocular(args)
+        raise CliError("no depth source: give --model NAME, or --stereo-right PATH with "
+                       "--baseline and --focal")
     if args.baseline is None or args.baseline <= 0:
         raise CliError("stereo needs --baseline in metres (> 0)")
     if args.focal is None or args.focal <= 0:
@@ -185,6 +192,58 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_monocular(args: argparse.Namespace) -> int:
+    """Depth from a monocular network for every input frame. Metric models write metres; relative
+    ones write their normalised inverse depth for png8/color (255 = near) and raw values for npy."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .depth.commands import estimator_from_args
+    from .files import count_frames, iter_images, list_inputs, write_depth, write_image
+    from .visualize import colorize_depth
+
+    kind, paths = list_inputs(args.input)
+    single = kind == "image" and len(paths) == 1
+    out = Path(args.output)
+    if not single or out.suffix == "":
+        out.mkdir(parents=True, exist_ok=True)
+    estimator = estimator_from_args(args)
+    written = out
+    for item in tqdm(iter_images(args.input), total=count_frames(args.input), unit="frame",
+                     disable=None):
+        pred = estimator.predict(item.rgb)
+        target = out if (single and out.suffix) else out / item.name
+        if pred.kind == "metric":
+            depth_m = pred.values.copy()
+            depth_m[~np.isfinite(depth_m) | (depth_m < args.min_depth) |
+                    (depth_m > args.max_depth)] = np.nan
+            written = write_depth(target, depth_m, args.format)
+            continue
+        if args.format == "png16":
+            raise CliError(f"{args.model} predicts relative depth; png16 (millimetres) needs a "
+                           "metric model or a metric signal")
+        # Relative inverse depth behaves like 1/z up to an affine map: pass a pseudo-depth so the
+        # same writers apply (near stays bright); relative depth (Marigold) is near = small.
+        v = pred.values.astype(np.float32)
+        if args.format == "npy":
+            written = target.with_suffix(".npy")
+            written.parent.mkdir(parents=True, exist_ok=True)
+            np.save(written, v)
+            continue
+        lo, hi = np.nanpercentile(v, [1, 99]) if np.isfinite(v).any() else (0.0, 1.0)
+        t = np.clip((v - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        near = t if pred.kind == "relative_inverse" else 1.0 - t
+        gray = (1 + near * 254).round().astype(np.uint8)
+        gray[~np.isfinite(v)] = 0
+        written = target.with_suffix(".png")
+        if args.format == "color":
+            write_image(written, colorize_depth(1.0 / (0.05 + near)))
+        else:
+            write_image(written, gray)
+    print(f"wrote depth for {args.input} to {written if single else out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_report, run_demo
 
@@ -193,7 +252,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "demo": cmd_demo, "bag": cmd_bag}
+def _lazy(module: str, name: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module, __package__), name)(args)
+
+    return run
+
+
+COMMANDS = {
+    "predict": cmd_predict,
+    "demo": cmd_demo,
+    "bag": cmd_bag,
+    "models": _lazy(".depth.commands", "cmd_models"),
+    "export": _lazy(".depth.commands", "cmd_export"),
+    "build-engine": _lazy(".depth.trt_commands", "cmd_build_engine"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("depth-perception: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `depth-perception models | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
         if args.debug or os.environ.get("DEPTH_PERCEPTION_DEBUG"):
             raise

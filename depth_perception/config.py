@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .metric import MODES as METRIC_MODES
+from .metric import MetricConfig
 from .pipeline import PipelineConfig
 from .regions import GripperParams, RegionParams
 from .stereo import StereoParams
@@ -27,6 +29,7 @@ _STEREO = StereoParams()
 _PIPE = PipelineConfig()
 _GRIP = GripperParams()
 _REG = RegionParams()
+_MET = MetricConfig()
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("min_depth", _PIPE.min_depth_m, "nearest valid depth, metres", min_value=0.0,
@@ -51,6 +54,43 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   step=16),
     ParameterSpec("stereo.block_size", _STEREO.block_size, "SGBM block size, odd", min_value=1,
                   max_value=31, step=2),
+    ParameterSpec("model", "", "monocular depth model (depth-perception models); empty = stereo",
+                  read_only=True),
+    ParameterSpec("weights", "", "local weights for the model (folder, .safetensors, .pth) or a "
+                  "hub id where the robot has internet", read_only=True),
+    ParameterSpec("backend", "auto", "auto, torch, onnxruntime or tensorrt", read_only=True),
+    ParameterSpec("precision", "fp32", "fp32, fp16, bf16 (torch CPU) or int8", read_only=True),
+    ParameterSpec("input_size", 0, "network input size (shorter side); 0 = the model's default",
+                  read_only=True, min_value=0, max_value=4096, step=1),
+    ParameterSpec("onnx", "", "ONNX file for onnxruntime/tensorrt (empty: export on first run)",
+                  read_only=True),
+    ParameterSpec("engine", "", "TensorRT engine file (empty: build and cache on first run)",
+                  read_only=True),
+    ParameterSpec("device", "", "torch device, e.g. cuda:0 (empty: cuda if present)",
+                  read_only=True),
+    ParameterSpec("random_init", False, "random weights (benchmarks and plumbing only)",
+                  read_only=True),
+    ParameterSpec("metric.mode", _MET.mode, "how relative depth becomes metric: "
+                  + ", ".join(METRIC_MODES), read_only=True),
+    ParameterSpec("metric.camera_height", _MET.camera_height_m,
+                  "camera height above the support plane for plane mode, metres (0 = unset)",
+                  min_value=0.0, max_value=100.0),
+    ParameterSpec("metric.fixed_scale", _MET.fixed_scale, "fixed mode: scale", min_value=-1e6,
+                  max_value=1e6),
+    ParameterSpec("metric.fixed_shift", _MET.fixed_shift, "fixed mode: shift", min_value=-1e6,
+                  max_value=1e6),
+    ParameterSpec("metric.min_inliers", _MET.min_inliers, "fewest inliers for an accepted fit",
+                  min_value=3, max_value=1_000_000, step=1),
+    ParameterSpec("metric.max_residual", _MET.max_residual, "largest accepted fit residual",
+                  min_value=0.0, max_value=10.0),
+    ParameterSpec("metric.temporal", _MET.temporal, "filter the scale over time"),
+    ParameterSpec("metric.stale_after", _MET.stale_after, "frames without a signal before the "
+                  "scale is reported stale", min_value=1, max_value=100_000, step=1),
+    ParameterSpec("metric.T_camera_from_cloud", list(_MET.T_camera_from_cloud),
+                  "pointcloud mode: 16 values, row-major 4x4 from the LiDAR frame to the camera "
+                  "optical frame (TF is not used)"),
+    ParameterSpec("flying_threshold", _PIPE.flying_threshold, "relative depth jump over 3x3 "
+                  "that marks a flying pixel (0 disables)", min_value=0.0, max_value=10.0),
     ParameterSpec("segmentation.source", "none", "where instance masks come from: none, topic "
                   "(an instance-id image on `masks` with the image's stamp)", read_only=True),
     ParameterSpec("cloud.stride", 1, "decimation of the published scene cloud, pixels",
@@ -88,6 +128,10 @@ def validate_parameters(values: dict[str, Any]) -> str | None:
         return f"unknown parameter(s): {', '.join(unknown)}"
     v = {**DEFAULTS, **values}
     for spec in PARAMETERS:
+        if isinstance(spec.default, list):
+            if isinstance(v[spec.name], (str, bytes)) or not hasattr(v[spec.name], "__len__"):
+                return f"{spec.name} must be a list, got {v[spec.name]!r}"
+            continue
         if not isinstance(v[spec.name], type(spec.default)) and not (
             isinstance(spec.default, float) and isinstance(v[spec.name], int)
             and not isinstance(v[spec.name], bool)
@@ -108,6 +152,14 @@ def validate_parameters(values: dict[str, Any]) -> str | None:
     if v["segmentation.source"] not in SEGMENTATION_SOURCES:
         return (f"segmentation.source must be one of {', '.join(SEGMENTATION_SOURCES)}, "
                 f"not {v['segmentation.source']!r}")
+    if v["metric.mode"] not in METRIC_MODES:
+        return f"metric.mode must be one of {', '.join(METRIC_MODES)}, not {v['metric.mode']!r}"
+    if len(v["metric.T_camera_from_cloud"]) != 16:
+        return "metric.T_camera_from_cloud needs 16 values (row-major 4x4)"
+    if v["backend"] not in ("auto", "torch", "onnxruntime", "tensorrt"):
+        return f"backend must be auto, torch, onnxruntime or tensorrt, not {v['backend']!r}"
+    if v["precision"] not in ("fp32", "fp16", "bf16", "int8"):
+        return f"precision must be fp32, fp16, bf16 or int8, not {v['precision']!r}"
     if v["gripper.min_range"] >= v["gripper.max_range"]:
         return "need gripper.min_range < gripper.max_range"
     return None
@@ -129,8 +181,34 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
                             stride=int(v["regions.stride"]),
                             outlier_std_ratio=float(v["regions.outlier_std_ratio"]),
                             cluster_gap_m=float(v["regions.cluster_gap_m"]))
+    metric = replace(MetricConfig(), mode=str(v["metric.mode"]),
+                     camera_height_m=float(v["metric.camera_height"]),
+                     fixed_scale=float(v["metric.fixed_scale"]),
+                     fixed_shift=float(v["metric.fixed_shift"]),
+                     min_inliers=int(v["metric.min_inliers"]),
+                     max_residual=float(v["metric.max_residual"]),
+                     temporal=bool(v["metric.temporal"]),
+                     stale_after=int(v["metric.stale_after"]),
+                     T_camera_from_cloud=tuple(float(x) for x in v["metric.T_camera_from_cloud"]))
     return PipelineConfig(min_depth_m=float(v["min_depth"]), max_depth_m=float(v["max_depth"]),
-                          stereo=stereo, gripper=gripper, region_params=region_params)
+                          stereo=stereo, flying_threshold=float(v["flying_threshold"]),
+                          metric=metric, gripper=gripper, region_params=region_params)
+
+
+def estimator_from_parameters(values: dict[str, Any], log: Any = None) -> Any:
+    """The monocular DepthEstimator the parameters ask for, or None (stereo). May take minutes
+    (export / TensorRT engine build on first run)."""
+    v = {**DEFAULTS, **values}
+    if not v["model"]:
+        return None
+    from .depth.estimator import DepthEstimator
+
+    kwargs: dict[str, Any] = {} if log is None else {"log": log}
+    return DepthEstimator(
+        v["model"], weights=v["weights"] or None, backend=v["backend"],
+        device=v["device"] or None, random_init=bool(v["random_init"]),
+        input_size=int(v["input_size"]) or None, onnx_path=v["onnx"] or None,
+        engine_path=v["engine"] or None, precision=v["precision"], **kwargs)
 
 
 def load_parameters(path: str | Path) -> dict[str, Any]:

@@ -62,6 +62,10 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
             raise M.MessageError(
                 f"mask image has encoding {masks.encoding!r}; expected mono8, mono16 or 16UC1")
         frame.masks = M.image_to_numpy(masks).astype(np.uint16, copy=False)
+    if "sparse_depth" in group:
+        frame.sparse_depth = M.image_to_depth(group["sparse_depth"])
+    if "lidar_points" in group:
+        frame.cloud_points = M.cloud_to_xyz(group["lidar_points"]).reshape(-1, 3)
     if "right/image" in group:
         frame.right_rgb = colour_from_message(group["right/image"])
         frame.right_camera = M.camera_info_to_model(group["right/camera_info"])

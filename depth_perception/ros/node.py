@@ -33,7 +33,12 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
-from ..config import PARAMETERS, pipeline_config, validate_parameters
+from ..config import (
+    PARAMETERS,
+    estimator_from_parameters,
+    pipeline_config,
+    validate_parameters,
+)
 from ..pipeline import Pipeline
 from ..sync import LatestSlot, StampSynchronizer
 from . import messages as M
@@ -44,7 +49,9 @@ class DepthPerceptionNode(Node):
         super().__init__("depth_perception", **kwargs)
         self._types = M.rclpy_types()
         p = self._declare_parameters()
+        self._estimator = None
         self._pipeline = Pipeline(pipeline_config(p))
+        self._ready = threading.Event()
         self._slot: LatestSlot[tuple[dict[str, Any], float]] = LatestSlot()
         self.frames_processed = 0
         self.frames_failed = 0
@@ -55,14 +62,20 @@ class DepthPerceptionNode(Node):
             inputs += ["right/image", "right/camera_info"]
         if p["segmentation.source"] == "topic":
             inputs.append("masks")
+        if p["model"] and p["metric.mode"] == "sparse_depth":
+            inputs.append("sparse_depth")
+        if p["model"] and p["metric.mode"] == "pointcloud":
+            inputs.append("lidar_points")
         self._sync = StampSynchronizer(
             inputs, primary="image", slop_ns=int(p["sync_slop"] * 1e9), queue_size=p["queue_size"]
         )
         sub_qos = qos_profile_sensor_data
         t = self._types
         compressed = p["image_transport"] == "compressed"
+        input_types = {"camera_info": t.CameraInfo, "right/camera_info": t.CameraInfo,
+                       "lidar_points": t.PointCloud2}
         for name in inputs:
-            cls, topic = (t.CameraInfo if name.endswith("camera_info") else t.Image), name
+            cls, topic = input_types.get(name, t.Image), name
             if compressed and name in ("image", "right/image"):
                 cls, topic = t.CompressedImage, f"{name}/compressed"
             self.create_subscription(cls, topic, self._make_callback(name), sub_qos)
@@ -102,6 +115,7 @@ class DepthPerceptionNode(Node):
         self._latencies_ms: deque[float] = deque(maxlen=50)
         self._last_source = ""
         self._last_region_count = 0
+        self._last_metric = None
         self._started = time.monotonic()
         self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
 
@@ -145,8 +159,9 @@ class DepthPerceptionNode(Node):
         reason = validate_parameters(values)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
-        # Swap in a new pipeline; the worker picks it up on its next frame.
-        self._pipeline = Pipeline(pipeline_config(values))
+        # Swap in a new pipeline; the worker picks it up on its next frame (the metric scale
+        # filter restarts with the new settings).
+        self._pipeline = Pipeline(pipeline_config(values), estimator=self._estimator)
         return SetParametersResult(successful=True)
 
     # -- input ------------------------------------------------------------------------------------
@@ -165,7 +180,27 @@ class DepthPerceptionNode(Node):
 
     # -- processing -------------------------------------------------------------------------------
 
+    def _load_model(self) -> None:
+        """Build the monocular model off the executor: an export or a TensorRT engine build can
+        take minutes on first run, and the node must stay responsive meanwhile."""
+        values = self._current_values()
+        if values["model"]:
+            self.get_logger().info(
+                f"loading depth model {values['model']} (backend {values['backend']}, "
+                f"{values['precision']}); a first run may export ONNX / build a TensorRT engine")
+            try:
+                self._estimator = estimator_from_parameters(values, log=self.get_logger().info)
+            except Exception as exc:  # noqa: BLE001 - report and keep the node alive
+                self.last_error = f"depth model {values['model']} failed to load: {exc}"
+                self.get_logger().error(self.last_error)
+                return
+            self._pipeline = Pipeline(pipeline_config(values), estimator=self._estimator)
+            self.get_logger().info(
+                f"depth model {values['model']} ready on {self._estimator.backend_name}")
+        self._ready.set()
+
     def _work(self) -> None:
+        self._load_model()
         while not self._stop.is_set():
             item = self._slot.take(timeout=0.1)
             if item is None:
@@ -212,6 +247,7 @@ class DepthPerceptionNode(Node):
         self._timings.append(result.timings_ms)
         self._last_source = result.depth_source
         self._last_region_count = len(result.regions)
+        self._last_metric = result.metric
 
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -245,7 +281,20 @@ class DepthPerceptionNode(Node):
             hardware_id=self.get_fully_qualified_name(),
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
-        array = DiagnosticArray(status=[status])
+        statuses = [status]
+        metric = self._last_metric
+        if metric is not None:
+            statuses.append(DiagnosticStatus(
+                level=bytes([int(metric.level)]) if isinstance(DiagnosticStatus.OK, bytes)
+                else int(metric.level),
+                name=f"{self.get_name()}: metric scale", message=metric.message or "ok",
+                hardware_id=self.get_fully_qualified_name(),
+                values=[KeyValue(key=k, value=str(v)) for k, v in metric.diagnostics().items()]))
+        if self._estimator is not None:
+            values["model"] = self._estimator.spec.name
+            values["backend"] = self._estimator.backend_name
+            status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(array)
 

@@ -270,3 +270,44 @@ def test_masks_from_another_node_give_regions_labels_markers_and_region_clouds(r
             assert all(r.depth_source == "stereo" for r in array.regions)
     finally:
         h.close()
+
+
+def test_monocular_model_with_sparse_depth_publishes_depth_and_metric_diagnostics(rclpy_context,
+                                                                                 scene):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    h = Harness(rclpy_context, {"model": "depth_anything_v2_small_tiny", "random_init": True,
+                                "metric.mode": "sparse_depth", "backend": "torch"})
+    try:
+        t, M = h.types, h.M
+        diags = []
+        h.tester.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+        sparse_pub = h.tester.create_publisher(t.Image, "sparse_depth", 10)
+        assert h.spin_until(lambda: sparse_pub.get_subscription_count() > 0
+                            and h.pubs["image"].get_subscription_count() > 0, timeout=5.0)
+        assert h.node._ready.wait(timeout=60.0), h.node.last_error
+        stamp = 11_000_000_000
+        header = M.make_header(t, stamp, FRAME_ID)
+        hh, ww = scene.depth_m.shape
+        sparse = np.zeros((hh, ww), np.uint16)
+        sparse[::8, ::8] = np.round(scene.depth_m[::8, ::8] * 1000).astype(np.uint16)
+        h.pubs["image"].publish(M.numpy_to_image(t, scene.rgb, "rgb8", header))
+        h.pubs["camera_info"].publish(
+            M.model_to_camera_info(t, CameraModel(width=ww, height=hh, K=scene.K), header))
+        sparse_pub.publish(M.numpy_to_image(t, sparse, "16UC1", header))
+        assert h.spin_until(lambda: h.received["depth"], timeout=30.0), h.node.last_error
+        depth_msg = h.received["depth"][0]
+        assert M.stamp_to_ns(depth_msg.header.stamp) == stamp
+        assert (depth_msg.height, depth_msg.width) == (hh, ww)
+
+        def metric_status():
+            return [s for a in diags for s in a.status if s.name.endswith("metric scale")]
+
+        assert h.spin_until(lambda: metric_status(), timeout=3.0)
+        values = {kv.key: kv.value for kv in metric_status()[-1].values}
+        assert values["mode"] == "sparse_depth" and "scale" in values
+        main = [s for a in diags for s in a.status if s.name.endswith(": depth")][-1]
+        keys = {kv.key: kv.value for kv in main.values}
+        assert keys["model"] == "depth_anything_v2_small_tiny" and keys["backend"] == "torch"
+    finally:
+        h.close()

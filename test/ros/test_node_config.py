@@ -48,6 +48,17 @@ def test_launch_file_names_the_installed_executable_and_remaps_declared_inputs()
     setup = (REPO / "setup.py").read_text()
     assert "depth_perception_node = depth_perception.ros.node:main" in setup
     assert {"image", "camera_info", "right/image", "right/camera_info"} <= strings
+    assert {"model", "backend", "precision", "use_rviz", "config", "namespace"} <= strings
+
+
+def test_parameters_the_launch_file_sets_are_declared():
+    from depth_perception.config import DEFAULTS
+
+    tree = ast.parse((REPO / "launch" / "depth_perception.launch.py").read_text())
+    overrides = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                     and any(getattr(t, "id", "") == "OVERRIDES" for t in n.targets))
+    params = {v.value for v in overrides.values} | {"stereo"}
+    assert params <= set(DEFAULTS), sorted(params - set(DEFAULTS))
 
 
 def test_launch_file_runs_on_a_robot():
