@@ -58,7 +58,12 @@ def cuda_available() -> bool:
 
 
 def tensorrt_available() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None and cuda_available()
+    # find_spec alone is fooled by tensorrt-stubs (installed for type checking); ask the backend.
+    if importlib.util.find_spec("tensorrt") is None or not cuda_available():
+        return False
+    from .tensorrt_backend import tensorrt_available as importable
+
+    return importable()
 
 
 class DepthEstimator:
@@ -115,10 +120,22 @@ class DepthEstimator:
             from . import tensorrt_backend  # lazy: TensorRT is heavy and often absent
 
             source = engine_path or onnx_path or self._export(weights, random_init, seed)
-            self.backend = _TensorRTAdapter(tensorrt_backend.TensorRTBackend(source, precision=precision))
+            self.backend = _TensorRTAdapter(tensorrt_backend.TensorRTBackend(
+                source, precision=precision, profile=self._trt_profile()))
             self._device = "cuda"
 
     # ------------------------------------------------------------------------------ set-up
+
+    def _trt_profile(self) -> Any:
+        """Engine shape range: fixed-size models get their one size; aspect-preserving ones any
+        landscape or portrait image up to 2:1 at this input size (one engine per camera rig)."""
+        from .engine_cache import ShapeProfile
+
+        s, m = self.input_size, self.spec.patch_multiple
+        if self.spec.resize_mode == "fixed":
+            return ShapeProfile.fixed(s, s)
+        return ShapeProfile((s, s), (s, _round_up(s * 4 // 3, m)), (_round_up(2 * s, m),
+                                                                     _round_up(2 * s, m)))
 
     def _choose(self, backend: str, onnx_path: Any, engine_path: Any) -> str:
         spec = self.spec
