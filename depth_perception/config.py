@@ -245,3 +245,16 @@ def load_parameters(path: str | Path) -> dict[str, Any]:
     if reason:
         raise ValueError(f"{p}: {reason}")
     return flat
+
+
+def parameters_markdown() -> str:
+    """The parameter table of the README (kept in step by a test)."""
+    rows = ["| name | type | default | notes |", "|---|---|---|---|"]
+    for p in PARAMETERS:
+        kind = "double[]" if isinstance(p.default, list) else {
+            bool: "bool", int: "int", float: "double", str: "string"}[type(p.default)]
+        default = "identity" if isinstance(p.default, list) else (
+            f'`"{p.default}"`' if isinstance(p.default, str) else f"`{p.default}`")
+        notes = p.description + ("; read-only (restart)" if p.read_only else "")
+        rows.append(f"| `{p.name}` | {kind} | {default} | {notes} |")
+    return "\n".join(rows)

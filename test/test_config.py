@@ -53,3 +53,11 @@ def test_bad_files_are_clear_errors(tmp_path):
     empty.write_text("node:\n  other: 1\n")
     with pytest.raises(ValueError, match="no ros__parameters"):
         load_parameters(empty)
+
+
+def test_readme_documents_every_parameter():
+    from depth_perception.config import PARAMETERS
+
+    readme = (REPO / "README.md").read_text()
+    missing = [p.name for p in PARAMETERS if f"`{p.name}`" not in readme]
+    assert not missing, f"README lacks {missing}; paste config.parameters_markdown()"
