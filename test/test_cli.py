@@ -126,7 +126,7 @@ def test_errors_are_one_readable_line(stereo_pngs, tmp_path):
     assert_one_line_error(run("predict", "-i", left, "-o", str(tmp_path / "o.png")),
                           "no depth source")
     assert_one_line_error(run("predict", "-i", left, "-o", str(tmp_path / "o.png"),
-                              "--model", "depth_anything_v2_small"), "depth_anything_v2_small")
+                              "--model", "depth_anything_v2_small"), "give weights")
     assert_one_line_error(run("predict", "-i", left, "-o", str(tmp_path / "o.png"),
                               "--stereo-right", left, "--focal", "300"), "--baseline")
     small = tmp_path / "small.png"

@@ -99,11 +99,11 @@ class DepthEstimator:
         self._log = log or (lambda _msg: None)
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.kind = "relative_depth" if spec.family == "marigold" else spec.output
-        self.backend_name = self._choose(backend, onnx_path, engine_path)
-        self._log(f"depth model {spec.name}: licence {spec.licence}; backend {self.backend_name}")
         if weights is None and not random_init and onnx_path is None and engine_path is None:
             raise ValueError(f"model {spec.name}: give weights (a local folder, .safetensors, .pth or "
                              "a hub id), an ONNX file / TensorRT engine, or random_init=True")
+        self.backend_name = self._choose(backend, onnx_path, engine_path)
+        self._log(f"depth model {spec.name}: licence {spec.licence}; backend {self.backend_name}")
         self._device = "cpu"
         if self.backend_name == "torch":
             self.backend = self._torch_backend(weights, random_init, device, seed)
