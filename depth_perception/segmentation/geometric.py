@@ -1,0 +1,467 @@
+"""Geometric segmentation, no weights: support-plane RANSAC + clustering of what stands on the plane.
+
+The default segmenter, and the demo's. Works on the metric organised cloud (HxWx3 float32 metres,
+camera optical frame, NaN invalid), so neighbourhoods come from the pixel grid, not a k-d tree:
+
+1. planes: vectorised RANSAC (all hypotheses scored at once on a random subset of a strided grid),
+   refined by least squares on the inliers; repeated on the remaining points to find up to
+   ``max_planes`` large planes (table, walls);
+2. the support plane: the largest plane, weighted by how well its normal agrees with ``up_camera``
+   (a camera looking at a table sees it "from above": image-up, -y); a wall facing the camera is
+   found too and its inliers are excluded from the objects when it is larger than any object;
+3. candidates: pixels above the support plane by more than a margin (the larger of ``min_height_m``
+   and ``margin_sigmas`` x the plane's robust residual, so noisy depth does not turn the table into
+   objects) and below ``max_height_m``;
+4. instances: connected components of the candidates over 4-neighbour grid edges shorter than the
+   cluster gap in 3-D (max of ``cluster_gap_m`` and ``cluster_gap_px`` pixel footprints), one sparse
+   graph call; edges that fold concavely (two surfaces meeting in a valley, as touching objects
+   do) are cut as well when ``concave_cut_deg`` > 0;
+5. the band of pixels within the margin above the plane (object feet) is grown back onto the
+   instance it touches, in 3-D, so masks reach down to the table;
+6. components with fewer than ``min_points`` pixels or wider than ``max_object_size_m`` are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Segmentation, SegmentationError, check_points
+
+
+@dataclass(frozen=True)
+class GeometricParams:
+    """Settings of :func:`segment_geometric` (ROS parameters ``segmentation.geometric.*``)."""
+
+    #: RANSAC inlier distance to a plane, metres, plus ``plane_threshold_rel`` x depth (noisy sensors).
+    plane_threshold_m: float = 0.008
+    plane_threshold_rel: float = 0.0
+    ransac_iterations: int = 256
+    #: points every hypothesis is scored on (a random subset; the refit uses all grid points).
+    ransac_samples: int = 3000
+    #: the grid the planes are fitted on is strided to at most this many valid points.
+    plane_fit_points: int = 20000
+    max_planes: int = 3
+    #: a plane must hold at least this fraction of the valid points.
+    min_plane_fraction: float = 0.08
+    #: gravity-up in the camera frame if known (e.g. from TF); default image-up, (0, -1, 0).
+    up_camera: tuple[float, float, float] | None = (0.0, -1.0, 0.0)
+    #: candidates are higher than max(min_height_m, margin_sigmas x plane residual) above the plane.
+    min_height_m: float = 0.006
+    margin_sigmas: float = 3.0
+    max_height_m: float = 0.5
+    cluster_gap_m: float = 0.006
+    cluster_gap_px: float = 4.0
+    #: cut grid edges where the surface folds concavely by more than this (0 disables the cut).
+    concave_cut_deg: float = 50.0
+    #: grow instances into the band between the plane and the margin (object feet).
+    grow_feet: bool = True
+    min_points: int = 60
+    max_object_size_m: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("plane_threshold_m", "min_height_m", "max_height_m", "cluster_gap_m",
+                     "max_object_size_m"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise SegmentationError(f"geometric {name} must be a finite number > 0, got {v!r}")
+        for name in ("plane_threshold_rel", "margin_sigmas", "cluster_gap_px", "concave_cut_deg",
+                     "min_plane_fraction"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise SegmentationError(f"geometric {name} must be a finite number >= 0, got {v!r}")
+        for name in ("ransac_iterations", "ransac_samples", "plane_fit_points", "max_planes", "min_points"):
+            if int(getattr(self, name)) < 1:
+                raise SegmentationError(f"geometric {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.min_height_m >= self.max_height_m:
+            raise SegmentationError(
+                f"geometric min_height_m ({self.min_height_m}) must be below max_height_m ({self.max_height_m})")
+        if self.up_camera is not None:
+            up = np.asarray(self.up_camera, float)
+            if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
+                raise SegmentationError(f"geometric up_camera must be a non-zero 3-vector, got {self.up_camera!r}")
+
+
+@dataclass(frozen=True)
+class PlaneFit:
+    """A plane found in an organised cloud.
+
+    plane: (4,) float64 (nx, ny, nz, d), n·p + d = 0 with unit n oriented towards the camera (d > 0).
+    inliers: HxW bool, points within the RANSAC threshold (planes found later may share pixels
+        with earlier ones, e.g. along the line where a wall meets the table).
+    residual_m: robust standard deviation (1.4826 x MAD) of the inliers' signed distances, metres.
+    extent_m: spread of the inliers along the plane (2-98 percentile, larger axis), metres.
+    """
+
+    plane: np.ndarray
+    inliers: np.ndarray
+    residual_m: float
+    extent_m: float
+
+    @property
+    def n_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+def _valid(pts: np.ndarray) -> np.ndarray:
+    """HxW bool: finite point in front of the camera (one pass: a NaN coordinate makes the sum NaN)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(pts.sum(axis=2)) & (pts[..., 2] > 0)
+
+
+def _fit_lsq(p: np.ndarray) -> np.ndarray:
+    """Least-squares plane (4,) through Nx3 points (smallest principal axis as the normal)."""
+    c = p.mean(axis=0)
+    q = p - c
+    _, vecs = np.linalg.eigh(q.T @ q)
+    n = vecs[:, 0]
+    return np.append(n, -n @ c)
+
+
+def _threshold(z: np.ndarray, params: GeometricParams) -> np.ndarray:
+    return params.plane_threshold_m + params.plane_threshold_rel * z
+
+
+def _ransac_plane(p: np.ndarray, rng: np.random.Generator, params: GeometricParams) -> np.ndarray | None:
+    """Best plane (4,) for Nx3 float64 points, or None when no hypothesis is valid."""
+    n_pts = len(p)
+    if n_pts < 3:
+        return None
+    iters = int(params.ransac_iterations)
+    tri = p[rng.integers(0, n_pts, size=(iters, 3))]  # (iters, 3 points, xyz)
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(normals, axis=1)
+    ok = norm > 1e-12
+    if not ok.any():
+        return None
+    normals = normals[ok] / norm[ok, None]
+    d = -(normals * tri[ok, 0]).sum(axis=1)
+    sub = p[rng.integers(0, n_pts, size=min(n_pts, int(params.ransac_samples)))]
+    # all hypotheses scored in one matrix product: (samples, hypotheses) distances
+    dist = np.abs(sub @ normals.T + d)
+    score = (dist < _threshold(sub[:, 2:3], params)).sum(axis=0)
+    best = int(np.argmax(score))
+    plane = np.append(normals[best], d[best])
+    for _ in range(2):  # refit on all inliers, then once more with the refined inlier set
+        inl = np.abs(p @ plane[:3] + plane[3]) < _threshold(p[:, 2], params)
+        if inl.sum() < 3:
+            break
+        plane = _fit_lsq(p[inl])
+    return plane
+
+
+def _orient(plane: np.ndarray) -> np.ndarray:
+    plane = plane / np.linalg.norm(plane[:3])
+    return -plane if plane[3] < 0 else plane
+
+
+def find_planes(points: np.ndarray, params: GeometricParams | None = None) -> list[PlaneFit]:
+    """Large planes of an organised cloud (HxWx3 metres, NaN invalid), largest first.
+
+    Sequential RANSAC: each plane's inliers are removed before the next search. Planes holding fewer
+    than ``min_plane_fraction`` of the valid points end the search.
+    """
+    params = params or GeometricParams()
+    pts = check_points(points)
+    valid = _valid(pts)
+    n_valid = int(valid.sum())
+    if n_valid < 3:
+        return []
+    stride = max(1, int(np.ceil(np.sqrt(n_valid / params.plane_fit_points))))
+    grid = pts[::stride, ::stride]
+    gvalid = valid[::stride, ::stride]
+    p = grid[gvalid].astype(np.float64)
+    rng = np.random.default_rng(params.seed)
+    remaining = np.ones(len(p), bool)
+    min_count = params.min_plane_fraction * len(p)
+    fits: list[PlaneFit] = []
+    for _ in range(int(params.max_planes)):
+        if remaining.sum() < max(3, min_count):
+            break
+        plane = _ransac_plane(p[remaining], rng, params)
+        if plane is None:
+            break
+        plane = _orient(plane)
+        on = np.abs(p @ plane[:3] + plane[3]) < _threshold(p[:, 2], params)
+        on &= remaining
+        if on.sum() < max(3, min_count):
+            break
+        remaining &= ~on
+        with np.errstate(invalid="ignore"):
+            sd = pts @ plane[:3].astype(np.float32) + np.float32(plane[3])
+            inliers = np.abs(sd) < _threshold(pts[..., 2], params)  # NaN compares False
+        r = p[on] @ plane[:3] + plane[3]
+        mad = float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
+        fits.append(PlaneFit(plane=plane, inliers=inliers, residual_m=1.4826 * mad,
+                             extent_m=_plane_extent(p[on], plane)))
+    return fits
+
+
+def _plane_extent(p: np.ndarray, plane: np.ndarray) -> float:
+    n = plane[:3]
+    a = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(n, a)
+    uv = p @ np.column_stack([a, b])
+    lo, hi = np.percentile(uv, [2, 98], axis=0)
+    return float((hi - lo).max())
+
+
+def choose_support_plane(fits: list[PlaneFit], up_camera=(0.0, -1.0, 0.0)) -> PlaneFit | None:
+    """The plane objects stand on: inlier count weighted by max(n·up, 0.1) (so a top-down view,
+    where no plane faces image-up, still takes the largest), or simply the largest when up is None."""
+    if not fits:
+        return None
+    if up_camera is None:
+        return max(fits, key=lambda f: f.n_inliers)
+    up = np.asarray(up_camera, float)
+    up = up / np.linalg.norm(up)
+    return max(fits, key=lambda f: f.n_inliers * max(float(f.plane[:3] @ up), 0.1))
+
+
+def pixel_angle(pts: np.ndarray) -> float:
+    """Angle of one pixel (≈ 1/fx) from the rays of horizontal neighbours (x/z depends on u only)."""
+    rows = pts[:: max(1, pts.shape[0] // 16)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.abs(np.diff(rows[..., 0] / rows[..., 2], axis=1))
+    step = step[np.isfinite(step) & (step > 0)]
+    return float(np.median(step)) if step.size else 1.0 / 500.0
+
+
+PAD = 2
+
+
+def pad_flat(mask: np.ndarray) -> np.ndarray:
+    """HxW array padded by PAD zeros and flattened: indices match :func:`padded_cloud`."""
+    return np.pad(mask, PAD).reshape(-1)
+
+
+def padded_cloud(pts: np.ndarray) -> np.ndarray:
+    """(H+4)x(W+4)x3 copy with a 2-pixel NaN border, flattened to ((H+4)(W+4), 3): the grid
+    neighbours of every pixel, and theirs, are valid flat indices (idx ± 1, idx ± row) without
+    border checks."""
+    h, w = pts.shape[:2]
+    out = np.full((h + 2 * PAD, w + 2 * PAD, 3), np.nan, np.float32)
+    out[PAD:-PAD, PAD:-PAD] = pts
+    return out.reshape(-1, 3)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of two Nx3 arrays (np.cross is several times slower on float32)."""
+    out = np.empty_like(a)
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
+
+
+def _normals_at(P: np.ndarray, idx: np.ndarray, row: int) -> np.ndarray:
+    """Nx3 unit normals (central differences on the grid) at flat padded indices ``idx``, oriented
+    towards the camera; NaN where a neighbour is missing."""
+    n = _cross(P[idx + 1] - P[idx - 1], P[idx + row] - P[idx - row])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n /= np.sqrt((n * n).sum(axis=1, keepdims=True))
+        flip = (n * P[idx]).sum(axis=1) > 0
+    n[flip] *= -1
+    return n
+
+
+def grid_components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
+                    cos_cut: float | None = None, labels: np.ndarray | None = None) -> np.ndarray:
+    """Component id of every candidate (flat padded indices ``cand_idx``, sorted) over 4-neighbour
+    edges that are short in 3-D (``gap``: per padded pixel, metres) and, when ``cos_cut`` is given,
+    not concave folds sharper than its angle; with ``labels`` (flat padded), only between pixels of
+    the same label. One sparse-graph call for the whole image."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_nodes = len(cand_idx)
+    if cos_cut is not None:
+        # normals of the candidates and their 4-neighbours, computed once (NaN elsewhere)
+        near = np.unique(np.concatenate([cand_idx + o for o in (0, 1, -1, row, -row)]))
+        normals = np.full(P.shape, np.nan, np.float32)
+        normals[near] = _normals_at(P, near, row)
+    rows, cols = [], []
+    hole = ~np.isfinite(P[:, 2])
+    # 4-neighbour edges, plus edges that jump a single invalid pixel (speckle, a dead row) so
+    # that holes in the depth do not cut an object in two
+    for step, jump in ((1, False), (row, False), (2, True), (2 * row, True)):
+        nb = cand_idx + step
+        j = np.searchsorted(cand_idx, nb)
+        j[j == n_nodes] = 0
+        has = cand_idx[j] == nb  # the neighbour is a candidate too; j is its node number
+        a = np.flatnonzero(has)
+        b = j[has]
+        ia, ib = cand_idx[a], cand_idx[b]
+        if jump:
+            over = hole[ia + step // 2]
+            a, b, ia, ib = a[over], b[over], ia[over], ib[over]
+        diff = P[ib] - P[ia]
+        ok = (diff * diff).sum(axis=1) < (np.minimum(gap[ia], gap[ib]) * (2 if jump else 1)) ** 2
+        if labels is not None:
+            ok &= labels[ia] == labels[ib]
+        if cos_cut is not None and not jump:
+            # normals one pixel back from each end of the edge: central differences right at a
+            # crease straddle it and blur the fold away
+            ia2, ib2 = ia - step, ib + step
+            na, nb_ = normals[ia2], normals[ib2]
+            d2 = P[ib2] - P[ia2]
+            with np.errstate(invalid="ignore"):
+                sharp = (na * nb_).sum(axis=1) < cos_cut
+                # concave: each point lies on the camera side of the other's tangent plane
+                concave = ((na * d2).sum(axis=1) > 0) & ((nb_ * d2).sum(axis=1) < 0)
+            ok &= ~(sharp & concave)
+        rows.append(a[ok])
+        cols.append(b[ok])
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n_nodes, n_nodes)).tocsr()
+    return connected_components(graph, directed=False)[1]
+
+
+def _grow(lab: np.ndarray, band_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
+          max_iter: int) -> None:
+    """Grow labels (flat padded, 0 = none; modified in place) into the ``band_idx`` pixels that have
+    a labelled 4-neighbour within the 3-D gap, one pixel ring per pass, ``max_iter`` passes."""
+    free = band_idx
+    for _ in range(max_iter):
+        if free.size == 0:
+            break
+        best = np.zeros(len(free), lab.dtype)
+        for step in (1, -1, row, -row):
+            nb = free + step
+            src = lab[nb]
+            with np.errstate(invalid="ignore"):
+                near = ((P[free] - P[nb]) ** 2).sum(axis=1) < gap[free] ** 2
+            take = (best == 0) & (src > 0) & near
+            best[take] = src[take]
+        got = best > 0
+        if not got.any():
+            break
+        lab[free[got]] = best[got]
+        free = free[~got]
+
+
+def segment_geometric(points: np.ndarray, params: GeometricParams | None = None,
+                      support_plane: np.ndarray | None = None) -> Segmentation:
+    """Instance masks of the objects standing on the support plane of an organised cloud.
+
+    :param points: HxWx3 float32 metres, camera optical frame (REP 103), NaN where invalid.
+    :param params: :class:`GeometricParams`.
+    :param support_plane: (4,) known plane (n·p + d = 0), e.g. from the metric stage or a calibrated
+        table; skips the support-plane search (other planes are still searched, to exclude walls).
+    :returns: :class:`Segmentation` with ids 1..N by decreasing pixel count, names "object", scores
+        1.0, ``support_plane`` set; an empty segmentation with a message when no plane is found.
+    """
+    params = params or GeometricParams()
+    pts = check_points(points)
+    shape = pts.shape[:2]
+    valid = _valid(pts)
+    if valid.sum() < params.min_points:
+        return Segmentation.empty(shape, "geometric", f"only {int(valid.sum())} valid points")
+    fits = find_planes(pts, params)
+    if support_plane is not None:
+        sp = np.asarray(support_plane, float).reshape(-1)
+        if sp.size != 4 or not np.isfinite(sp).all() or np.linalg.norm(sp[:3]) < 1e-9:
+            raise SegmentationError(f"support_plane must be finite (nx, ny, nz, d), got {support_plane!r}")
+        sp = _orient(sp)
+        with np.errstate(invalid="ignore"):
+            sd = pts @ sp[:3].astype(np.float32) + np.float32(sp[3])
+            inl = valid & (np.abs(sd) < _threshold(pts[..., 2], params))
+        r = sd[inl]
+        res = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
+        support = PlaneFit(sp, inl, res, np.inf)
+        # a searched plane parallel and close to the given one is the same table
+        others = [f for f in fits if not (abs(f.plane[:3] @ sp[:3]) > 0.97 and abs(f.plane[3] - sp[3]) < 0.03)]
+    else:
+        chosen = choose_support_plane(fits, params.up_camera)
+        if chosen is None:
+            return Segmentation.empty(shape, "geometric",
+                                      "no support plane found (no plane holds "
+                                      f"{params.min_plane_fraction:.0%} of the valid points)")
+        support = chosen
+        others = [f for f in fits if f is not support]
+    plane = support.plane
+    with np.errstate(invalid="ignore"):
+        height = pts @ plane[:3].astype(np.float32) + np.float32(plane[3])
+    margin = max(params.min_height_m, params.margin_sigmas * support.residual_m)
+    with np.errstate(invalid="ignore"):
+        cand = valid & (height > margin) & (height < params.max_height_m)
+        band = valid & (height > 0.25 * margin) & (height <= margin)
+    for f in others:
+        # walls: larger than any object and not parallel to the support (a plane parallel to the
+        # table is RANSAC joining object tops of similar height, or a shelf above it)
+        if f.extent_m > params.max_object_size_m and abs(f.plane[:3] @ plane[:3]) < np.cos(np.radians(30)):
+            cand &= ~f.inliers
+            band &= ~f.inliers
+    if cand.sum() < params.min_points:
+        return Segmentation(labels=np.zeros(shape, np.uint16), source="geometric",
+                            message="nothing stands on the support plane", support_plane=plane)
+
+    h, w = shape
+    row = w + 2 * PAD
+    P = padded_cloud(pts)
+    cand_idx = np.flatnonzero(pad_flat(cand))
+    pix = pixel_angle(pts)
+    z_pad = np.nan_to_num(P[:, 2])
+    gap = np.maximum(params.cluster_gap_m, params.cluster_gap_px * pix * z_pad).astype(np.float32)
+    cos_cut = float(np.cos(np.radians(params.concave_cut_deg))) if params.concave_cut_deg > 0 else None
+    comp = grid_components(cand_idx, P, gap, row, cos_cut)
+    lab = np.zeros(len(P), np.int64)
+    scene = pts[::4, ::4][valid[::4, ::4]]  # a sparse sample of the scene for the wall test
+    lab[cand_idx] = _keep_components(comp, P[cand_idx], scene, params)
+    if params.grow_feet and lab.any():
+        # one ring per pass: enough passes to climb the margin on a side face at the median depth
+        z_med = float(np.median(P[cand_idx, 2]))
+        _grow(lab, np.flatnonzero(pad_flat(band)), P, gap, row,
+              max_iter=int(min(30, np.ceil(margin / (pix * z_med)) + 1)))
+    labels = lab.reshape(h + 2 * PAD, w + 2 * PAD)[PAD:-PAD, PAD:-PAD]
+    # ids 1..N by decreasing pixel count
+    counts = np.bincount(labels.ravel())
+    order = np.argsort(-counts[1:], kind="stable") + 1
+    keep = order[counts[order] >= params.min_points]
+    lut = np.zeros(len(counts), np.uint16)
+    lut[keep] = np.arange(1, len(keep) + 1, dtype=np.uint16)
+    out = lut[labels]
+    n = len(keep)
+    msg = "" if n else "nothing stands on the support plane"
+    return Segmentation(labels=out, names={i: "object" for i in range(1, n + 1)},
+                        scores={i: 1.0 for i in range(1, n + 1)}, source="geometric", message=msg,
+                        support_plane=plane)
+
+
+def _keep_components(comp: np.ndarray, p: np.ndarray, scene: np.ndarray, params: GeometricParams) -> np.ndarray:
+    """Per candidate: its component number + 1, or 0 when the component is dropped.
+
+    Dropped: fewer than ``min_points`` pixels; a bounding-box side over ``max_object_size_m``; or a
+    scene boundary: a planar component with (almost) no scene behind its plane is a strip of wall
+    seen above the table, not an object (behind a box face the table or the wall goes on).
+    """
+    n = int(comp.max()) + 1
+    counts = np.bincount(comp, minlength=n)
+    order = np.argsort(comp, kind="stable")
+    cs, ps = comp[order], p[order].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    ids = cs[starts]
+    size = np.zeros(n)
+    size[ids] = (np.maximum.reduceat(ps, starts, axis=0) - np.minimum.reduceat(ps, starts, axis=0)).max(axis=1)
+    ok = (counts >= params.min_points) & (size <= params.max_object_size_m)
+    # per-component covariance from sums (no loop over points); the loop is over components
+    mean = np.zeros((n, 3))
+    mean[ids] = np.add.reduceat(ps, starts, axis=0) / counts[ids, None]
+    outer = np.add.reduceat(ps[:, :, None] * ps[:, None, :], starts, axis=0)
+    for k, c in enumerate(ids):
+        if not ok[c]:
+            continue
+        cov = outer[k] / counts[c] - np.outer(mean[c], mean[c])
+        vals, vecs = np.linalg.eigh(cov)
+        if np.sqrt(max(vals[0], 0.0)) > 0.5 * params.plane_threshold_m:
+            continue  # not planar
+        normal = vecs[:, 0] if vecs[:, 0] @ mean[c] < 0 else -vecs[:, 0]  # towards the camera
+        behind = int(((scene - mean[c]) @ normal < -params.plane_threshold_m).sum())
+        if behind < max(3, 0.002 * len(scene)):
+            ok[c] = False
+    lut = np.where(ok, np.arange(1, n + 1), 0)
+    return lut[comp]
