@@ -105,7 +105,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
     if args.stereo:
         params["stereo"] = True
     if args.masks:
-        params["segmentation.source"] = "topic"
+        params["segmentation.source"] = ["topic"]
     topics = input_topics(args.camera_ns, bool(params.get("stereo", False)), args.right_ns,
                           args.image, args.masks)
     summary = process_bag(args.input, args.output, params, topics, output_ns=args.output_ns,

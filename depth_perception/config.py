@@ -9,7 +9,7 @@ from typing import Any
 
 from .metric import MODES as METRIC_MODES
 from .metric import MetricConfig
-from .pipeline import PipelineConfig
+from .pipeline import SEGMENTATION_SOURCES, PipelineConfig
 from .regions import GripperParams, RegionParams
 from .stereo import StereoParams
 
@@ -91,8 +91,19 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "optical frame (TF is not used)"),
     ParameterSpec("flying_threshold", _PIPE.flying_threshold, "relative depth jump over 3x3 "
                   "that marks a flying pixel (0 disables)", min_value=0.0, max_value=10.0),
-    ParameterSpec("segmentation.source", "none", "where instance masks come from: none, topic "
-                  "(an instance-id image on `masks` with the image's stamp)", read_only=True),
+    ParameterSpec("segmentation.source", ["geometric"], "mask sources, combined in order: topic "
+                  "(instance-id image on `masks`), sam (prompted by `detections`), text (`prompt` "
+                  "→ OWLv2 → SAM), geometric (table plane + clustering, no weights); [] = none",
+                  read_only=True),
+    ParameterSpec("segmentation.allow_resize", False, "resample masks of another size (nearest) "
+                  "instead of dropping them"),
+    ParameterSpec("segmentation.fuse", True, "clean masks against depth (erode, flying pixels, "
+                  "MAD outliers, dominant cluster)"),
+    ParameterSpec("segmentation.sam.model", "vit_b", "SAM encoder: vit_b, vit_l or vit_h",
+                  read_only=True),
+    ParameterSpec("segmentation.sam.checkpoint", "", "local SAM checkpoint (.pth)", read_only=True),
+    ParameterSpec("segmentation.text.model_dir", "", "local OWLv2 folder (Hugging Face format)",
+                  read_only=True),
     ParameterSpec("cloud.stride", 1, "decimation of the published scene cloud, pixels",
                   min_value=1, max_value=16, step=1),
     ParameterSpec("cloud.max_range", 0.0, "drop scene-cloud points farther than this, metres "
@@ -118,7 +129,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
-SEGMENTATION_SOURCES = ("none", "topic")
 
 
 def validate_parameters(values: dict[str, Any]) -> str | None:
@@ -149,9 +159,10 @@ def validate_parameters(values: dict[str, Any]) -> str | None:
         return "stereo.num_disparities must be a multiple of 16"
     if v["stereo.block_size"] % 2 == 0:
         return "stereo.block_size must be odd"
-    if v["segmentation.source"] not in SEGMENTATION_SOURCES:
-        return (f"segmentation.source must be one of {', '.join(SEGMENTATION_SOURCES)}, "
-                f"not {v['segmentation.source']!r}")
+    unknown = [x for x in v["segmentation.source"] if x not in SEGMENTATION_SOURCES]
+    if unknown:
+        return (f"segmentation.source entries must be among {', '.join(SEGMENTATION_SOURCES)}, "
+                f"not {unknown}")
     if v["metric.mode"] not in METRIC_MODES:
         return f"metric.mode must be one of {', '.join(METRIC_MODES)}, not {v['metric.mode']!r}"
     if len(v["metric.T_camera_from_cloud"]) != 16:
@@ -192,7 +203,32 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
                      T_camera_from_cloud=tuple(float(x) for x in v["metric.T_camera_from_cloud"]))
     return PipelineConfig(min_depth_m=float(v["min_depth"]), max_depth_m=float(v["max_depth"]),
                           stereo=stereo, flying_threshold=float(v["flying_threshold"]),
-                          metric=metric, gripper=gripper, region_params=region_params)
+                          metric=metric, gripper=gripper, region_params=region_params,
+                          segmentation=tuple(str(x) for x in v["segmentation.source"]),
+                          fuse_masks=bool(v["segmentation.fuse"]),
+                          allow_mask_resize=bool(v["segmentation.allow_resize"]))
+
+
+def segmenters_from_parameters(values: dict[str, Any]) -> dict[str, Any]:
+    """The heavy mask sources the parameters ask for ({"sam": ..., "text": ...}); may be slow."""
+    v = {**DEFAULTS, **values}
+    sources = list(v["segmentation.source"])
+    out: dict[str, Any] = {}
+    if "sam" in sources or "text" in sources:
+        from .segmentation.sam import SamSegmenter
+
+        if not v["segmentation.sam.checkpoint"]:
+            raise ValueError("segmentation.source needs SAM: set segmentation.sam.checkpoint")
+        out["sam"] = SamSegmenter.from_config(v["segmentation.sam.model"],
+                                              v["segmentation.sam.checkpoint"])
+    if "text" in sources:
+        from .segmentation.text import OpenVocabDetector, TextSegmenter
+
+        if not v["segmentation.text.model_dir"]:
+            raise ValueError("segmentation.source text needs segmentation.text.model_dir")
+        out["text"] = TextSegmenter(OpenVocabDetector.from_pretrained(
+            v["segmentation.text.model_dir"]), out["sam"])
+    return out
 
 
 def estimator_from_parameters(values: dict[str, Any], log: Any = None) -> Any:

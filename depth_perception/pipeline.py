@@ -25,6 +25,12 @@ from .metric import (
 )
 from .metric import apply_validity as apply_metric_validity
 from .regions import GripperParams, Region, RegionParams, extract_regions, label_image
+from .segmentation.base import Detection, Segmentation, SegmentationError
+from .segmentation.fusion import FusionParams
+from .segmentation.geometric import GeometricParams
+
+#: Mask sources a pipeline can combine (in priority order where masks overlap).
+SEGMENTATION_SOURCES = ("topic", "sam", "text", "geometric")
 from .stereo import StereoParams, stereo_depth
 
 
@@ -45,12 +51,22 @@ class PipelineConfig:
     #: how a monocular prediction is made metric (mode, fit gates, temporal filter).
     metric: MetricConfig = MetricConfig()
     cloud: bool = True
-    #: graspable regions from instance masks (the frame's, or the segmenter's).
+    #: mask sources, combined in this order (earlier wins where masks overlap); () = none.
+    segmentation: tuple[str, ...] = ("geometric",)
+    geometric: GeometricParams = GeometricParams()
+    fusion: FusionParams = FusionParams()
+    fuse_masks: bool = True
+    allow_mask_resize: bool = False
+    #: graspable regions from the (fused) instance masks.
     regions: bool = True
     gripper: GripperParams = GripperParams()
     region_params: RegionParams = RegionParams()
 
     def __post_init__(self) -> None:
+        unknown = [s for s in self.segmentation if s not in SEGMENTATION_SOURCES]
+        if unknown:
+            raise PipelineError(f"unknown segmentation source(s) {unknown}; choose from "
+                                f"{', '.join(SEGMENTATION_SOURCES)}")
         if not (0.0 <= self.min_depth_m < self.max_depth_m):
             raise PipelineError(
                 f"need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m} and {self.max_depth_m}"
@@ -80,6 +96,10 @@ class Frame:
     masks: np.ndarray | None = None
     mask_names: dict[int, str] | None = None
     mask_scores: dict[int, float] | None = None
+    #: boxes/points naming the mask ids, or prompting SAM (e.g. from a detector or a VLM).
+    detections: list[Detection] | None = None
+    #: open-vocabulary text prompt for the ``text`` source, e.g. "mug, screwdriver".
+    prompt: str | None = None
     #: (4,) support plane n·p + d = 0 in the camera frame, when known (e.g. from TF).
     support_plane: np.ndarray | None = None
 
@@ -102,6 +122,7 @@ class FrameResult:
     regions: list[Region] = field(default_factory=list)
     labels: np.ndarray | None = None  # HxW uint16 cleaned instance image (0 = background)
     segmentation_source: str = ""  # "topic", "geometric", "sam", ... ("" = none)
+    segmentation_message: str = ""  # why masks were dropped or missing ("" = all fine)
 
     @property
     def valid_fraction(self) -> float:
@@ -132,9 +153,12 @@ class Pipeline:
     (:class:`depth_perception.depth.estimator.DepthEstimator` or anything with its ``predict``);
     without one, depth comes from stereo."""
 
-    def __init__(self, config: PipelineConfig | None = None, estimator: Any = None) -> None:
+    def __init__(self, config: PipelineConfig | None = None, estimator: Any = None,
+                 segmenters: dict[str, Any] | None = None) -> None:
         self.config = config or PipelineConfig()
         self.estimator = estimator
+        #: heavy mask sources built by the caller: {"sam": SamSegmenter, "text": TextSegmenter}
+        self.segmenters = dict(segmenters or {})
         metric = replace(self.config.metric, min_depth_m=self.config.min_depth_m,
                          max_depth_m=self.config.max_depth_m,
                          flying_threshold=self.config.flying_threshold,
@@ -194,19 +218,20 @@ class Pipeline:
             timings["cloud"] = (time.perf_counter() - t) * 1e3
         regions: list[Region] = []
         labels = None
-        seg_source = ""
-        if cfg.regions and points is not None and frame.masks is not None:
+        seg_source = seg_message = ""
+        if cfg.regions and points is not None and cfg.segmentation:
             t = time.perf_counter()
-            masks = np.asarray(frame.masks)
-            if masks.shape != depth_m.shape:
-                raise PipelineError(
-                    f"mask image is {masks.shape[1]}x{masks.shape[0]} but the depth is "
-                    f"{depth_m.shape[1]}x{depth_m.shape[0]}")
-            regions = extract_regions(points, masks, cfg.gripper, cfg.region_params, rgb=frame.rgb,
-                                      names=frame.mask_names, scores=frame.mask_scores,
-                                      support_plane=frame.support_plane)
+            seg = self._segment(frame, points)
+            timings["segmentation"] = (time.perf_counter() - t) * 1e3
+            seg_source, seg_message = seg.source, seg.message
+            t = time.perf_counter()
+            plane = frame.support_plane if frame.support_plane is not None else seg.support_plane
+            names = {**seg.names, **(frame.mask_names or {})}
+            scores = {**seg.scores, **(frame.mask_scores or {})}
+            regions = extract_regions(points, seg.labels, cfg.gripper, cfg.region_params,
+                                      rgb=frame.rgb, names=names, scores=scores,
+                                      support_plane=plane)
             labels = label_image(regions, depth_m.shape)
-            seg_source = "topic"
             timings["regions"] = (time.perf_counter() - t) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(
@@ -224,7 +249,58 @@ class Pipeline:
             regions=regions,
             labels=labels,
             segmentation_source=seg_source,
+            segmentation_message=seg_message,
         )
+
+    def _segment(self, frame: Frame, points: np.ndarray) -> Segmentation:
+        """Every configured mask source → merged → fused with the depth. Never raises for bad
+        masks: problems end up in the message and the frame keeps its depth and cloud."""
+        from .segmentation.base import join_messages, merge_segmentations
+        from .segmentation.external import external_segmentation
+        from .segmentation.fusion import fuse_masks
+        from .segmentation.geometric import segment_geometric
+
+        cfg = self.config
+        shape = points.shape[:2]
+        found: list[Segmentation] = []
+        notes: list[str] = []
+        for source in cfg.segmentation:
+            try:
+                if source == "topic":
+                    if frame.masks is None:
+                        notes.append("topic: no mask image for this frame")
+                        continue
+                    found.append(external_segmentation(np.asarray(frame.masks), shape,
+                                                       frame.detections,
+                                                       allow_resize=cfg.allow_mask_resize))
+                elif source == "geometric":
+                    found.append(segment_geometric(points, cfg.geometric, frame.support_plane))
+                elif source == "sam":
+                    sam = self.segmenters.get("sam")
+                    if sam is None or not frame.detections:
+                        notes.append("sam: " + ("no SAM model loaded" if sam is None
+                                                else "no detections to prompt it"))
+                        continue
+                    found.append(sam.segment(frame.rgb, frame.detections))
+                elif source == "text":
+                    text = self.segmenters.get("text")
+                    if text is None or not frame.prompt:
+                        notes.append("text: " + ("no detector loaded" if text is None
+                                                 else "no prompt yet"))
+                        continue
+                    found.append(text.segment(frame.rgb, frame.prompt))
+            except SegmentationError as exc:
+                notes.append(f"{source}: {exc}")
+        if not found:
+            return Segmentation(labels=np.zeros(shape, np.uint16), message=join_messages(*notes))
+        # One source keeps its own ids (another node's ids stay meaningful); several are renumbered.
+        merged = found[0] if len(found) == 1 else merge_segmentations(found, shape)
+        result = fuse_masks(merged, points, cfg.fusion).segmentation if cfg.fuse_masks else merged
+        if result.support_plane is None:
+            result.support_plane = merged.support_plane
+        fused_note = result.message if result.message != merged.message else ""
+        result.message = join_messages(*notes, merged.message, fused_note)
+        return result
 
     def _signal(self, frame: Frame) -> Any:
         """The metric signal this frame carries for the configured mode (None: none this frame)."""

@@ -34,6 +34,9 @@ def _node(context, *args, **kwargs):
     right = value("right_camera").rstrip("/")
     image = value("image")
     overrides = {param: value(arg) for arg, param in OVERRIDES.items() if value(arg)}
+    if "segmentation.source" in overrides:  # "topic,geometric" -> ["topic", "geometric"]
+        overrides["segmentation.source"] = [
+            x.strip() for x in overrides["segmentation.source"].split(",") if x.strip()]
     if value("stereo"):
         overrides["stereo"] = value("stereo").lower() == "true"
     config = value("config") or os.path.join(share, "config", "default.yaml")
@@ -74,7 +77,7 @@ def generate_launch_description() -> LaunchDescription:
         ("backend", "", "auto, torch, onnxruntime or tensorrt"),
         ("precision", "", "fp32, fp16, bf16 or int8"),
         ("metric_mode", "", "sparse_depth, pointcloud, stereo, plane, model or fixed"),
-        ("segmentation", "", "none or topic"),
+        ("segmentation", "", "comma-separated mask sources: topic, sam, text, geometric"),
         ("stereo", "", "true: subscribe to the right camera"),
         ("use_rviz", "false", "start RViz with config/depth_perception.rviz"),
     ]

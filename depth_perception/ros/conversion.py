@@ -62,6 +62,10 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
             raise M.MessageError(
                 f"mask image has encoding {masks.encoding!r}; expected mono8, mono16 or 16UC1")
         frame.masks = M.image_to_numpy(masks).astype(np.uint16, copy=False)
+    if "detections" in group:
+        from .vision_msgs import detections_from_msg
+
+        frame.detections = detections_from_msg(group["detections"])
     if "sparse_depth" in group:
         frame.sparse_depth = M.image_to_depth(group["sparse_depth"])
     if "lidar_points" in group:

@@ -37,6 +37,7 @@ from ..config import (
     PARAMETERS,
     estimator_from_parameters,
     pipeline_config,
+    segmenters_from_parameters,
     validate_parameters,
 )
 from ..pipeline import Pipeline
@@ -50,6 +51,7 @@ class DepthPerceptionNode(Node):
         self._types = M.rclpy_types()
         p = self._declare_parameters()
         self._estimator = None
+        self._segmenters: dict[str, Any] = {}
         self._pipeline = Pipeline(pipeline_config(p))
         self._ready = threading.Event()
         self._slot: LatestSlot[tuple[dict[str, Any], float]] = LatestSlot()
@@ -60,8 +62,18 @@ class DepthPerceptionNode(Node):
         inputs = ["image", "camera_info"]
         if p["stereo"]:
             inputs += ["right/image", "right/camera_info"]
-        if p["segmentation.source"] == "topic":
+        sources = list(p["segmentation.source"])
+        if "topic" in sources:
             inputs.append("masks")
+        from .vision_msgs import rclpy_vision_types
+
+        self._vision_types = rclpy_vision_types()
+        if "sam" in sources:
+            if self._vision_types is None:
+                self.get_logger().error("segmentation.source sam needs vision_msgs "
+                                        "(Detection2DArray prompts on `detections`), not installed")
+            else:
+                inputs.append("detections")
         if p["model"] and p["metric.mode"] == "sparse_depth":
             inputs.append("sparse_depth")
         if p["model"] and p["metric.mode"] == "pointcloud":
@@ -74,6 +86,13 @@ class DepthPerceptionNode(Node):
         compressed = p["image_transport"] == "compressed"
         input_types = {"camera_info": t.CameraInfo, "right/camera_info": t.CameraInfo,
                        "lidar_points": t.PointCloud2}
+        if self._vision_types is not None:
+            input_types["detections"] = self._vision_types.Detection2DArray
+        self._prompt: str | None = None
+        if "text" in sources:
+            from std_msgs.msg import String
+
+            self.create_subscription(String, "prompt", self._on_prompt, 10)
         for name in inputs:
             cls, topic = input_types.get(name, t.Image), name
             if compressed and name in ("image", "right/image"):
@@ -116,6 +135,7 @@ class DepthPerceptionNode(Node):
         self._last_source = ""
         self._last_region_count = 0
         self._last_metric = None
+        self._last_segmentation = ""
         self._started = time.monotonic()
         self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
 
@@ -161,10 +181,15 @@ class DepthPerceptionNode(Node):
             return SetParametersResult(successful=False, reason=reason)
         # Swap in a new pipeline; the worker picks it up on its next frame (the metric scale
         # filter restarts with the new settings).
-        self._pipeline = Pipeline(pipeline_config(values), estimator=self._estimator)
+        self._pipeline = Pipeline(pipeline_config(values), estimator=self._estimator,
+                                  segmenters=self._segmenters)
         return SetParametersResult(successful=True)
 
     # -- input ------------------------------------------------------------------------------------
+
+    def _on_prompt(self, msg: Any) -> None:
+        self._prompt = str(msg.data).strip() or None
+        self.get_logger().info(f"text prompt: {self._prompt!r}")
 
     def _make_callback(self, name: str):
         def callback(msg: Any) -> None:
@@ -194,9 +219,15 @@ class DepthPerceptionNode(Node):
                 self.last_error = f"depth model {values['model']} failed to load: {exc}"
                 self.get_logger().error(self.last_error)
                 return
-            self._pipeline = Pipeline(pipeline_config(values), estimator=self._estimator)
             self.get_logger().info(
                 f"depth model {values['model']} ready on {self._estimator.backend_name}")
+        try:
+            self._segmenters = segmenters_from_parameters(values)
+        except Exception as exc:  # noqa: BLE001 - depth and clouds still work without them
+            self.last_error = f"segmentation models failed to load: {exc}"
+            self.get_logger().error(self.last_error)
+        self._pipeline = Pipeline(pipeline_config(values), estimator=self._estimator,
+                                  segmenters=self._segmenters)
         self._ready.set()
 
     def _work(self) -> None:
@@ -229,6 +260,7 @@ class DepthPerceptionNode(Node):
         t_in = time.perf_counter()
         baseline = float(self.get_parameter("baseline").value)
         frame = group_to_frame(group, baseline_m=baseline)
+        frame.prompt = self._prompt
         convert_ms = (time.perf_counter() - t_in) * 1e3
         pipeline = self._pipeline  # one consistent config for the whole frame
         result = pipeline.process(frame)
@@ -248,6 +280,8 @@ class DepthPerceptionNode(Node):
         self._last_source = result.depth_source
         self._last_region_count = len(result.regions)
         self._last_metric = result.metric
+        self._last_segmentation = " ".join(
+            x for x in (result.segmentation_source, result.segmentation_message) if x)
 
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -260,6 +294,7 @@ class DepthPerceptionNode(Node):
             "frames dropped (unsynchronised)": str(stats.dropped),
             "depth source": self._last_source or "none yet",
             "regions (last frame)": str(self._last_region_count),
+            "segmentation": self._last_segmentation,
             "last error": self.last_error,
         }
         elapsed = max(time.monotonic() - self._started, 1e-6)

@@ -43,7 +43,8 @@ def write_input_bag(path: Path, storage: str = "mcap") -> None:
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_process_bag_writes_outputs_with_input_stamps_and_counts_failures(tmp_path, storage):
     write_input_bag(tmp_path / "in", storage)
-    summary = process_bag(tmp_path / "in", tmp_path / "out", {"stereo": True, "max_depth": 5.0},
+    summary = process_bag(tmp_path / "in", tmp_path / "out",
+                          {"stereo": True, "max_depth": 5.0, "segmentation.source": []},
                           progress=False)
     assert summary.frames_processed == 2
     assert summary.frames_failed == 1 and any("512x384" in e for e in summary.errors)
@@ -87,7 +88,7 @@ def test_masks_in_the_bag_give_region_topics(tmp_path):
               "right/image": "/camera/right/image", "right/camera_info": "/camera/right/camera_info",
               "masks": "/segmenter/masks"}
     summary = process_bag(tmp_path / "in", tmp_path / "out",
-                          {"stereo": True, "segmentation.source": "topic"}, topics, progress=False)
+                          {"stereo": True, "segmentation.source": ["topic"]}, topics, progress=False)
     assert summary.frames_processed == 2
     out = {}
     for topic, msgtype, stamp, msg in read_bag(tmp_path / "out"):
