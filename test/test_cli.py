@@ -75,6 +75,10 @@ def test_demo_writes_depth_cloud_panel_and_a_readable_bag(tmp_path):
     np.testing.assert_array_equal(M.image_to_depth(messages["/depth_perception/depth"]), depth)
     cloud = messages["/depth_perception/points"]
     assert (cloud.height, cloud.width) == (480, 640)
+    # the demo segments the table-top objects and measures them
+    assert "graspable" in proc.stdout and "region centroid error" in proc.stdout
+    assert len(list((out / "regions").glob("region_*.ply"))) >= 3
+    assert {"/depth_perception/regions/labels", "/depth_perception/regions/markers"} <= set(messages)
 
 
 def test_demo_on_the_real_motorcycle_pair(tmp_path):
