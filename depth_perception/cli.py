@@ -86,6 +86,32 @@ def _add_bag(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
+def _add_export_sam(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-sam",
+        help="export Segment Anything's encoder and decoder to ONNX",
+        description="Writes <output>/<name>_encoder.onnx and _decoder.onnx, checked against torch. "
+        "The decoder stops at low-resolution logits; the crop and upscale to the frame happen "
+        "outside the graph, so masks stay correct at every image size and aspect ratio.",
+    )
+    p.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="local SAM checkpoint (sam_vit_*.pth)")
+    src.add_argument("--random-init", action="store_true", help="random weights (benchmarks)")
+    p.add_argument("--output", "-o", required=True, help="output folder")
+    p.add_argument("--name", default="sam")
+
+
+def cmd_export_sam(args: argparse.Namespace) -> int:
+    from .segmentation.sam import build_sam_model
+    from .segmentation.sam_onnx import export_sam_onnx
+
+    model = build_sam_model(args.model, None if args.random_init else args.checkpoint)
+    files = export_sam_onnx(model, args.output, name=args.name)
+    print(f"wrote {files}")
+    return 0
+
+
 def _parse_value(text: str):
     import yaml
 
@@ -128,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_demo(sub)
     _add_bag(sub)
+    _add_export_sam(sub)
     from .depth.commands import add_export_parser, add_models_parser
     from .depth.trt_commands import add_build_engine_parser
 
@@ -265,6 +292,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "demo": cmd_demo,
     "bag": cmd_bag,
+    "export-sam": cmd_export_sam,
     "models": _lazy(".depth.commands", "cmd_models"),
     "export": _lazy(".depth.commands", "cmd_export"),
     "build-engine": _lazy(".depth.trt_commands", "cmd_build_engine"),
