@@ -145,8 +145,9 @@ class DepthPerceptionNode(Node):
                                         daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"depth_perception ready: inputs {', '.join(inputs)}; depth source "
-            f"{'stereo' if p['stereo'] else 'none configured (set stereo: true)'}"
+            f"depth_perception ready: inputs {', '.join(inputs)}; depth from "
+            + (f"model {p['model']} ({p['metric.mode']})" if p["model"] else
+               "stereo" if p["stereo"] else "nothing: set `model` or `stereo: true`")
         )
 
     # -- parameters -------------------------------------------------------------------------------
