@@ -58,6 +58,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--scene", choices=SCENES, default="tabletop")
     p.add_argument("--seed", type=int, default=0, help="tabletop scene seed")
+    p.add_argument("--depth", choices=["auto", "model", "stereo"], default="auto",
+                   help="model: the bundled monocular student, made metric with the stereo pair; "
+                   "stereo: SGBM only; auto: model on tabletop, stereo on motorcycle")
 
 
 def _add_bag(sub: argparse._SubParsersAction) -> None:
@@ -157,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_sam(sub)
     from .depth.commands import add_export_parser, add_models_parser
     from .depth.trt_commands import add_build_engine_parser
+    from .training.commands import add_distill_parser, add_train_parser
 
+    add_train_parser(sub)
+    add_distill_parser(sub)
     add_models_parser(sub)
     add_export_parser(sub)
     add_build_engine_parser(sub)
@@ -174,10 +180,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     kind, paths = list_inputs(args.input)  # a missing input is the first thing to report
     if args.stereo_right is None:
-        if args.model:
-            return _predict_monocular(args)
-        raise CliError("no depth source: give --model NAME, or --stereo-right PATH with "
-                       "--baseline and --focal")
+        if not args.model:
+            from .depth.zoo import DEFAULT_MODEL
+
+            # The bundled student needs no download; it is synthetic-domain, and says so.
+            print(f"no --model given: using the bundled {DEFAULT_MODEL} (synthetic tabletop "
+                  "domain; give --model/--weights for real scenes)", file=sys.stderr)
+            args.model = DEFAULT_MODEL
+        return _predict_monocular(args)
     if args.baseline is None or args.baseline <= 0:
         raise CliError("stereo needs --baseline in metres (> 0)")
     if args.focal is None or args.focal <= 0:
@@ -274,7 +284,7 @@ def _predict_monocular(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_report, run_demo
 
-    report = run_demo(args.out, scene=args.scene, seed=args.seed)
+    report = run_demo(args.out, scene=args.scene, seed=args.seed, depth=args.depth)
     print(format_report(report))
     return 0
 
@@ -296,6 +306,8 @@ COMMANDS = {
     "models": _lazy(".depth.commands", "cmd_models"),
     "export": _lazy(".depth.commands", "cmd_export"),
     "build-engine": _lazy(".depth.trt_commands", "cmd_build_engine"),
+    "train": _lazy(".training.commands", "cmd_train"),
+    "distill": _lazy(".training.commands", "cmd_distill"),
 }
 
 

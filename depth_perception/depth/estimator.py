@@ -99,6 +99,10 @@ class DepthEstimator:
         self._log = log or (lambda _msg: None)
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.kind = "relative_depth" if spec.family == "marigold" else spec.output
+        if spec.family == "student" and weights is None and not random_init:
+            from ..training.student import default_weights_path
+
+            weights = default_weights_path()  # bundled with the package
         if weights is None and not random_init and onnx_path is None and engine_path is None:
             raise ValueError(f"model {spec.name}: give weights (a local folder, .safetensors, .pth or "
                              "a hub id), an ONNX file / TensorRT engine, or random_init=True")

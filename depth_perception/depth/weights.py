@@ -52,6 +52,16 @@ def build_model(spec: ModelSpec | str, weights: str | os.PathLike | None = None,
     spec = get_spec(spec)
     if spec.family == "marigold":
         raise ValueError("Marigold is a diffusers pipeline: use depth_perception.depth.marigold")
+    if spec.family == "student":
+        from ..training.student import build_student, load_student
+
+        if random_init:
+            model = build_student(spec.make_config(), seed)
+        else:  # no weights: the file bundled with the package
+            model = load_student(weights)
+        model.eval()
+        model._depth_spec_name = spec.name
+        return model
     if (weights is None) == (not random_init):
         raise ValueError(
             f"model {spec.name}: give weights (a local folder, .safetensors, .pth or a hub id) or "

@@ -400,6 +400,9 @@ def _build_zoo() -> dict[str, ModelSpec]:
         requires=("diffusers", "transformers"),
         description="Marigold (diffusion), slow high-quality offline option; affine-invariant "
                     "depth (far = large)"))
+    from ..training.student import student_spec  # our own compact model; no torch import here
+
+    specs.append(student_spec())
     zoo: dict[str, ModelSpec] = {}
     for spec in specs:
         zoo[spec.name] = spec
@@ -410,6 +413,9 @@ def _build_zoo() -> dict[str, ModelSpec]:
 
 
 _ZOO = _build_zoo()  # immutable after import: specs are frozen dataclasses
+
+#: The offline default of `predict` and `demo`: bundled with the package, synthetic domain.
+DEFAULT_MODEL = "student_tabletop"
 
 
 def list_specs(include_tiny: bool = True) -> list[ModelSpec]:
