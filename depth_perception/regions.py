@@ -12,11 +12,18 @@ grid instead of a k-d tree, and the per-point work is done for all instances at 
 3. statistical outlier removal on grid neighbours: a point's mean distance to its 4 (or 8) grid
    neighbours of the same instance, in units of the local pixel footprint (z · pixel angle), is
    compared with ``mean + outlier_std_ratio · std`` of its instance;
-4. the dominant cluster: connected components over grid edges shorter than the cluster gap
-   (scipy.sparse.csgraph, one call for all instances), the largest per instance, plus any other
-   large component that comes within the gap of it in 3-D (an object split by an occluder);
-5. per instance (a short loop over instances, never over points): the oriented box, the approach,
-   the width across the closing axis and the verdict.
+4. the dominant cluster: connected components over grid edges shorter than the cluster gap, all
+   instances at once (right-linked points form runs; a vectorised union-find joins the runs), the
+   largest per instance, plus any other large component that comes within the gap of it in 3-D
+   (an object split by an occluder);
+5. per instance: means, covariances and sphere fits from one small Gram matrix each (BLAS), then a
+   short loop over instances, never over points, for the oriented box, the approach, the width
+   across the closing axis and the verdict.
+
+Speed (bench/clouds.py: ~3 ms for 10 regions over 38k mask pixels on one core) comes from keeping
+the mask pixels only, grouped by instance (per-instance sums are ``reduceat`` calls and a pixel's
+right-hand neighbour is the next point), from (3, N) float32 arrays, and from leaving the
+interleaving of (N, 3) outputs to cv2.
 
 The box. Only the visible surface is observed, so a box fitted to it is too small and its centre
 sits too close to the camera. Two completions fix that where the geometry allows:
@@ -36,6 +43,7 @@ mean of the visible points.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,12 +252,20 @@ def pixel_angle(points: np.ndarray) -> float:
     """
     pts = _check_points(points)
     h = pts.shape[0]
-    rows = pts[:: max(1, h // 16)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ray = rows[..., 0] / rows[..., 2]
-        step = np.abs(np.diff(ray, axis=1))
-    step = step[np.isfinite(step) & (step > 0) & (rows[:, 1:, 2] > 0) & (rows[:, :-1, 2] > 0)]
-    return float(np.median(step)) if step.size else 1.0 / 500.0
+    # two rows usually give a thousand (identical) steps; sixteen when those rows lack depth
+    for rows in (pts[h // 4:: max(1, h // 2)], pts[:: max(1, h // 16)]):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ray = rows[..., 0] / rows[..., 2]
+            step = np.abs(np.diff(ray, axis=1))
+        step = step[np.isfinite(step) & (step > 0) & (rows[:, 1:, 2] > 0) & (rows[:, :-1, 2] > 0)]
+        if step.size >= 256:
+            break
+    if not step.size:
+        return 1.0 / 500.0
+    # the median; a full sort, because np.median's selection crawls on the many equal steps
+    step.sort()
+    mid = step.size // 2
+    return float(step[mid]) if step.size % 2 else float((step[mid - 1] + step[mid]) / 2)
 
 
 # -- scene cloud, label image, PLY ------------------------------------------------------------------
@@ -396,28 +412,131 @@ def write_region_plys(out_dir: str | Path, regions: list[Region], prefix: str = 
 # -- extraction -------------------------------------------------------------------------------------
 
 
-def _grid_neighbours(idx, u, pos, li, width: int, dv: int, du: int) -> np.ndarray:
-    """Compact index of each point's (dv, du) grid neighbour of the same instance, -1 where none."""
-    target = idx + (dv * width + du)
-    ok = (u + du >= 0) & (u + du < width) & (target >= 0) & (target < pos.size)
-    nb = np.where(ok, pos.take(target, mode="clip"), -1)
-    nb[(nb >= 0) & (li.take(nb, mode="clip") != li)] = -1
-    return nb
-
-
 def _norm3(d: np.ndarray) -> np.ndarray:
     """Lengths of the columns of a (3, N) array (numpy's axis reductions over a length-3 axis are slow)."""
     return np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
 
 
-def _per_label_mean_std(values: np.ndarray, li: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    cnt = np.bincount(li, minlength=n_labels)
-    s1 = np.bincount(li, weights=values, minlength=n_labels)
-    s2 = np.bincount(li, weights=values * values, minlength=n_labels)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s1 / cnt
-        std = np.sqrt(np.maximum(s2 / cnt - mean * mean, 0.0))
-    return mean, std
+class _Segments:
+    """Points grouped by instance: instance j owns [start[j], start[j] + count[j]) of every per-point
+    array. Per-instance sums, minima and maxima are then one ``ufunc.reduceat`` for all instances."""
+
+    def __init__(self, count: np.ndarray):
+        self.count = np.asarray(count, dtype=np.int64)
+        self.start = np.zeros_like(self.count)
+        np.cumsum(self.count[:-1], out=self.start[1:])
+        self.nonempty = self.count > 0
+        self._at = self.start[self.nonempty]  # reduceat needs strictly increasing, in-range offsets
+
+    def reduce(self, ufunc, values: np.ndarray, empty: float = 0, dtype=None) -> np.ndarray:
+        """(..., N) → (..., n_instances); ``empty`` for instances without points."""
+        dtype = np.dtype(dtype or values.dtype)
+        out = np.full(values.shape[:-1] + (self.count.size,), empty, dtype=dtype)
+        if self._at.size:
+            out[..., self.nonempty] = ufunc.reduceat(values, self._at, axis=-1, dtype=dtype)
+        return out
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """Per-instance sums of (..., N) values, accumulated in float64."""
+        return self.reduce(np.add, values, 0, np.float64)
+
+    def count_true(self, mask: np.ndarray) -> np.ndarray:
+        return self.reduce(np.add, mask.view(np.uint8), 0, np.int64)
+
+    def repeat(self, per_instance: np.ndarray) -> np.ndarray:
+        """(..., n_instances) → (..., N): each instance's value at each of its points."""
+        return np.repeat(per_instance, self.count, axis=-1)
+
+    def where(self, mask: np.ndarray) -> _Segments:
+        """The grouping of the points where ``mask`` holds (order kept)."""
+        return _Segments(self.count_true(mask))
+
+    def slice(self, j: int) -> slice:
+        return slice(int(self.start[j]), int(self.start[j] + self.count[j]))
+
+
+def _gather_points(pts: np.ndarray, pixel_index: np.ndarray) -> np.ndarray:
+    """(3, N) float32 points of an HxWx3 cloud at flat pixel indices (one 12-byte gather per point;
+    cv2 transposes several times faster than numpy)."""
+    import cv2
+
+    records = np.ascontiguousarray(pts).reshape(-1).view(np.dtype((np.void, 12)))
+    aos = records.take(pixel_index).view(np.float32).reshape(-1, 3)
+    return cv2.transpose(aos) if aos.shape[0] else np.zeros((3, 0), np.float32)
+
+
+def _interleave(soa: np.ndarray) -> np.ndarray:
+    """(3, N) → contiguous (N, 3) (cv2.merge: ~10x faster than numpy's transposed copy)."""
+    import cv2
+
+    if soa.shape[1] == 0:
+        return np.zeros((0, 3), soa.dtype)
+    return cv2.merge([soa[0], soa[1], soa[2]]).reshape(-1, 3)
+
+
+def _gather_rgb(rgb: np.ndarray, pixel_index: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 colours of an HxWx3 image at flat pixel indices."""
+    records = np.ascontiguousarray(rgb).reshape(-1).view(np.dtype((np.void, 3)))
+    return records.take(pixel_index).view(np.uint8).reshape(-1, 3)
+
+
+def _union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of an undirected graph on n nodes with edges a[i]–b[i]: the smallest
+    node id of each node's component. Min-hooking of roots plus pointer jumping, all vectorised."""
+    parent = np.arange(n, dtype=np.int32)
+    while a.size:
+        pa, pb = parent.take(a), parent.take(b)
+        split = pa != pb
+        if not split.any():
+            break
+        a, b, pa, pb = a[split], b[split], pa[split], pb[split]
+        np.minimum.at(parent, np.maximum(pa, pb), np.minimum(pa, pb))
+        while True:  # every node to its root (parents always have smaller ids: no cycles)
+            grand = parent.take(parent)
+            if not (grand != parent).any():
+                break
+            parent = grand
+    return parent
+
+
+def _grid_components(inlier: np.ndarray, right: np.ndarray, downs: list[tuple[np.ndarray, np.ndarray]]):
+    """Connected components of the inlier points over short grid edges.
+
+    ``right[i]`` links point i to i + 1 (the next pixel of its row); each of ``downs`` is
+    (neighbour index, linked) towards the row below. Right-linked inliers form runs, so the graph
+    left to solve has one node per run instead of one per point. Returns (the root run of every
+    run, the first point of every run, the run of every point: meaningful for inliers only).
+    """
+    start = inlier.copy()
+    start[1:] &= ~right
+    run = np.cumsum(start, dtype=np.int32)
+    run -= 1
+    heads = np.flatnonzero(start)
+    ends_a, ends_b = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
+    for nb, linked in downs:
+        # along a run, consecutive links reach consecutive pixels of the row below: a link adds a
+        # new pair of runs only where a run starts above or below it, or the link before is missing
+        first = start | start.take(nb)
+        first[1:] |= ~linked[:-1]
+        first &= linked
+        src = np.flatnonzero(first)
+        ends_a.append(run.take(src))
+        ends_b.append(run.take(nb.take(src)))
+    root = _union_find(heads.size, np.concatenate(ends_a), np.concatenate(ends_b))
+    return root, heads, run
+
+
+def _merge_near_components(candidates, best, root_of_point, inlier, P, gap) -> np.ndarray:
+    """Which candidate components come within the gap (3-D) of their instance's largest one."""
+    from scipy.spatial import cKDTree
+
+    merged = np.zeros(candidates.size, dtype=bool)
+    for i, (c, main) in enumerate(zip(candidates, best)):  # rare: an object split by an occluder
+        a = np.flatnonzero((root_of_point == main) & inlier)
+        b = np.flatnonzero((root_of_point == c) & inlier)
+        d, _ = cKDTree(P[:, a].T).query(P[:, b].T, k=1, distance_upper_bound=float(np.max(gap[b])))
+        merged[i] = bool(np.isfinite(d).any())
+    return merged
 
 
 def extract_regions(
@@ -441,10 +560,12 @@ def extract_regions(
         enables gravity-aligned boxes and removal of table points.
     Bad arguments raise :class:`RegionError`; bad *data* (no depth, one pixel, behind the camera,
     degenerate point sets) never raises: the region gets a verdict and a reason.
+
+    The points of every instance are kept together (instance-major, row-major inside), so the
+    per-instance statistics are ``reduceat`` calls and a pixel's right-hand grid neighbour is the
+    next point. Per-point arrays are (3, N): numpy is slow over a length-3 trailing axis.
     """
     import cv2
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     gripper = gripper or GripperParams()
     params = params or RegionParams()
@@ -460,156 +581,238 @@ def extract_regions(
         colours = None if colours is None else colours[::stride, ::stride]
     H, W = pts.shape[:2]
 
-    # Everything below works on the mask pixels only, never on the whole image. Per-point arrays
-    # are (3, N): numpy reduces a length-3 trailing axis far slower than three contiguous rows.
+    # 1. the mask pixels (scanning only the rows that hold any), grouped by instance (a stable
+    #    radix sort keeps rows in order)
     flat_lab = lab.reshape(-1)
-    cand = np.flatnonzero(flat_lab != 0)
-    if cand.size == 0:
+    in_mask = lab != 0
+    rows = np.flatnonzero(in_mask.any(axis=1))
+    if rows.size == 0:
         return []
-    cand_lab = flat_lab[cand]
-    mask_count = np.bincount(cand_lab)
-    ids = np.flatnonzero(mask_count)
+    cand = np.flatnonzero(in_mask[rows[0]:rows[-1] + 1]) + int(rows[0]) * W
+    cand_lab = flat_lab.take(cand)
+    key = cand_lab.astype(np.uint8) if int(cand_lab.max()) < 256 else cand_lab
+    order = np.argsort(key, kind="stable")
+    idx0 = cand.take(order)
+    ids_sorted = cand_lab.take(order)
+    heads = np.flatnonzero(ids_sorted[1:] != ids_sorted[:-1]) + 1
+    ids = ids_sorted.take(np.r_[0, heads]).astype(np.int64)
+    seg0 = _Segments(np.diff(np.r_[0, heads, idx0.size]))
     n_labels = ids.size
-    lut = np.zeros(mask_count.size, dtype=np.int64)  # id → compact index
-    lut[ids] = np.arange(n_labels)
 
-    # 1. erosion: a pixel survives when its whole window carries its own id (one call for all ids)
-    uneroded = np.ones(mask_count.size, dtype=bool)
-    keep_px = np.ones(cand.size, dtype=bool)
+    # 2. erosion: a pixel survives when its whole window carries its own id (one cv2 call for all
+    #    ids, on the rows that hold masks). erode <= id <= dilate, so erode == dilate means both == id.
+    use = np.ones(idx0.size, dtype=bool)
+    uneroded = np.ones(n_labels, dtype=bool)
     if params.erosion_px > 0:
-        k = np.ones((2 * params.erosion_px + 1,) * 2, np.uint8)
-        inner = cv2.erode(lab, k).reshape(-1)[cand] == cand_lab
-        inner &= cv2.dilate(lab, k).reshape(-1)[cand] == cand_lab
-        uneroded = np.bincount(cand_lab[inner], minlength=mask_count.size) < gripper.min_points
-        keep_px = inner | uneroded[cand_lab]
+        e = int(params.erosion_px)
+        r0, r1 = max(int(rows[0]) - e, 0), min(int(rows[-1]) + e + 1, H)
+        k = np.ones((2 * e + 1,) * 2, np.uint8)
+        block = lab[r0:r1]
+        same = cv2.compare(cv2.erode(block, k), cv2.dilate(block, k), cv2.CMP_EQ)
+        use = same.reshape(-1).take(idx0 - r0 * W) != 0
+        uneroded = seg0.count_true(use) < gripper.min_points
+        for j in np.flatnonzero(uneroded):  # too small to erode: keep it whole
+            use[seg0.slice(j)] = True
 
-    P0 = pts.reshape(-1, 3).take(cand, axis=0).T
+    # 3. depth: valid points in front of the camera, not on (or under) the support plane
+    P0 = _gather_points(pts, idx0)
     with np.errstate(invalid="ignore", over="ignore"):
         finite = np.isfinite(P0[0] + P0[1] + P0[2])
-        behind = finite & (P0[2] <= 0)
-    valid = finite & ~behind
-    n_valid = np.bincount(cand_lab[valid], minlength=mask_count.size)
-    n_behind = np.bincount(cand_lab[behind], minlength=mask_count.size)
-    sel = np.flatnonzero(keep_px & valid)
-    idx, PT, li = cand[sel], np.ascontiguousarray(P0[:, sel]), lut[cand_lab[sel]]
-
-    # 2. table points: on (or under) the support plane
-    n_on_plane = np.zeros(n_labels, dtype=np.int64)
-    height = None
+        front = P0[2] > 0
+    valid = finite & front
+    use &= valid
+    height0 = low = None
     if plane is not None:
-        height = plane[:3].astype(np.float32) @ PT + np.float32(plane[3])
-        off = height < params.plane_margin_m
-        if off.any():
-            n_on_plane = np.bincount(li[off], minlength=n_labels)
-            on = np.flatnonzero(~off)
-            idx, PT, li, height = idx[on], PT[:, on], li[on], height[on]
-    N = idx.size
-    Z = PT[2]
-
-    # 3. grid edges between same-instance neighbours (+u, +v and, for k = 8, the diagonals)
-    ang = pixel_angle(pts)
-    pos = np.full(H * W, -1, dtype=np.int64)
-    pos[idx] = np.arange(N)
-    u = idx % W
-    foot = Z * np.float32(ang)  # pixel footprint, metres
-    gap = np.maximum(np.float32(params.cluster_gap_m), np.float32(params.cluster_gap_px) * foot)
-    offsets = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if params.outlier_k == 8 else [])
-    nbs, lens = [], []
-    for dv, du in offsets:
-        nb = _grid_neighbours(idx, u, pos, li, W, dv, du)
-        length = _norm3(PT.take(np.maximum(nb, 0), axis=1) - PT)
-        length[nb < 0] = np.nan
-        nbs.append(nb)
-        lens.append(length)
-
-    # 4. statistical outlier removal: mean neighbour distance in footprints vs. its instance
-    ends, rels = [], []
-    for nb, length in zip(nbs, lens):
-        has = np.flatnonzero(nb >= 0)
-        rel = length[has] / foot[has]
-        ends += [has, nb[has]]  # an edge counts for both of its points
-        rels += [rel, rel]
-    ends_all = np.concatenate(ends)
-    nb_sum = np.bincount(ends_all, weights=np.concatenate(rels), minlength=N)
-    nb_cnt = np.bincount(ends_all, minlength=N)
-    has_nb = nb_cnt > 0  # isolated pixels carry no surface evidence
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_dist = np.where(has_nb, nb_sum / nb_cnt, np.inf)
-    m, s = _per_label_mean_std(mean_dist[has_nb], li[has_nb], n_labels)
-    limit = np.maximum(m + params.outlier_std_ratio * s, params.outlier_min_px)
-    inlier = has_nb & (mean_dist <= limit[li])
-
-    # 5. dominant cluster: connected components of inliers over short edges, all instances at once
-    shorts = []
-    for nb, length in zip(nbs, lens):
+        plane32 = plane.astype(np.float32)
+        height0 = plane32[:3] @ P0
+        height0 += plane32[3]
         with np.errstate(invalid="ignore"):
-            ok = (length < gap) & inlier
-        ok[ok] = inlier[nb[ok]]
-        shorts.append(ok)
-    src = np.concatenate([np.flatnonzero(ok) for ok in shorts])
-    dst = np.concatenate([nb[ok] for nb, ok in zip(nbs, shorts)])
-    graph = coo_matrix((np.ones(src.size, np.int8), (src, dst)), shape=(N, N))
-    n_comp, comp = connected_components(graph, directed=False)
-    comp_size = np.bincount(comp[inlier], minlength=n_comp)
-    comp_label = np.zeros(n_comp, dtype=np.int64)
-    comp_label[comp] = li
-    by_size = np.lexsort((comp_size, comp_label))  # within each label, largest last
-    best = np.full(n_labels, -1, dtype=np.int64)
-    if n_comp:
-        last = np.r_[comp_label[by_size][1:] != comp_label[by_size][:-1], True]
-        best[comp_label[by_size[last]]] = by_size[last]
-    keep_comp = np.zeros(n_comp, dtype=bool)
-    keep_comp[best[best >= 0]] = True
-    best_size = np.r_[comp_size, 0][best]  # 0 for instances without any component (best = -1)
-    large = (comp_size >= params.min_cluster_fraction * best_size[comp_label]) & (comp_size > 1) & ~keep_comp
+            low = use & (height0 < params.plane_margin_m)
+        use &= ~low
+
+    def stats(j: int) -> dict[str, int]:
+        """Why instance j has few points: only asked for instances that do."""
+        sl = seg0.slice(j)
+        return dict(mask=int(seg0.count[j]), valid=int(np.count_nonzero(valid[sl])),
+                    behind=int(np.count_nonzero(finite[sl] & ~front[sl])),
+                    on_plane=0 if low is None else int(np.count_nonzero(low[sl])))
+
+    sel = np.flatnonzero(use)
+    seg = seg0.where(use)
+    idx, P = idx0.take(sel), P0.take(sel, axis=1)
+    height = None if height0 is None else height0.take(sel)
+    N = idx.size
+
+    # 4. grid edges between same-instance neighbours: +u is the next point; +v (and for k = 8 the
+    #    diagonals) through a pixel → point lookup over the rows in use
+    ang = pixel_angle(pts)
+    foot = P[2] * np.float32(ang)  # pixel footprint, metres
+    inv_foot = np.float32(1.0) / foot
+    gap = np.maximum(foot * np.float32(params.cluster_gap_px), np.float32(params.cluster_gap_m))
+    row = idx // W
+    right = (idx[1:] - idx[:-1] == 1) & (row[1:] == row[:-1])
+    cut = seg.start[(seg.start > 0) & (seg.start < N)]
+    right[cut - 1] = False  # the last pixel of one instance and the first of the next
+    dR = P[:, 1:] - P[:, :-1]
+    lenR = _norm3(dR)
+    downs = []  # (neighbour, linked, vector to it, length, predecessor or N)
+    if N:
+        r0 = int(row.min())
+        local = idx - r0 * W
+        pos = np.full((int(row.max()) - r0 + 2) * W + 1, -1, dtype=np.int32)
+        pos[local] = np.arange(N, dtype=np.int32)
+        steps = [(W, None)]
+        if params.outlier_k == 8:
+            col = idx - row * W
+            steps += [(W + 1, col < W - 1), (W - 1, col > 0)]
+        # eroded masks of different instances never touch (each kept pixel's window is its own
+        # id); otherwise compare the instances of both ends
+        mixed = params.erosion_px == 0 or bool(uneroded.any())
+        li = seg.repeat(np.arange(n_labels, dtype=np.int32)) if mixed else None
+        for step, col_ok in steps:
+            nb = pos.take(local + step)
+            linked = nb >= 0
+            if li is not None:
+                linked &= li.take(nb) == li
+            if col_ok is not None:
+                linked &= col_ok
+            d = P.take(nb, axis=1)
+            d -= P
+            src = np.flatnonzero(linked)
+            up = np.full(N, N, dtype=np.intp)  # N: a zero pad entry for gathers
+            up[nb.take(src)] = src  # one predecessor per direction
+            downs.append((nb, linked, d, _norm3(d), up))
+
+    # 5. statistical outlier removal: mean neighbour distance in footprints vs. its instance
+    relR = lenR * inv_foot[:-1]
+    relR *= right
+    nb_sum = np.zeros(N, dtype=np.float32)
+    nb_cnt = np.zeros(N, dtype=np.uint8)
+    nb_sum[:-1] += relR
+    nb_sum[1:] += relR
+    nb_cnt[:-1] += right
+    nb_cnt[1:] += right
+    for nb, linked, _, length, up in downs:
+        rel = np.zeros(N + 1, dtype=np.float32)
+        np.multiply(length, inv_foot, out=rel[:N])
+        rel[:N] *= linked
+        nb_sum += rel[:N]
+        nb_sum += rel.take(up)
+        nb_cnt += linked
+        nb_cnt += up < N
+    has_nb = nb_cnt > 0  # isolated pixels carry no surface evidence
+    mean_dist = nb_sum / np.maximum(nb_cnt, 1)
+    n_has = seg.count_true(has_nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = seg.sum(mean_dist) / n_has
+        s = np.sqrt(np.maximum(seg.sum(mean_dist * mean_dist) / n_has - m * m, 0.0))
+    limit = np.maximum(m + params.outlier_std_ratio * s, params.outlier_min_px)
+    inlier = has_nb & (mean_dist <= seg.repeat(limit.astype(np.float32)))
+
+    # 6. dominant cluster: components of the inliers over short edges, all instances at once
+    short_r = right & (lenR < gap[:-1]) & inlier[:-1] & inlier[1:]
+    short_d = [(nb, linked & (length < gap) & inlier & inlier.take(nb)) for nb, linked, _, length, _ in downs]
+    root, run_head, run = _grid_components(inlier, short_r, short_d)
+    run_size = np.add.reduceat(inlier.view(np.uint8), run_head, dtype=np.int64) if run_head.size else run_head
+    comp_size = np.bincount(root, weights=run_size, minlength=root.size)
+    roots = np.flatnonzero(root == np.arange(root.size))
+    root_label = np.searchsorted(seg.start + seg.count, run_head.take(roots), side="right")
+    root_size = comp_size.take(roots)
+    by_size = np.lexsort((root_size, root_label))  # within each instance, largest last
+    last = np.r_[root_label[by_size][1:] != root_label[by_size][:-1], True] if roots.size else by_size
+    best = np.full(n_labels, -1, dtype=np.int64)  # run id of each instance's largest component
+    best[root_label[by_size[last]]] = roots[by_size[last]]
+    keep_root = np.zeros(root.size, dtype=bool)
+    keep_root[best[best >= 0]] = True
+    best_size = np.r_[comp_size, 0][best]
+    large = (root_size >= params.min_cluster_fraction * best_size[root_label]) & (root_size > 1)
+    large &= ~keep_root[roots]
     if large.any():
-        keep_comp |= _merge_near_components(np.flatnonzero(large), best, comp, comp_label, PT, inlier, gap)
-    keep = inlier & keep_comp[comp]
+        cands = roots[large]
+        near = _merge_near_components(cands, best[root_label[large]], root.take(run), inlier, P, gap)
+        keep_root[cands[near]] = True
+    keep = inlier & keep_root.take(root).take(run)  # run ids are meaningful for inliers only
 
-    # normals from kept, connected grid neighbours (central differences where both sides exist)
-    tangents = []
-    self_ = np.arange(N)
-    for nb, ok in zip(nbs[:2], shorts[:2]):
-        fwd = np.where(ok & keep, nb, -1)  # a short inlier edge never leaves its component
-        linked = fwd >= 0
-        bwd = np.full(N, -1, dtype=np.int64)
-        bwd[fwd[linked]] = self_[linked]
-        t = PT.take(np.where(linked, fwd, self_), axis=1) - PT.take(np.where(bwd >= 0, bwd, self_), axis=1)
-        t[:, ~linked & (bwd < 0)] = np.nan
-        tangents.append(t)
-    (a0, a1, a2), (b0, b1, b2) = tangents
-    normals = _orient_normals_soa(np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0]), PT)
+    # 7. normals from kept, short grid edges (central differences where both sides exist); a short
+    #    inlier edge never leaves its component, so one kept end means both are kept
+    kept = np.flatnonzero(keep)
+    seg_k = seg.where(keep)
+    Pk = P.take(kept, axis=1)
+    # each tangent is the edge to the next point plus the edge from the previous one, zero where
+    # an edge is missing (P[next] - P[previous], one-sided at the ends, zero when isolated);
+    # computed for all points with shifted adds, then taken at the kept ones
+    edges = np.zeros((3, N + 1), dtype=np.float32)  # edge i → i + 1 in column i + 1
+    np.multiply(dR, short_r & keep[:-1], out=edges[:, 1:N])
+    tu = edges[:, 1:] + edges[:, :-1]
+    if downs:
+        _, _, d, _, up = downs[0]
+        np.multiply(d, short_d[0][1] & keep, out=edges[:, :N])  # edge i → below in column i
+        tv = edges.take(up, axis=1)
+        tv += edges[:, :N]
+    else:
+        tv = np.zeros_like(tu)
+    normals = _orient_normals_soa(_cross_soa(tu, tv).take(kept, axis=1), Pk)
 
-    # 6. per-instance descriptors: a loop over instances, each a handful of vectorised calls
-    order = np.flatnonzero(keep)[np.argsort(li[keep], kind="stable")]
-    starts = np.r_[0, np.cumsum(np.bincount(li[keep], minlength=n_labels))]
-    flat_rgb = None if colours is None else colours.reshape(-1, 3)
+    # 8. per-instance moments and extremes, all instances at once
+    idx_k = idx.take(kept)
+    moments = _moments(Pk, seg_k, params)
+    mean_normal = seg_k.sum(normals) / np.maximum(seg_k.count, 1)
+    h_lo = h_hi = None
+    if height is not None:
+        height_k = height.take(kept)
+        h_lo = seg_k.reduce(np.minimum, height_k, np.nan)
+        h_hi = seg_k.reduce(np.maximum, height_k, np.nan)
+    row_k = idx_k // W
+    col_k = idx_k - row_k * W
+    col_lo = seg_k.reduce(np.minimum, col_k, 0)
+    col_hi = seg_k.reduce(np.maximum, col_k, 0)
+    uv = basis = None
+    if plane is not None and kept.size:
+        basis = _plane_basis(plane[:3])
+        uv = basis[:, :2].T.astype(np.float32) @ Pk  # (2, Nk) in-plane coordinates
+
+    # 9. per instance: a short loop over instances, never over points
+    points_all = _interleave(Pk)
+    normals_all = _interleave(normals)
+    colours_all = None if colours is None else _gather_rgb(colours, idx_k)
+    pix_all = idx_k if stride == 1 else row_k * (stride * full_shape[1]) + col_k * stride
     regions = []
-    for j, rid in enumerate(ids):
-        rows = order[starts[j]:starts[j + 1]]
-        pix = idx[rows]
-        colors = None if flat_rgb is None else flat_rgb.take(pix, axis=0)
-        x0, y0, w, h = _roi(pix if pix.size else cand[cand_lab == rid], W)
+    for j, rid in enumerate(ids.tolist()):
+        sl = seg_k.slice(j)
+        n = sl.stop - sl.start
+        if n:  # rows come sorted within an instance
+            x0, y0 = int(col_lo[j]), int(row_k[sl.start])
+            roi = (x0, y0, int(col_hi[j]) - x0 + 1, int(row_k[sl.stop - 1]) - y0 + 1)
+        else:  # no point survived: the roi of the input mask
+            v, u = np.divmod(idx0[seg0.slice(j)], W)
+            roi = (int(u.min()), int(v.min()), int(u.max() - u.min()) + 1, int(v.max() - v.min()) + 1)
+        x0, y0, w, h = roi
         roi = (x0 * stride, y0 * stride, min(w * stride, full_shape[1] - x0 * stride),
                min(h * stride, full_shape[0] - y0 * stride))
-        if stride > 1:
-            v, u = np.divmod(pix, W)
-            pix = v * (stride * full_shape[1]) + u * stride
-        regions.append(
-            _describe(
-                rid=int(rid), label=str(names.get(int(rid), "")), score=float(scores.get(int(rid), 1.0)),
-                roi=roi, shape=full_shape, pixel_index=pix, stride=stride,
-                pT=PT.take(rows, axis=1), colors=colors,
-                nT=normals.take(rows, axis=1), height=None if height is None else height[rows],
-                plane=plane,
-                stats=dict(mask=int(mask_count[rid]), valid=int(n_valid[rid]), behind=int(n_behind[rid]),
-                           on_plane=int(n_on_plane[j])),
-                eroded_px=0 if uneroded[rid] else params.erosion_px,
-                foot=float(foot[rows].mean()) if rows.size else 0.0,
-                gripper=gripper, params=params,
-            )
-        )
+        regions.append(_describe(
+            rid=rid, label=str(names.get(rid, "")), score=float(scores.get(rid, 1.0)), roi=roi,
+            shape=full_shape, pixel_index=pix_all[sl], stride=stride, points=points_all[sl],
+            colors=None if colours_all is None else colours_all[sl], normals=normals_all[sl],
+            q=None if not n else Pk[:, sl], moments=moments[j], mean_normal=mean_normal[:, j],
+            heights=None if h_lo is None else (float(h_lo[j]), float(h_hi[j])),
+            footprint=None if uv is None else (uv[:, sl], basis), plane=plane,
+            stats=stats(j) if n < gripper.min_points else None,
+            eroded_px=0 if uneroded[j] else params.erosion_px, foot=float(moments[j].mean[2]) * ang,
+            gripper=gripper, params=params,
+        ))
     return regions
+
+
+def _cross_soa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross products of the columns of two (3, N) arrays."""
+    out = np.empty_like(a)
+    np.multiply(a[1], b[2], out=out[0])
+    out[0] -= a[2] * b[1]
+    np.multiply(a[2], b[0], out=out[1])
+    out[1] -= a[0] * b[2]
+    np.multiply(a[0], b[1], out=out[2])
+    out[2] -= a[1] * b[0]
+    return out
 
 
 def _orient_normals_soa(n: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -618,56 +821,83 @@ def _orient_normals_soa(n: np.ndarray, p: np.ndarray) -> np.ndarray:
         length = _norm3(n)
         bad = ~(length > 1e-12)  # NaN too
         if bad.any():
-            n[:, bad] = p[:, bad]
-            length[bad] = _norm3(n[:, bad])
+            b = np.flatnonzero(bad)
+            n[:, b] = p[:, b]
+            length[b] = _norm3(n[:, b])
         # one pass: scale to unit length, and by -1 where the normal points away from the camera
         facing = n[0] * p[0] + n[1] * p[1] + n[2] * p[2]
-        n *= np.where(facing > 0, -1.0, 1.0).astype(np.float32) / length
+        scale = (facing <= 0).astype(np.float32)
+        scale *= 2
+        scale -= 1
+        scale /= length
+        n *= scale
     return n.astype(np.float32, copy=False)
 
 
-def _merge_near_components(candidates, best, comp, comp_label, PT, inlier, gap) -> np.ndarray:
-    """Components (besides the largest of their instance) within the gap of that largest one in 3-D."""
-    from scipy.spatial import cKDTree
+@dataclass(frozen=True)
+class _Moments:
+    """Per-instance moments of the kept points (float64)."""
 
-    merged = np.zeros(comp_label.size, dtype=bool)
-    for c in candidates:  # rare: an object split in the image, e.g. by an occluder in front
-        main = best[comp_label[c]]
-        a = np.flatnonzero((comp == main) & inlier)
-        b = np.flatnonzero((comp == c) & inlier)
-        d, _ = cKDTree(PT[:, a].T).query(PT[:, b].T, k=1, distance_upper_bound=float(np.max(gap[b])))
-        merged[c] = bool(np.isfinite(d).any())
-    return merged
+    n: int
+    mean: np.ndarray  # (3,)
+    cov: np.ndarray  # (3, 3) covariance (divided by n)
+    eigval: np.ndarray  # (3,) ascending
+    eigvec: np.ndarray  # (3, 3) columns
+    sphere: tuple[np.ndarray, float, float] | None  # centre (absolute), radius, RMS distance
 
 
-def _roi(pixel_index: np.ndarray, width: int) -> tuple[int, int, int, int]:
-    """(x, y, w, h) bounding box of flat pixel indices."""
-    if pixel_index.size == 0:
-        return (0, 0, 0, 0)
-    v = pixel_index // width
-    u = pixel_index - v * width
-    x0, y0 = int(u.min()), int(v.min())
-    return (x0, y0, int(u.max()) - x0 + 1, int(v.max()) - y0 + 1)
+def _moments(P: np.ndarray, seg: _Segments, params: RegionParams) -> list[_Moments]:
+    """Mean, covariance, principal axes and the algebraic sphere fit of every instance.
 
-
-def _fit_sphere(q: np.ndarray, qqt: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Algebraic least-squares sphere through centred points q (3, N), qqt = q @ q.T.
-
-    |q|² = 2 c·q + k is linear in (c, k); with centred points the normal equations split into
-    qqt · c = ½ Σ q |q|² and k = mean |q|². Returns the centre (relative to the centring), the
-    radius and the RMS distance of the points to the sphere.
+    With the points q centred on their mean and s = |q|², one 4x4 Gram matrix of (q, s) per
+    instance (a BLAS call) holds every sum needed: the covariance, Σ q s and Σ s². The sphere
+    |q|² = 2 c·q + k is linear in (c, k); with centred points its normal equations split into
+    cov · c = ½ mean(q s) and k = mean(s), so r² = mean(s) + |c|². The algebraic residual
+    f = |q - c|² - r² then has mean(f²) = var(s) - 2 c·mean(q s), and |q - c| - r ≈ f / 2r (to within
+    (|q - c| - r) / 2r: 1.5 % at the default tolerance), so the RMS distance to the sphere needs no
+    second pass over the points. float32 sums put a floor of ~5e-4 r under that RMS, far below the
+    3 % tolerance (the generator's spheres: < 5e-4 r; its boxes and cylinders: > 0.1 r).
     """
-    s = q[0] * q[0] + q[1] * q[1] + q[2] * q[2]
-    try:
-        c = np.linalg.solve(qqt, 0.5 * (q @ s))
-    except np.linalg.LinAlgError:
-        return np.zeros(3), np.inf, np.inf
-    r2 = s.mean() + c @ c
-    if not (np.isfinite(r2) and r2 > 0):
-        return c, np.inf, np.inf
-    r = float(np.sqrt(r2))
-    rms = float(np.sqrt(np.mean((_norm3(q - c[:, None]) - r) ** 2)))
-    return c, r, rms
+    k = seg.count.size
+    cnt = np.maximum(seg.count, 1)
+    mean = seg.sum(P) / cnt  # (3, k)
+    # centred float32 (micrometres at object scale); BLAS sums in blocks: ~1e-6 relative
+    q = np.empty((4, P.shape[1]), dtype=np.float32)
+    np.subtract(P, seg.repeat(mean.astype(np.float32)), out=q[:3])
+    np.multiply(q[0], q[0], out=q[3])
+    q[3] += q[1] * q[1]
+    q[3] += q[2] * q[2]
+    gram32 = np.zeros((k, 4, 4), dtype=np.float32)
+    for j, a, b in zip(range(k), seg.start.tolist(), (seg.start + seg.count).tolist()):
+        if b > a:
+            part = q[:, a:b]
+            np.matmul(part, part.T, out=gram32[j])
+    gram = gram32 / cnt[:, None, None]
+    cov = gram[:, :3, :3]
+    eigval, eigvec = np.linalg.eigh(cov)  # an empty instance has a zero matrix: harmless
+    spread = np.sqrt(np.maximum(eigval, 0.0))
+    # a sphere only where the points have extent in all three directions (as _describe demands)
+    fit = (seg.count >= 20) & (spread[:, 0] > 0)
+    fit &= np.minimum(spread[:, 0], spread[:, 1]) >= params.degenerate_ratio * spread[:, 2]
+    spheres: list = [None] * k
+    if params.sphere_fit_tol > 0 and fit.any():
+        qs = gram[fit, :3, 3]
+        try:
+            c = np.linalg.solve(cov[fit], 0.5 * qs[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # singular despite the spread test: no sphere
+            c = np.full_like(qs, np.nan)
+        ms = gram[fit, 3, 3]  # mean s²
+        mean_s = np.trace(cov[fit], axis1=1, axis2=2)
+        r2 = mean_s + (c * c).sum(axis=1)
+        f2 = ms - mean_s * mean_s - 2 * (c * qs).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.sqrt(r2)
+            rms = np.sqrt(np.maximum(f2, 0.0)) / (2 * r)
+        for j, cj, rj, ej in zip(np.flatnonzero(fit), c, r.tolist(), rms.tolist()):
+            if np.isfinite(rj) and rj > 0 and np.isfinite(ej):
+                spheres[j] = (mean[:, j] + cj, rj, ej)
+    return [_Moments(int(seg.count[j]), mean[:, j], cov[j], eigval[j], eigvec[j], spheres[j])
+            for j in range(k)]
 
 
 _DIRECTIONS = np.stack(
@@ -688,121 +918,135 @@ def _plane_basis(normal: np.ndarray) -> np.ndarray:
     return np.column_stack([e1, _cross3(normal, e1), normal])
 
 
-def _plane_box(pT, height, plane, params, notes, pads):
+def _plane_box(uv, basis, heights, plane, params, notes, pads):
     """Gravity-aligned box on the support plane: min-area footprint rectangle × [bottom, top].
 
-    ``pT`` is (3, N); ``pads`` = (near, far): metres added to footprint sides facing / facing away
-    from the camera.
+    ``uv`` (2, N) are the points' coordinates in the plane's ``basis`` (:func:`_plane_basis`);
+    ``heights`` = (lowest, highest) above the plane; ``pads`` = (near, far): metres added to
+    footprint sides facing / facing away from the camera. Small vectors are plain floats: numpy
+    costs microseconds per call on 2- and 3-vectors.
     """
     import cv2
 
-    basis = _plane_basis(plane[:3])
-    uv = basis[:, :2].T.astype(np.float32) @ pT.astype(np.float32)  # (2, N) in-plane coordinates
     if uv.shape[1] > 64:
         # the rectangle only touches hull points: keep the extremes along 32 directions (exact for
         # polygons with corners more than ~11 degrees apart, within 0.5 % of the radius for a disc)
         ext = _DIRECTIONS @ uv
-        uv = uv[:, np.unique(np.r_[ext.argmax(axis=1), ext.argmin(axis=1)])]
-    corners = cv2.boxPoints(cv2.minAreaRect(np.ascontiguousarray(uv.T))).astype(np.float64)
-    e_a, e_b = corners[1] - corners[0], corners[2] - corners[1]
-    len_a, len_b = float(np.linalg.norm(e_a)), float(np.linalg.norm(e_b))
+        uv = uv.take(np.concatenate((ext.argmax(axis=1), ext.argmin(axis=1))), axis=1)
+    (c0u, c0v), (c1u, c1v), (c2u, c2v), (c3u, c3v) = cv2.boxPoints(
+        cv2.minAreaRect(np.ascontiguousarray(uv.T))).tolist()
+    e_a, e_b = (c1u - c0u, c1v - c0v), (c2u - c1u, c2v - c1v)
+    len_a, len_b = math.hypot(*e_a), math.hypot(*e_b)
     if max(len_a, len_b) < 1e-9:
-        dirs = np.eye(2)
-    elif len_a >= len_b:
-        dirs = np.array([e_a / len_a, np.array([-e_a[1], e_a[0]]) / len_a])
+        dirs = ((1.0, 0.0), (0.0, 1.0))
     else:
-        dirs = np.array([e_b / len_b, np.array([-e_b[1], e_b[0]]) / len_b])
-    centre_uv = corners.mean(axis=0)
-    half = np.array([max(len_a, len_b), min(len_a, len_b)]) / 2
-    # the camera sits at uv = (0, 0): a side is "far" when the camera is on the box's side of it
-    cam = -centre_uv @ dirs.T  # camera in rectangle coordinates
-    hi = half + np.where(cam < half, pads[1], pads[0])
-    lo = -half - np.where(cam > -half, pads[1], pads[0])
-    centre_uv = centre_uv + ((hi + lo) / 2) @ dirs
-    a1 = basis[:, :2] @ dirs[0]
-    a2 = _cross3(plane[:3], a1)
-    top, bottom = float(height.max()), float(height.min())
+        (eu, ev), length = (e_a, len_a) if len_a >= len_b else (e_b, len_b)
+        dirs = ((eu / length, ev / length), (-ev / length, eu / length))
+    cu, cv = (c0u + c1u + c2u + c3u) / 4, (c0v + c1v + c2v + c3v) / 4
+    half = (max(len_a, len_b) / 2, min(len_a, len_b) / 2)
+    lo, hi = [], []
+    for (du, dv), h in zip(dirs, half):
+        # the camera sits at uv = (0, 0): a side is "far" when the camera is on the box's side of it
+        cam = -(du * cu + dv * cv)  # camera in rectangle coordinates
+        hi.append(h + (pads[1] if cam < h else pads[0]))
+        lo.append(-h - (pads[1] if cam > -h else pads[0]))
+    for (du, dv), a, b in zip(dirs, lo, hi):
+        cu, cv = cu + du * (a + b) / 2, cv + dv * (a + b) / 2
+    (b0x, b1x, nx), (b0y, b1y, ny), (b0z, b1z, nz) = basis.tolist()
+    a1 = (b0x * dirs[0][0] + b1x * dirs[0][1], b0y * dirs[0][0] + b1y * dirs[0][1],
+          b0z * dirs[0][0] + b1z * dirs[0][1])
+    a2 = (ny * a1[2] - nz * a1[1], nz * a1[0] - nx * a1[2], nx * a1[1] - ny * a1[0])
+    bottom, top = heights
     if bottom <= params.ground_gap_ratio * top:
         bottom = 0.0  # it stands on the plane; the hidden lower part is part of the object
     else:
         notes.append(f"not resting on the support plane (lowest point {bottom * 100:.1f} cm above it)")
     # in-plane coordinates → camera frame: the plane's point nearest the camera is -d·n
-    centre = basis[:, :2] @ centre_uv + plane[:3] * ((top + bottom) / 2 - plane[3])
-    R = np.column_stack([a1, a2, plane[:3]])
+    along_n = (top + bottom) / 2 - float(plane[3])
+    centre = np.array([b0x * cu + b1x * cv + nx * along_n, b0y * cu + b1y * cv + ny * along_n,
+                       b0z * cu + b1z * cv + nz * along_n])
+    R = np.array([a1, a2, (nx, ny, nz)]).T
     size = np.array([hi[0] - lo[0], hi[1] - lo[1], top - bottom])
     return centre, R, size
 
 
-def _pca_box(mu, q, qqt):
-    """PCA box of centred points q (3, N) with mean mu: centre, right-handed axes (columns),
-    extents along them, and the principal spreads (standard deviations)."""
-    w, v = np.linalg.eigh(qqt / max(q.shape[1], 1))
-    v = v[:, ::-1].copy()
-    v[:, 2] = _cross3(v[:, 0], v[:, 1])  # right-handed
-    proj = v.T @ q
-    lo, hi = proj.min(axis=1), proj.max(axis=1)
-    return mu + v @ ((lo + hi) / 2), v, hi - lo, np.sqrt(np.maximum(w[::-1], 0.0))
+def _pca_extent(v: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and extents of the box with axes v (orthonormal columns) around points p (3, N)."""
+    proj = v.T.astype(np.float32) @ p
+    lo, hi = proj.min(axis=1).astype(np.float64), proj.max(axis=1).astype(np.float64)
+    return v @ ((lo + hi) / 2), hi - lo
 
 
-def _describe(*, rid, label, score, roi, shape, pixel_index, stride, pT, colors, nT, height, plane,
-              stats, eroded_px, foot, gripper, params) -> Region:
+_NAN3 = (math.nan,) * 3
+
+
+def _describe(*, rid, label, score, roi, shape, pixel_index, stride, points, colors, normals, q, moments,
+              mean_normal, heights, footprint, plane, stats, eroded_px, foot, gripper, params) -> Region:
+    """One instance's descriptors from its batched moments; ``q`` (3, N) are its points."""
     notes: list[str] = []
-    n = pT.shape[1]
-    nan3 = np.full(3, np.nan)
-    p = pT.astype(np.float64)
-    centre, R, size, method = nan3, np.full((3, 3), np.nan), nan3, "none"
-    surface = p.mean(axis=1) if n else nan3
-    approach, closing, width = nan3, nan3, float("nan")
-    if n:
-        q = p - surface[:, None]
-        qqt = q @ q.T
-        box_pca = _pca_box(surface, q, qqt)
-        R_pca, size_pca, spread = box_pca[1:]
-        if n < 3 or spread[0] == 0:
-            notes.append(f"{n} point(s) without extent")
-        elif spread[1] < params.degenerate_ratio * spread[0]:
-            notes.append("linear point set: box width and normal are not observable")
-        elif spread[2] < params.degenerate_ratio * spread[0]:
-            notes.append("planar point set: box depth is not observable")
-        sphere = None
-        if params.sphere_fit_tol > 0 and n >= 20 and not notes:
-            c, r, rms = _fit_sphere(q, qqt)
-            # accept only a cap that spans at least a radius (a flat patch fits a huge sphere)
-            if rms < params.sphere_fit_tol * r and size_pca[0] >= r:
-                sphere = (surface + c, r)
-        if sphere is not None:
-            centre, r = sphere
-            R = _plane_basis(plane[:3]) if plane is not None else R_pca
-            size, method = np.full(3, 2 * r), "sphere"
-        elif plane is not None and n >= 3:
-            pads = (params.edge_pad_px * foot, (params.edge_pad_px + eroded_px) * foot)
-            centre, R, size = _plane_box(p, height, plane, params, notes, pads)
-            method = "plane"
-        else:
-            centre, R, size = box_pca[:3]
-            method = "pca"
-        # approach: the mean visible normal (normals face the camera), reversed into the object
-        mean_n = nT.astype(np.float64).mean(axis=1)
-        norm = float(np.linalg.norm(mean_n))
-        dist = float(np.linalg.norm(surface))
-        if norm > 0.1:
-            approach = -mean_n / norm
-        else:
-            approach = surface / dist if dist > 0 else np.array([0.0, 0.0, 1.0])
-            notes.append("no dominant surface normal: approach along the viewing ray")
-        # the gripper closes across the approach: drop the box axis most aligned with it and
-        # close along the narrower of the other two
-        along = np.abs(R.T @ approach)
-        others = np.argsort(along)[:2]
-        k = others[np.argmin(size[others])]
-        closing, width = R[:, k].copy(), float(size[k])
+    n = moments.n
+    if not n:
+        nan3 = np.array(_NAN3)
+        verdict, reason = _verdict(0, nan3, math.nan, stats, plane is not None, gripper)
+        return Region(
+            id=rid, label=label, score=score, roi=roi, shape=shape, pixel_index=pixel_index,
+            points=points, colors=colors, normals=normals, centroid=nan3, surface_centroid=nan3.copy(),
+            box_center=nan3, box_rotation=np.full((3, 3), np.nan), box_size=nan3.copy(), box_method="none",
+            approach=nan3.copy(), closing_axis=nan3.copy(), grasp_width=math.nan, support_plane=plane,
+            verdict=verdict, reason=reason, notes=notes, stride=stride,
+        )
+    surface = moments.mean
+    # principal axes, largest spread first, made right-handed
+    R_pca = moments.eigvec[:, ::-1].copy()
+    R_pca[:, 2] = _cross3(R_pca[:, 0], R_pca[:, 1])
+    s0, s1, s2 = (math.sqrt(max(w, 0.0)) for w in moments.eigval[::-1].tolist())
+    if n < 3 or s0 == 0:
+        notes.append(f"{n} point(s) without extent")
+    elif s1 < params.degenerate_ratio * s0:
+        notes.append("linear point set: box width and normal are not observable")
+    elif s2 < params.degenerate_ratio * s0:
+        notes.append("planar point set: box depth is not observable")
+    sphere = None
+    if params.sphere_fit_tol > 0 and n >= 20 and not notes and moments.sphere is not None:
+        c, r, rms = moments.sphere
+        # accept only a cap that spans at least a radius (a flat patch fits a huge sphere)
+        if rms < params.sphere_fit_tol * r and _pca_extent(R_pca[:, :1], q)[1][0] >= r:
+            sphere = (c, r)
+    if sphere is not None:
+        centre, r = sphere
+        R = _plane_basis(plane[:3]) if plane is not None else R_pca
+        size, method = np.full(3, 2 * r), "sphere"
+    elif plane is not None and n >= 3:
+        pads = (params.edge_pad_px * foot, (params.edge_pad_px + eroded_px) * foot)
+        centre, R, size = _plane_box(*footprint, heights, plane, params, notes, pads)
+        method = "plane"
+    else:
+        centre, size = _pca_extent(R_pca, q)
+        R, method = R_pca, "pca"
+    # approach: the mean visible normal (normals face the camera), reversed into the object
+    mx, my, mz = mean_normal.tolist()
+    norm = math.sqrt(mx * mx + my * my + mz * mz)
+    if norm > 0.1:
+        approach = np.array([-mx / norm, -my / norm, -mz / norm])
+    else:
+        sx, sy, sz = surface.tolist()
+        dist = math.sqrt(sx * sx + sy * sy + sz * sz)
+        approach = np.array([sx / dist, sy / dist, sz / dist]) if dist > 0 else np.array([0.0, 0.0, 1.0])
+        notes.append("no dominant surface normal: approach along the viewing ray")
+    # the gripper closes across the approach: drop the box axis most aligned with it and
+    # close along the narrower of the other two
+    along = np.abs(R.T @ approach).tolist()
+    sizes = size.tolist()
+    others = sorted(range(3), key=along.__getitem__)[:2]
+    k = min(others, key=sizes.__getitem__)
+    closing, width = R[:, k].copy(), float(sizes[k])
 
     verdict, reason = _verdict(n, centre, width, stats, plane is not None, gripper)
     if notes:
         reason += "; " + "; ".join(notes)
     return Region(
         id=rid, label=label, score=score, roi=roi, shape=shape, pixel_index=pixel_index,
-        points=np.ascontiguousarray(pT.T), colors=colors, normals=np.ascontiguousarray(nT.T),
+        points=points, colors=colors, normals=normals,
         centroid=centre, surface_centroid=surface, box_center=centre, box_rotation=R, box_size=size,
         box_method=method, approach=approach, closing_axis=closing, grasp_width=width,
         support_plane=plane, verdict=verdict, reason=reason, notes=notes, stride=stride,
@@ -810,11 +1054,12 @@ def _describe(*, rid, label, score, roi, shape, pixel_index, stride, pT, colors,
 
 
 def _verdict(n, centre, width, stats, has_plane, gripper) -> tuple[Verdict, str]:
-    if stats["valid"] == 0:
-        if stats["behind"]:
-            return Verdict.OUT_OF_RANGE, f"all {stats['behind']} points with depth lie behind the camera (z <= 0)"
-        return Verdict.TOO_FEW_POINTS, f"no valid depth inside the mask ({stats['mask']} pixels, all NaN)"
+    """``stats`` (mask / valid / behind / on_plane counts) is needed only when n < min_points."""
     if n < gripper.min_points:
+        if stats["valid"] == 0:
+            if stats["behind"]:
+                return Verdict.OUT_OF_RANGE, f"all {stats['behind']} points with depth lie behind the camera (z <= 0)"
+            return Verdict.TOO_FEW_POINTS, f"no valid depth inside the mask ({stats['mask']} pixels, all NaN)"
         why = f"{n} points after cleaning (mask {stats['mask']} px, {stats['valid']} with depth"
         if has_plane and stats["on_plane"]:
             why += f", {stats['on_plane']} on the support plane"

@@ -179,6 +179,50 @@ def test_dominant_cluster_drops_a_far_blob():
     assert np.allclose(region.points[:, 2], 0.6)
 
 
+def test_an_object_split_by_an_occluder_keeps_both_halves():
+    """A thin pole in front of a box splits its mask in two: both halves are one object."""
+    K = np.array([[500.0, 0, 80], [0, 500.0, 60], [0, 0, 1]])
+    depth = np.full((120, 160), 2.0, np.float32)
+    depth[40:80, 40:100] = 0.6
+    depth[:, 68:71] = 0.4  # the pole
+    labels = np.zeros((120, 160), np.uint16)
+    labels[40:80, 40:100] = 3
+    labels[:, 68:71] = 7
+    pts = CameraModel(width=160, height=120, K=K).backproject(depth)
+    box = next(r for r in extract_regions(pts, labels, params=RegionParams(erosion_px=0)) if r.id == 3)
+    assert box.point_count == 40 * 57
+    u = box.pixel_index % 160
+    assert (u < 68).sum() == 40 * 28 and (u > 70).sum() == 40 * 29
+    assert np.isclose(box.surface_centroid[2], 0.6)
+
+
+def test_grid_components_agree_with_scipy():
+    """The run-based union-find gives scipy's components on random grid graphs."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from depth_perception.regions import _grid_components
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        h, w = rng.integers(2, 30, size=2)
+        inlier = rng.random(h * w) < rng.uniform(0.3, 1.0)
+        right = (rng.random(h * w - 1) < 0.8) & inlier[:-1] & inlier[1:]
+        right[np.arange(1, h) * w - 1] = False  # no edge from a row's end to the next row
+        below = np.arange(h * w) + w
+        nb = np.where(below < h * w, below, -1)
+        down = (nb >= 0) & (rng.random(h * w) < 0.8) & inlier & inlier[np.maximum(nb, 0)]
+        root, _, run = _grid_components(inlier, right, [(nb, down)])
+        src = np.r_[np.flatnonzero(right), np.flatnonzero(down)]
+        dst = np.r_[np.flatnonzero(right) + 1, nb[down]]
+        _, ref = connected_components(coo_matrix((np.ones(src.size), (src, dst)), shape=(h * w,) * 2))
+        ours = root[run][inlier]
+        ref = ref[inlier]
+        # the same partition: a one-to-one map between the two labellings
+        pairs = np.unique(np.c_[ours, ref], axis=0)
+        assert len(pairs) == len(np.unique(ours)) == len(np.unique(ref))
+
+
 def test_stride_keeps_accuracy_and_fills_label_blocks(scenes):
     scene = scenes[1]
     pts = backproject(scene)

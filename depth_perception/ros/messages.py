@@ -11,6 +11,7 @@ Encodings follow REP 118 and `sensor_msgs/image_encodings.hpp`; point clouds fol
 from __future__ import annotations
 
 import array
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -331,6 +332,17 @@ def model_to_camera_info(types: MessageTypes, cam: CameraModel, header: Any) -> 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """...x3 uint8 RGB → float32 with the bytes 0x00RRGGBB (the PCL/RViz `rgb` field)."""
+    c = np.asarray(rgb)
+    if c.dtype == np.uint8 and c.ndim >= 1 and c.shape[-1] == 3 and 0 < c.size // 3 < 2**31 \
+            and sys.byteorder == "little":
+        import cv2
+
+        # one cv2 pass: bytes B, G, R, 255 are the little-endian uint32 0xFFRRGGBB; clear the top
+        # byte. One image row: cv2 pays per row.
+        bgra = cv2.cvtColor(np.ascontiguousarray(c).reshape(1, -1, 3), cv2.COLOR_RGB2BGRA)
+        packed = bgra.view(np.uint32).reshape(c.shape[:-1])
+        packed &= np.uint32(0x00FFFFFF)
+        return packed.view(np.float32)
     c = np.asarray(rgb, dtype=np.uint32)
     packed = (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
     return packed.astype(np.uint32).view(np.float32)
@@ -342,8 +354,7 @@ def unpack_rgb(rgb_f32: np.ndarray) -> np.ndarray:
     return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=-1).astype(np.uint8)
 
 
-def cloud_dtype(rgb: bool, label: bool) -> np.dtype:
-    """Point layout: x, y, z float32 [, rgb float32] [, label uint16], 4-byte aligned."""
+def _make_cloud_dtype(rgb: bool, label: bool) -> np.dtype:
     names, formats, offsets = ["x", "y", "z"], ["<f4"] * 3, [0, 4, 8]
     if rgb:
         names.append("rgb"), formats.append("<f4"), offsets.append(12)
@@ -351,6 +362,34 @@ def cloud_dtype(rgb: bool, label: bool) -> np.dtype:
         names.append("label"), formats.append("<u2"), offsets.append(offsets[-1] + 4)
     itemsize = (offsets[-1] + np.dtype(formats[-1]).itemsize + 3) // 4 * 4
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+
+
+_CLOUD_DTYPES = {(r, lb): _make_cloud_dtype(r, lb) for r in (False, True) for lb in (False, True)}
+
+
+def cloud_dtype(rgb: bool, label: bool) -> np.dtype:
+    """Point layout: x, y, z float32 [, rgb float32] [, label uint16], 4-byte aligned."""
+    return _CLOUD_DTYPES[(bool(rgb), bool(label))]
+
+
+def _cloud_words(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | None) -> np.ndarray:
+    """(N, point_step / 4) float32 words of the points, little-endian host: one cv2.mixChannels
+    pass interleaves x, y, z, packed rgb and the label (a uint16 widened to 32 bits, so its pad
+    bytes are zero). cv2 copies 4-byte words as integers: NaN payloads and the rgb / label bit
+    patterns pass unchanged."""
+    import cv2
+
+    n = pts.shape[0] * (pts.shape[1] if pts.ndim == 3 else 1)
+    sources = [np.ascontiguousarray(pts).reshape(1, n, 3)]  # one image row: cv2 pays per row
+    if rgb is not None:
+        sources.append(pack_rgb(rgb).reshape(1, n, 1))
+    if label is not None:
+        sources.append(np.asarray(label).astype(np.uint16, copy=False).astype(np.uint32).view(np.float32)
+                       .reshape(1, n, 1))
+    words = 3 + len(sources) - 1
+    out = np.empty((1, n, words), dtype=np.float32)
+    cv2.mixChannels(sources, [out], [v for c in range(words) for v in (c, c)])
+    return out.reshape(n, words)
 
 
 def points_to_cloud(
@@ -368,18 +407,27 @@ def points_to_cloud(
     pts = np.asarray(xyz, dtype=np.float32)
     if pts.shape[-1] != 3 or pts.ndim not in (2, 3):
         raise MessageError(f"points must be HxWx3 or Nx3, got shape {pts.shape}")
+    if rgb is not None and rgb.shape[:-1] != pts.shape[:-1]:
+        raise MessageError(f"rgb shape {rgb.shape} does not match points {pts.shape}")
+    if label is not None and label.shape != pts.shape[:-1]:
+        raise MessageError(f"label shape {label.shape} does not match points {pts.shape}")
     h, w = (pts.shape[0], pts.shape[1]) if pts.ndim == 3 else (1, pts.shape[0])
     dtype = cloud_dtype(rgb is not None, label is not None)
-    out = np.zeros((h, w), dtype=dtype)  # zeroed padding keeps the bytes reproducible
-    out["x"], out["y"], out["z"] = (pts[..., i].reshape(h, w) for i in range(3))
-    if rgb is not None:
-        if rgb.shape[:-1] != pts.shape[:-1]:
-            raise MessageError(f"rgb shape {rgb.shape} does not match points {pts.shape}")
-        out["rgb"] = pack_rgb(rgb).reshape(h, w)
-    if label is not None:
-        if label.shape != pts.shape[:-1]:
-            raise MessageError(f"label shape {label.shape} does not match points {pts.shape}")
-        out["label"] = label.reshape(h, w)
+    uint8_rgb = rgb is None or np.asarray(rgb).dtype == np.uint8
+    if sys.byteorder == "little" and 0 < h * w < 2**31 and uint8_rgb:
+        if rgb is None and label is None:
+            buf = np.array(pts, dtype=np.float32, order="C")  # a copy: the message owns its bytes
+        else:
+            buf = _cloud_words(pts, rgb, label)
+        raw = buf.reshape(-1).view(np.uint8)
+    else:  # big-endian host, empty cloud or unusual rgb dtype: per-field structured assignment
+        out = np.zeros((h, w), dtype=dtype)  # zeroed padding keeps the bytes reproducible
+        out["x"], out["y"], out["z"] = (pts[..., i].reshape(h, w) for i in range(3))
+        if rgb is not None:
+            out["rgb"] = pack_rgb(rgb).reshape(h, w)
+        if label is not None:
+            out["label"] = label.reshape(h, w)
+        raw = out.reshape(-1).view(np.uint8)
     fields = [
         types.PointField(
             name=name, offset=dtype.fields[name][1], datatype=_DATATYPE_OF[dtype.fields[name][0].str[1:]],
@@ -395,9 +443,20 @@ def points_to_cloud(
         is_bigendian=False,
         point_step=dtype.itemsize,
         row_step=dtype.itemsize * w,
-        data=types.uint8_seq(out.tobytes()),
-        is_dense=bool(np.isfinite(pts).all()),
+        # rosbags keeps numpy arrays: hand over the fresh buffer (uint8_seq would copy it again);
+        # rclpy wants bytes
+        data=raw if types.typestore is not None else types.uint8_seq(raw.tobytes()),
+        is_dense=_all_finite(pts),
     )
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """np.isfinite(a).all(), answered by a sparse sample first when that already finds a NaN (an
+    organised cloud from depth nearly always has some)."""
+    flat = a.reshape(-1)
+    if flat.size > 4096 and not np.isfinite(flat[:: flat.size // 1024]).all():
+        return False
+    return bool(np.isfinite(flat).all())
 
 
 def cloud_to_array(msg: Any) -> np.ndarray:

@@ -10,6 +10,7 @@ imports rclpy at module level, and the interface package is optional: without it
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,35 +152,40 @@ def rclpy_marker_types() -> MarkerTypes:
 def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
     """3x3 rotation → unit quaternion (x, y, z, w) with w >= 0; identity for a non-finite matrix."""
     m = np.asarray(R, dtype=np.float64)
-    if m.shape != (3, 3) or not np.isfinite(m).all():
+    if m.shape != (3, 3):
         return (0.0, 0.0, 0.0, 1.0)
-    tr = np.trace(m)
+    # plain floats: numpy spends microseconds per call on 3x3 arrays
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = m.tolist()
+    if not all(map(math.isfinite, (m00, m01, m02, m10, m11, m12, m20, m21, m22))):
+        return (0.0, 0.0, 0.0, 1.0)
+    tr = m00 + m11 + m22
     # Shepperd: divide by the largest of the four candidates for numerical stability
     if tr > 0:
-        s = np.sqrt(tr + 1.0) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+        s = math.sqrt(tr + 1.0) * 2
+        q = [(m21 - m12) / s, (m02 - m20) / s, (m10 - m01) / s, s / 4]
+    elif m00 > m11 and m00 > m22:
+        s = math.sqrt(1.0 + m00 - m11 - m22) * 2
+        q = [s / 4, (m01 + m10) / s, (m02 + m20) / s, (m21 - m12) / s]
+    elif m11 > m22:
+        s = math.sqrt(1.0 + m11 - m00 - m22) * 2
+        q = [(m01 + m10) / s, s / 4, (m12 + m21) / s, (m02 - m20) / s]
     else:
-        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
-    v = np.asarray(q)
-    v /= np.linalg.norm(v)
-    if v[3] < 0:
-        v = -v
-    return tuple(float(x) for x in v)  # type: ignore[return-value]
+        s = math.sqrt(1.0 + m22 - m00 - m11) * 2
+        q = [(m02 + m20) / s, (m12 + m21) / s, s / 4, (m10 - m01) / s]
+    norm = math.sqrt(sum(v * v for v in q))
+    sign = -1.0 if q[3] < 0 else 1.0
+    return tuple(sign * v / norm for v in q)  # type: ignore[return-value]
 
 
-def _point(cls: Any, p: np.ndarray) -> Any:
-    return cls(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+def _point(cls: Any, p: Any) -> Any:
+    """geometry_msgs Point / Vector3 from a 3-vector (array or sequence)."""
+    x, y, z = p.tolist() if isinstance(p, np.ndarray) else p
+    return cls(x=float(x), y=float(y), z=float(z))
 
 
-def _pose(t: Any, centre: np.ndarray, R: np.ndarray) -> Any:
-    x, y, z, w = rotation_to_quaternion(R)
+def _pose(t: Any, centre: Any, R: np.ndarray | None) -> Any:
+    """Pose at ``centre`` with orientation R (None: identity)."""
+    x, y, z, w = (0.0, 0.0, 0.0, 1.0) if R is None else rotation_to_quaternion(R)
     return t.Pose(position=_point(t.Point, centre), orientation=t.Quaternion(x=x, y=y, z=z, w=w))
 
 
@@ -251,29 +257,43 @@ def scene_cloud_msg(types: M.MessageTypes, cloud: SceneCloud, header: Any) -> An
 # -- markers ----------------------------------------------------------------------------------------
 
 
-def _marker(mt: MarkerTypes, header: Any, **fields: Any) -> Any:
-    """A Marker with every field set (rosbags classes have no defaults)."""
+def _marker_extras(mt: MarkerTypes, header: Any) -> dict[str, Any]:
+    """The texture / mesh fields a rosbags Marker needs and rclpy's class defaults, built once per
+    MarkerArray (they are empty, so every marker may share them)."""
+    if not dataclasses.is_dataclass(mt.Marker):
+        return {}
+    names = {f.name for f in dataclasses.fields(mt.Marker)}
+    extras: dict[str, Any] = {"texture_resource": ""}
+    if mt.CompressedImage is not None:
+        extras["texture"] = mt.CompressedImage(header=header, format="", data=np.zeros(0, dtype=np.uint8))
+    if mt.MeshFile is not None:
+        extras["mesh_file"] = mt.MeshFile(filename="", data=np.zeros(0, dtype=np.uint8))
+    extras = {k: v for k, v in extras.items() if k in names}
+    if "uv_coordinates" in names:
+        extras["uv_coordinates"] = None  # a fresh list per marker
+    return extras
+
+
+def _marker(mt: MarkerTypes, header: Any, extras: dict[str, Any] | None = None, **fields: Any) -> Any:
+    """A Marker with every field set (rosbags classes have no defaults); ``extras`` from
+    :func:`_marker_extras` (computed here when not given)."""
     values = dict(
         header=header, ns="", id=0, type=mt.Marker.CUBE, action=mt.Marker.ADD,
-        pose=mt.Pose(position=mt.Point(x=0.0, y=0.0, z=0.0),
-                     orientation=mt.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0)),
-        scale=mt.Vector3(x=1.0, y=1.0, z=1.0),
-        color=_colour(mt, (1.0, 1.0, 1.0), 1.0),
-        lifetime=mt.Duration(sec=0, nanosec=0),
         frame_locked=False, points=[], colors=[], text="", mesh_resource="",
         mesh_use_embedded_materials=False,
     )
     values.update(fields)
-    if dataclasses.is_dataclass(mt.Marker):
-        names = {f.name for f in dataclasses.fields(mt.Marker)}
-        extras = {"texture_resource": "", "uv_coordinates": []}
-        if mt.CompressedImage is not None:
-            extras["texture"] = mt.CompressedImage(
-                header=header, format="", data=np.zeros(0, dtype=np.uint8)
-            )
-        if mt.MeshFile is not None:
-            extras["mesh_file"] = mt.MeshFile(filename="", data=np.zeros(0, dtype=np.uint8))
-        values.update({k: v for k, v in extras.items() if k in names and k not in values})
+    if "pose" not in values:
+        values["pose"] = _pose(mt, np.zeros(3), None)
+    if "scale" not in values:
+        values["scale"] = mt.Vector3(x=1.0, y=1.0, z=1.0)
+    if "color" not in values:
+        values["color"] = _colour(mt, (1.0, 1.0, 1.0), 1.0)
+    if "lifetime" not in values:
+        values["lifetime"] = mt.Duration(sec=0, nanosec=0)
+    for k, v in (_marker_extras(mt, header) if extras is None else extras).items():
+        if k not in values:
+            values[k] = [] if v is None else v
     return mt.Marker(**values)
 
 
@@ -300,34 +320,41 @@ def regions_to_markers(
     mt = marker_classes
     sec, nanosec = divmod(int(round(max(lifetime_s, 0.0) * 1e9)), 1_000_000_000)
     life = mt.Duration(sec=sec, nanosec=nanosec)
-    markers = [_marker(mt, header, ns="", id=0, action=mt.Marker.DELETEALL)]
+    extras = _marker_extras(mt, header)
+    markers = [_marker(mt, header, extras, ns="", id=0, action=mt.Marker.DELETEALL)]
+    # plain floats below: a dozen numpy calls on 3-vectors per region cost more than the messages
     for r in regions:
-        if not (np.isfinite(r.box_center).all() and np.isfinite(r.box_size).all()):
+        centre, box = r.box_center.tolist(), r.box_size.tolist()
+        if not all(map(math.isfinite, centre + box)):
             continue
         rgb = VERDICT_COLOURS.get(int(r.verdict), (1.0, 1.0, 1.0))
-        size = np.maximum(r.box_size, 1e-3)  # RViz drops zero-scale markers; planar sets have one
+        size = [max(v, 1e-3) for v in box]  # RViz drops zero-scale markers; planar sets have one
         markers.append(_marker(
-            mt, header, ns=f"{ns}/boxes", id=int(r.id), type=mt.Marker.CUBE,
-            pose=_pose(mt, r.box_center, r.box_rotation), scale=_point(mt.Vector3, size),
+            mt, header, extras, ns=f"{ns}/boxes", id=int(r.id), type=mt.Marker.CUBE,
+            pose=_pose(mt, r.box_center, r.box_rotation), scale=mt.Vector3(x=size[0], y=size[1], z=size[2]),
             color=_colour(mt, rgb, box_alpha), lifetime=life,
         ))
-        up = r.support_plane[:3] if r.support_plane is not None else np.array([0.0, -1.0, 0.0])
-        reach = 0.5 * float(np.abs(r.box_rotation.T @ up) @ size)  # box half-extent along up
+        up = r.support_plane[:3].tolist() if r.support_plane is not None else [0.0, -1.0, 0.0]
+        rot = r.box_rotation.tolist()
+        # box half-extent along up
+        reach = 0.5 * sum(abs(rot[0][k] * up[0] + rot[1][k] * up[1] + rot[2][k] * up[2]) * size[k]
+                          for k in range(3))
         name = r.label or "object"
         text = f"{name} #{r.id}\n{r.verdict.name.lower().replace('_', ' ')}"
-        if np.isfinite(r.grasp_width):
+        if math.isfinite(r.grasp_width):
             text += f" {r.grasp_width * 100:.1f} cm"
+        lift = reach + text_height_m
         markers.append(_marker(
-            mt, header, ns=f"{ns}/labels", id=int(r.id), type=mt.Marker.TEXT_VIEW_FACING,
-            pose=_pose(mt, r.box_center + up * (reach + text_height_m), np.eye(3)),
+            mt, header, extras, ns=f"{ns}/labels", id=int(r.id), type=mt.Marker.TEXT_VIEW_FACING,
+            pose=_pose(mt, [c + u * lift for c, u in zip(centre, up)], None),
             scale=mt.Vector3(x=0.0, y=0.0, z=float(text_height_m)),
             color=_colour(mt, rgb, 1.0), text=text, lifetime=life,
         ))
-        if np.isfinite(r.approach).all() and np.isfinite(r.surface_centroid).all():
-            end = r.surface_centroid
-            start = end - arrow_length_m * r.approach
+        approach, end = r.approach.tolist(), r.surface_centroid.tolist()
+        if all(map(math.isfinite, approach + end)):
+            start = [e - arrow_length_m * a for e, a in zip(end, approach)]
             markers.append(_marker(
-                mt, header, ns=f"{ns}/approach", id=int(r.id), type=mt.Marker.ARROW,
+                mt, header, extras, ns=f"{ns}/approach", id=int(r.id), type=mt.Marker.ARROW,
                 points=[_point(mt.Point, start), _point(mt.Point, end)],
                 # with points: x = shaft diameter, y = head diameter, z = head length
                 scale=mt.Vector3(x=0.006, y=0.012, z=0.02),
