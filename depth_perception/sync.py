@@ -31,7 +31,10 @@ class StampSynchronizer:
     are counted as dropped: a late frame never gets paired with another frame's data.
     """
 
-    def __init__(self, inputs: list[str], primary: str, slop_ns: int = 0, queue_size: int = 5):
+    def __init__(self, inputs: list[str], primary: str, slop_ns: int = 0, queue_size: int = 5,
+                 optional: tuple[str, ...] = ()):
+        """``optional`` inputs join a set when a message within the slop has already arrived, but
+        never hold one back (e.g. detections that name masks, published only when a detector ran)."""
         if primary not in inputs:
             raise ValueError(f"primary input {primary!r} is not one of {inputs}")
         if queue_size < 1:
@@ -42,6 +45,10 @@ class StampSynchronizer:
         self.primary = primary
         self.slop_ns = int(slop_ns)
         self.queue_size = int(queue_size)
+        unknown = [n for n in optional if n not in inputs or n == primary]
+        if unknown:
+            raise ValueError(f"optional inputs {unknown} must be non-primary inputs of {inputs}")
+        self.optional = tuple(optional)
         self._queues: dict[str, deque[tuple[int, Any]]] = {n: deque() for n in inputs}
         self._lock = threading.Lock()
         self.stats = SyncStats(received={n: 0 for n in inputs})
@@ -71,6 +78,8 @@ class StampSynchronizer:
                     continue
                 best = self._nearest(self._queues[name], stamp)
                 if best is None:
+                    if name in self.optional:
+                        continue
                     break
                 picks[name] = best
                 chosen[name] = self._queues[name][best][1]

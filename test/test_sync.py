@@ -187,3 +187,18 @@ def test_fast_producer_and_slow_consumer_stay_bounded_and_fresh():
     assert taken[-1] == n - 1  # the newest item is delivered
     assert 0 < len(taken) < n  # the slow consumer skipped stale items instead of queueing them
     assert slot.taken + slot.dropped == n  # every item is either taken or counted as dropped
+
+
+def test_optional_inputs_join_when_present_but_never_hold_a_set_back():
+    sync = StampSynchronizer(["image", "info", "detections"], primary="image",
+                             optional=("detections",))
+    sync.add("detections", 10, "d10")
+    sync.add("info", 10, "i10")
+    assert sync.add("image", 10, "img10") == {"image": "img10", "info": "i10", "detections": "d10"}
+    sync.add("info", 20, "i20")
+    assert sync.add("image", 20, "img20") == {"image": "img20", "info": "i20"}
+
+
+def test_optional_input_must_be_a_secondary_input():
+    with pytest.raises(ValueError, match="optional"):
+        StampSynchronizer(["image", "info"], primary="image", optional=("image",))

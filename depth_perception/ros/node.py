@@ -32,6 +32,7 @@ from rcl_interfaces.msg import (
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from ..config import (
     PARAMETERS,
@@ -82,6 +83,7 @@ class DepthPerceptionNode(Node):
             inputs, primary="image", slop_ns=int(p["sync_slop"] * 1e9), queue_size=p["queue_size"]
         )
         sub_qos = qos_profile_sensor_data
+        overridable = QoSOverridingOptions.with_default_policies()
         t = self._types
         compressed = p["image_transport"] == "compressed"
         input_types = {"camera_info": t.CameraInfo, "right/camera_info": t.CameraInfo,
@@ -97,13 +99,18 @@ class DepthPerceptionNode(Node):
             cls, topic = input_types.get(name, t.Image), name
             if compressed and name in ("image", "right/image"):
                 cls, topic = t.CompressedImage, f"{name}/compressed"
-            self.create_subscription(cls, topic, self._make_callback(name), sub_qos)
+            # Users override reliability/depth per topic with qos_overrides.<topic>.* parameters.
+            self.create_subscription(cls, topic, self._make_callback(name), sub_qos,
+                                     qos_overriding_options=overridable)
 
         out_qos = QoSProfile(depth=5)
-        self._pub_depth = self.create_publisher(t.Image, "depth", out_qos)
-        self._pub_info = self.create_publisher(t.CameraInfo, "depth/camera_info", out_qos)
-        self._pub_colored = self.create_publisher(t.Image, "depth/colored", out_qos)
-        self._pub_points = self.create_publisher(t.PointCloud2, "points", out_qos)
+        def publisher(cls: Any, topic: str) -> Any:
+            return self.create_publisher(cls, topic, out_qos, qos_overriding_options=overridable)
+
+        self._pub_depth = publisher(t.Image, "depth")
+        self._pub_info = publisher(t.CameraInfo, "depth/camera_info")
+        self._pub_colored = publisher(t.Image, "depth/colored")
+        self._pub_points = publisher(t.PointCloud2, "points")
         self._publishers_by_topic = {"depth": self._pub_depth, "depth/camera_info": self._pub_info,
                                      "depth/colored": self._pub_colored, "points": self._pub_points}
         from .region_messages import rclpy_marker_types, rclpy_region_types
@@ -116,16 +123,13 @@ class DepthPerceptionNode(Node):
                 "(GraspableRegionArray); regions/points, regions/labels and regions/markers "
                 "use standard messages and are published")
         else:
-            self._publishers_by_topic["regions"] = self.create_publisher(
-                self._region_types.GraspableRegionArray, "regions", out_qos)
-        self._publishers_by_topic["regions/points"] = self.create_publisher(
-            t.PointCloud2, "regions/points", out_qos)
-        self._publishers_by_topic["regions/labels"] = self.create_publisher(
-            t.Image, "regions/labels", out_qos)
-        self._publishers_by_topic["regions/markers"] = self.create_publisher(
-            self._marker_types.MarkerArray, "regions/markers", out_qos)
-        self._publishers_by_topic["masks/overlay"] = self.create_publisher(
-            t.Image, "masks/overlay", out_qos)
+            self._publishers_by_topic["regions"] = publisher(
+                self._region_types.GraspableRegionArray, "regions")
+        self._publishers_by_topic["regions/points"] = publisher(t.PointCloud2, "regions/points")
+        self._publishers_by_topic["regions/labels"] = publisher(t.Image, "regions/labels")
+        self._publishers_by_topic["regions/markers"] = publisher(self._marker_types.MarkerArray,
+                                                                 "regions/markers")
+        self._publishers_by_topic["masks/overlay"] = publisher(t.Image, "masks/overlay")
 
         from diagnostic_msgs.msg import DiagnosticArray
 
@@ -176,7 +180,8 @@ class DepthPerceptionNode(Node):
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         values = self._current_values()
-        values.update({p.name: p.value for p in params})
+        # qos_overrides.* and use_sim_time are rclpy's own parameters, not ours to validate.
+        values.update({p.name: p.value for p in params if p.name in values})
         reason = validate_parameters(values)
         if reason:
             return SetParametersResult(successful=False, reason=reason)

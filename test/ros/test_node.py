@@ -313,3 +313,21 @@ def test_monocular_model_with_sparse_depth_publishes_depth_and_metric_diagnostic
         assert keys["model"] == "depth_anything_v2_small_tiny" and keys["backend"] == "torch"
     finally:
         h.close()
+
+
+def test_input_and_output_qos_can_be_overridden_by_parameters(rclpy_context):
+    from rclpy.parameter import Parameter
+    from rclpy.qos import ReliabilityPolicy
+
+    from depth_perception.ros.node import DepthPerceptionNode
+
+    node = DepthPerceptionNode(context=rclpy_context, parameter_overrides=[
+        Parameter("qos_overrides./image.subscription.reliability", value="reliable"),
+        Parameter("qos_overrides./depth.publisher.reliability", value="best_effort")])
+    try:
+        info = node.get_subscriptions_info_by_topic("/image")
+        assert info and info[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        depth_pub = node.get_publishers_info_by_topic("/depth")[0]
+        assert depth_pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    finally:
+        node.destroy_node()
