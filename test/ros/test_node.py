@@ -331,3 +331,32 @@ def test_input_and_output_qos_can_be_overridden_by_parameters(rclpy_context):
         assert depth_pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
     finally:
         node.destroy_node()
+
+
+def test_node_runs_with_standard_messages_only_when_the_interface_package_is_absent(loopback_netns):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if "install/msgs" not in p)
+    hidden = subprocess.run([sys.executable, "-c", "import depth_perception_msgs.msg"], env=env,
+                            capture_output=True, timeout=60)
+    if hidden.returncode == 0:
+        pytest.skip("depth_perception_msgs is installed outside install/msgs: cannot hide it")
+    script = (
+        "import rclpy\n"
+        "from rclpy.context import Context\n"
+        "from depth_perception.ros.node import DepthPerceptionNode\n"
+        "c = Context(); rclpy.init(context=c)\n"
+        "n = DepthPerceptionNode(context=c)\n"
+        "names = {t for t, _ in n.get_publisher_names_and_types_by_node('depth_perception', '/')}\n"
+        "print('PUBLISHES', sorted(names))\n"
+        "n.destroy_node(); rclpy.try_shutdown(context=c)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "depth_perception_msgs is not available" in proc.stderr
+    assert "'/depth'" in proc.stdout and "'/regions/markers'" in proc.stdout
+    assert "'/regions'" not in proc.stdout
