@@ -98,6 +98,8 @@ class Harness:
 def harness(rclpy_context):
     h = Harness(rclpy_context, {"stereo": True, "min_depth": 0.1, "max_depth": 5.0})
     try:
+        # the worker builds its pipeline (and any model) first: tests patch the final one
+        assert h.node._ready.wait(timeout=30.0), h.node.last_error
         h.wait_for_connections()
         yield h
     finally:
@@ -182,6 +184,7 @@ def test_a_slow_stage_drops_stale_frames_and_the_latest_frame_wins(harness, scen
     assert harness.spin_until(
         lambda: any(harness.M.stamp_to_ns(m.header.stamp) == last for m in harness.received["depth"]),
         timeout=5.0)
+    assert harness.spin_until(lambda: len(node._latencies_ms) > 0, timeout=2.0)
     assert node.frames_processed < len(stamps) / 2
     # Some frames may already be dropped by the best-effort sensor-data QoS before the node sees
     # them; those the node did see but could not process in time are counted.
