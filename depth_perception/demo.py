@@ -81,7 +81,9 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
     from .files import ensure_dir, write_depth, write_image, write_ply
     from .ros import messages as M
     from .ros.bag import BagWriter
-    from .visualize import colorize_depth, make_panel, render_cloud_view
+    from .ros.conversion import OutputOptions, iter_result_messages
+    from .ros.region_messages import rosbags_marker_types, rosbags_region_types
+    from .visualize import colorize_depth, depth_range, make_panel, render_cloud_view
 
     if depth not in DEPTH_SOURCES:
         raise ValueError(f"depth must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
@@ -107,12 +109,13 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
     files["depth_png"] = write_depth(out / "depth", result.depth_m, "color")
     files["depth_gray_png"] = write_depth(out / "depth_gray", result.depth_m, "png8")
     files["depth_npy"] = write_depth(out / "depth", result.depth_m, "npy")
-    assert result.points is not None
+    points = result.points if result.points is not None else result.camera.backproject(
+        result.depth_m)
     files["cloud_ply"] = out / "cloud.ply"
-    write_ply(files["cloud_ply"], result.points, frame.rgb)
+    write_ply(files["cloud_ply"], points, frame.rgb)
 
     colour = colorize_depth(result.depth_m)
-    tiles = [frame.rgb, colour, render_cloud_view(result.points, frame.rgb, result.camera.K,
+    tiles = [frame.rgb, colour, render_cloud_view(points, frame.rgb, result.camera.K,
                                                   result.camera.size)]
     how = f"network + {result.depth_source} scale" if result.prediction is not None \
         else result.depth_source
@@ -125,7 +128,7 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
         files["region_plys"] = out / "regions"
         write_region_plys(files["region_plys"], result.regions)
     elif demo.depth_gt_m is not None:
-        tiles.append(colorize_depth(demo.depth_gt_m, *_range_of(result.depth_m)))
+        tiles.append(colorize_depth(demo.depth_gt_m, *depth_range(result.depth_m)))
         titles.append("ground-truth depth")
     files["panel_png"] = out / "panel.png"
     write_image(files["panel_png"], make_panel(tiles, titles))
@@ -143,22 +146,11 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
                       M.numpy_to_image(t, frame.right_rgb, "rgb8", header), stamp)
             bag.write(f"{CAMERA_NAMESPACE}/right/camera_info",
                       M.model_to_camera_info(t, frame.right_camera, header), stamp)
-        ns = DEMO_NAMESPACE
-        bag.write(f"{ns}/depth", M.depth_to_image(t, result.depth_m, header), stamp)
-        bag.write(f"{ns}/depth/camera_info", M.model_to_camera_info(t, result.camera, header), stamp)
-        bag.write(f"{ns}/depth/colored", M.numpy_to_image(t, colour, "rgb8", header), stamp)
-        from .ros.conversion import OutputOptions, iter_result_messages
-        from .ros.region_messages import register_region_types, rosbags_marker_types
-
-        try:
-            region_types = register_region_types(t.typestore)
-        except ValueError:  # interface definitions not found: standard messages only
-            region_types = None
-        options = OutputOptions(region_types=region_types,
+        # every output topic, exactly as the node and the bag processor publish them
+        options = OutputOptions(region_types=rosbags_region_types(t.typestore),
                                 marker_types=rosbags_marker_types(t.typestore))
         for topic, msg in iter_result_messages(t, frame, result, header, options):
-            if topic not in ("depth", "depth/camera_info", "depth/colored"):
-                bag.write(f"{ns}/{topic}", msg, stamp)
+            bag.write(f"{DEMO_NAMESPACE}/{topic}", msg, stamp)
 
     metrics = None
     if demo.depth_gt_m is not None:
@@ -200,12 +192,6 @@ def region_errors(result: FrameResult, scene: object) -> list[tuple[int, str, fl
         err = float(np.linalg.norm(r.centroid - objects[best - 1].centroid_camera)) * 1e3
         rows.append((r.id, objects[best - 1].kind, err, int(r.verdict) == 0))
     return rows
-
-
-def _range_of(depth_m: np.ndarray) -> tuple[float, float]:
-    from .visualize import depth_range
-
-    return depth_range(depth_m)
 
 
 def format_report(report: DemoReport) -> str:

@@ -23,7 +23,7 @@ from .metric import (
     PointCloudSignal,
     StereoSignal,
 )
-from .metric import apply_validity as apply_metric_validity
+from .metric import apply_validity
 from .regions import GripperParams, Region, RegionParams, extract_regions, label_image
 from .segmentation.base import Detection, Segmentation, SegmentationError
 from .segmentation.fusion import FusionParams
@@ -137,16 +137,6 @@ def check_rgb(image: np.ndarray, what: str = "image") -> None:
         raise PipelineError(f"{what} must be uint8, got {image.dtype}")
 
 
-def apply_validity(depth_m: np.ndarray, min_depth_m: float, max_depth_m: float) -> np.ndarray:
-    """Set non-finite, non-positive and out-of-range depth to NaN in place; return the valid mask."""
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m >= min_depth_m) & (
-            depth_m <= max_depth_m
-        )
-    depth_m[~valid] = np.nan
-    return valid
-
-
 class Pipeline:
     """One stream's processing. State: the metric scale filter (over time, by design) and caches
     keyed by the camera (pixel rays). ``estimator`` is a monocular depth network
@@ -164,16 +154,13 @@ class Pipeline:
                          flying_threshold=self.config.flying_threshold,
                          stereo=self.config.metric.stereo or self.config.stereo)
         self.aligner = MetricAligner(metric)
-        self._rays_key: tuple | None = None
-        self._rays: np.ndarray | None = None
+        self._rays: tuple[tuple, np.ndarray] | None = None  # (camera key, HxWx2 rays)
 
     def _rays_for(self, cam: CameraModel) -> np.ndarray:
         key = (cam.width, cam.height, cam.K.tobytes(), cam.D.tobytes(), cam.distortion_model)
-        if key != self._rays_key:
-            self._rays = cam.normalized_rays()
-            self._rays_key = key
-        assert self._rays is not None
-        return self._rays
+        if self._rays is None or self._rays[0] != key:
+            self._rays = (key, cam.normalized_rays())
+        return self._rays[1]
 
     def process(self, frame: Frame) -> FrameResult:
         cfg = self.config
@@ -199,11 +186,12 @@ class Pipeline:
             source, confidence = metric.source, metric.confidence
             timings["metric"] = (time.perf_counter() - t) * 1e3
         elif frame.right_rgb is not None:
-            depth_m = np.array(self._stereo(frame, cam), dtype=np.float32, copy=True)
+            # SGBM's depth is a fresh array: validity may edit it in place
+            depth_m = self._stereo(frame, frame.right_rgb, cam).astype(np.float32, copy=False)
             source = "stereo"
             timings["depth"] = (time.perf_counter() - t) * 1e3
             t = time.perf_counter()
-            valid = apply_metric_validity(depth_m, cfg.min_depth_m, cfg.max_depth_m,
+            valid = apply_validity(depth_m, cfg.min_depth_m, cfg.max_depth_m,
                                           cfg.flying_threshold or None)
             timings["validity"] = (time.perf_counter() - t) * 1e3
         else:
@@ -316,9 +304,7 @@ class Pipeline:
             return PlaneSignal(frame.camera_height_m)
         return None
 
-    def _stereo(self, frame: Frame, cam: CameraModel) -> np.ndarray:
-        right = frame.right_rgb
-        assert right is not None
+    def _stereo(self, frame: Frame, right: np.ndarray, cam: CameraModel) -> np.ndarray:
         check_rgb(right, "right image")
         if right.shape != frame.rgb.shape:
             raise PipelineError(

@@ -141,7 +141,7 @@ def process_bag(
     from ..config import DEFAULTS, pipeline_config
     from ..pipeline import Pipeline
     from ..sync import StampSynchronizer
-    from .conversion import OutputOptions, group_to_frame, result_to_messages
+    from .conversion import group_to_frame, output_options, result_to_messages
     from .messages import stamp_to_ns
 
     params = {**DEFAULTS, **(parameters or {})}
@@ -155,18 +155,10 @@ def process_bag(
     if not in_p.exists():
         raise FileNotFoundError(f"{in_p}: no such bag")
     types = rosbags_types()
-    from .region_messages import register_region_types, rosbags_marker_types
+    from .region_messages import rosbags_marker_types, rosbags_region_types
 
-    try:
-        region_types = register_region_types(types.typestore)
-    except (OSError, ValueError):  # interface definitions not found: standard messages only
-        region_types = None
-    max_range = float(params["cloud.max_range"])
-    options = OutputOptions(depth_encoding=params["depth_encoding"],
-                            cloud_stride=int(params["cloud.stride"]),
-                            cloud_max_range_m=max_range if max_range > 0 else None,
-                            region_types=region_types,
-                            marker_types=rosbags_marker_types(types.typestore))
+    options = output_options(params, rosbags_region_types(types.typestore),
+                             rosbags_marker_types(types.typestore))
     ns = output_ns.rstrip("/")
     with AnyReader([in_p], default_typestore=types.typestore) as reader, \
             BagWriter(out_path, storage=storage, types=types, overwrite=overwrite) as writer:

@@ -35,6 +35,16 @@ class OutputOptions:
     marker_types: Any = None
 
 
+def output_options(values: dict[str, Any], region_types: Any = None, marker_types: Any = None,
+                   topics: tuple[str, ...] = OUTPUT_TOPICS) -> OutputOptions:
+    """OutputOptions from node parameter values (see depth_perception.config)."""
+    max_range = float(values["cloud.max_range"])
+    return OutputOptions(depth_encoding=str(values["depth_encoding"]), topics=topics,
+                         cloud_stride=int(values["cloud.stride"]),
+                         cloud_max_range_m=max_range if max_range > 0 else None,
+                         region_types=region_types, marker_types=marker_types)
+
+
 def colour_from_message(msg: Any) -> Any:
     """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` → HxWx3 uint8 RGB."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):

@@ -44,7 +44,7 @@ from ..config import (
 from ..pipeline import Pipeline
 from ..sync import LatestSlot, StampSynchronizer
 from . import messages as M
-from .conversion import OutputOptions, group_to_frame, iter_result_messages
+from .conversion import group_to_frame, iter_result_messages, output_options
 
 class DepthPerceptionNode(Node):
     def __init__(self, **kwargs: Any) -> None:
@@ -271,12 +271,10 @@ class DepthPerceptionNode(Node):
         pipeline = self._pipeline  # one consistent config for the whole frame
         result = pipeline.process(frame)
         result.timings_ms["convert_in"] = convert_ms
-        max_range = float(self.get_parameter("cloud.max_range").value)
-        options = OutputOptions(depth_encoding=self.get_parameter("depth_encoding").value,
-                                topics=self._wanted_topics(),
-                                cloud_stride=int(self.get_parameter("cloud.stride").value),
-                                cloud_max_range_m=max_range if max_range > 0 else None,
-                                region_types=self._region_types, marker_types=self._marker_types)
+        values = {p.name: p.value for p in self.get_parameters(
+            ["depth_encoding", "cloud.stride", "cloud.max_range"])}
+        options = output_options(values, self._region_types, self._marker_types,
+                                 topics=self._wanted_topics())
         t0 = time.perf_counter()
         header = group["image"].header
         for topic, msg in iter_result_messages(self._types, frame, result, header, options):

@@ -108,6 +108,15 @@ def register_region_types(typestore: Any, msg_dir: str | Path | None = None) -> 
     )
 
 
+def rosbags_region_types(typestore: Any) -> RegionMessageTypes | None:
+    """:func:`register_region_types`, or None when the definitions cannot be found (bags then
+    carry standard messages only, like a robot without the interface package)."""
+    try:
+        return register_region_types(typestore)
+    except (OSError, ValueError):
+        return None
+
+
 def rclpy_region_types() -> RegionMessageTypes | None:
     """rclpy classes of depth_perception_msgs, or None when the interface package is not built."""
     try:
