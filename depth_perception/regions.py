@@ -43,6 +43,7 @@ mean of the visible points.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +155,9 @@ class Region:
     pixel_index: np.ndarray  # (N,) int64 row-major full-resolution pixel of each point (v * W + u)
     points: np.ndarray  # (N, 3) float32
     colors: np.ndarray | None  # (N, 3) uint8 RGB
-    normals: np.ndarray  # (N, 3) float32 unit, facing the camera
+    #: (3, N) float32 grid normals t_u x t_v (central differences along the pixel grid), not
+    #: normalised; :attr:`normals` turns them into unit, camera-facing vectors on first use
+    normal_vectors: np.ndarray
     centroid: np.ndarray  # (3,) estimate of the solid's centroid (= box_center)
     surface_centroid: np.ndarray  # (3,) mean of the visible points
     box_center: np.ndarray  # (3,)
@@ -178,6 +181,15 @@ class Region:
     @property
     def graspable(self) -> bool:
         return self.verdict == Verdict.GRASPABLE
+
+    @functools.cached_property
+    def normals(self) -> np.ndarray:
+        """(N, 3) float32 unit normals facing the camera (the viewing ray where undefined).
+
+        Made on first use: only PLY export and analysis need them per point; the approach comes from
+        the per-instance sum of :attr:`normal_vectors`.
+        """
+        return _interleave(_orient_normals_soa(self.normal_vectors.copy(), self.points.T))
 
     @property
     def mask(self) -> np.ndarray:
@@ -334,12 +346,15 @@ def label_image(regions: list[Region], shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def regions_cloud(regions: list[Region]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """All regions in one unorganised cloud: (N,3) float32 xyz, (N,3) uint8 rgb or None, (N,) uint16 id."""
+def regions_cloud(regions: list[Region], labels: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """All regions in one unorganised cloud: (N,3) float32 xyz, (N,3) uint8 rgb or None (unless
+    every region has colours), (N,) uint16 id (None when ``labels`` is False)."""
     xyz = np.concatenate([r.points for r in regions] or [np.zeros((0, 3), np.float32)])
-    label = np.concatenate(
-        [np.full(r.point_count, r.id, np.uint16) for r in regions] or [np.zeros(0, np.uint16)]
-    )
+    label = None
+    if labels:
+        label = np.repeat(np.array([r.id for r in regions], np.uint16),
+                          [r.point_count for r in regions]) if regions else np.zeros(0, np.uint16)
     has_rgb = bool(regions) and all(r.colors is not None for r in regions)
     rgb = np.concatenate([r.colors for r in regions]) if has_rgb else None
     return xyz, rgb, label
@@ -751,12 +766,19 @@ def extract_regions(
         tv += edges[:, :N]
     else:
         tv = np.zeros_like(tu)
-    normals = _orient_normals_soa(_cross_soa(tu, tv).take(kept, axis=1), Pk)
+    # on every visible surface the grid runs right (u) and down (v) as seen from the camera, so
+    # t_u x t_v points away from the camera without a per-point sign test
+    normal_vectors = _cross_soa(tu, tv).take(kept, axis=1)
 
     # 8. per-instance moments and extremes, all instances at once
     idx_k = idx.take(kept)
     moments = _moments(Pk, seg_k, params)
-    mean_normal = seg_k.sum(normals) / np.maximum(seg_k.count, 1)
+    # the mean camera-facing unit normal (points without one count as zero): its length is the
+    # normals' coherence (1: one plane, ~0: no dominant normal)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv_len = np.float32(-1.0) / _norm3(normal_vectors)
+    inv_len[~np.isfinite(inv_len)] = 0.0
+    mean_normal = seg_k.sum(normal_vectors * inv_len) / np.maximum(seg_k.count, 1)
     h_lo = h_hi = None
     if height is not None:
         height_k = height.take(kept)
@@ -766,14 +788,20 @@ def extract_regions(
     col_k = idx_k - row_k * W
     col_lo = seg_k.reduce(np.minimum, col_k, 0)
     col_hi = seg_k.reduce(np.maximum, col_k, 0)
-    uv = basis = None
+    uv = basis = seg_e = None
     if plane is not None and kept.size:
         basis = _plane_basis(plane[:3])
-        uv = basis[:, :2].T.astype(np.float32) @ Pk  # (2, Nk) in-plane coordinates
+        # footprint hull candidates: the two ends of every row run of kept points (a run's inner
+        # points lie between its ends on the pixel grid and, on a smooth surface, on the plane too)
+        end = keep.copy()
+        if N > 2:
+            end[1:-1] &= ~(right[:-1] & right[1:] & keep[:-2] & keep[2:])
+        end_k = end.take(kept)
+        seg_e = seg_k.where(end_k)
+        uv = basis[:, :2].T.astype(np.float32) @ Pk.take(np.flatnonzero(end_k), axis=1)  # (2, n_ends)
 
     # 9. per instance: a short loop over instances, never over points
     points_all = _interleave(Pk)
-    normals_all = _interleave(normals)
     colours_all = None if colours is None else _gather_rgb(colours, idx_k)
     pix_all = idx_k if stride == 1 else row_k * (stride * full_shape[1]) + col_k * stride
     regions = []
@@ -792,10 +820,10 @@ def extract_regions(
         regions.append(_describe(
             rid=rid, label=str(names.get(rid, "")), score=float(scores.get(rid, 1.0)), roi=roi,
             shape=full_shape, pixel_index=pix_all[sl], stride=stride, points=points_all[sl],
-            colors=None if colours_all is None else colours_all[sl], normals=normals_all[sl],
+            colors=None if colours_all is None else colours_all[sl], normal_vectors=normal_vectors[:, sl],
             q=None if not n else Pk[:, sl], moments=moments[j], mean_normal=mean_normal[:, j],
             heights=None if h_lo is None else (float(h_lo[j]), float(h_hi[j])),
-            footprint=None if uv is None else (uv[:, sl], basis), plane=plane,
+            footprint=None if seg_e is None else (uv[:, seg_e.slice(j)], basis), plane=plane,
             stats=stats(j) if n < gripper.min_points else None,
             eroded_px=0 if uneroded[j] else params.erosion_px, foot=float(moments[j].mean[2]) * ang,
             gripper=gripper, params=params,
@@ -842,7 +870,7 @@ class _Moments:
     mean: np.ndarray  # (3,)
     cov: np.ndarray  # (3, 3) covariance (divided by n)
     eigval: np.ndarray  # (3,) ascending
-    eigvec: np.ndarray  # (3, 3) columns
+    axes: np.ndarray  # (3, 3) principal axes as columns, largest spread first, right-handed
     sphere: tuple[np.ndarray, float, float] | None  # centre (absolute), radius, RMS distance
 
 
@@ -896,8 +924,10 @@ def _moments(P: np.ndarray, seg: _Segments, params: RegionParams) -> list[_Momen
         for j, cj, rj, ej in zip(np.flatnonzero(fit), c, r.tolist(), rms.tolist()):
             if np.isfinite(rj) and rj > 0 and np.isfinite(ej):
                 spheres[j] = (mean[:, j] + cj, rj, ej)
-    return [_Moments(int(seg.count[j]), mean[:, j], cov[j], eigval[j], eigvec[j], spheres[j])
-            for j in range(k)]
+    axes = eigvec[:, :, ::-1].copy()
+    axes[:, :, 2] = np.cross(axes[:, :, 0], axes[:, :, 1])
+    return [_Moments(int(n), mean[:, j], cov[j], eigval[j], axes[j], spheres[j])
+            for j, n in enumerate(seg.count.tolist())]
 
 
 _DIRECTIONS = np.stack(
@@ -921,14 +951,14 @@ def _plane_basis(normal: np.ndarray) -> np.ndarray:
 def _plane_box(uv, basis, heights, plane, params, notes, pads):
     """Gravity-aligned box on the support plane: min-area footprint rectangle × [bottom, top].
 
-    ``uv`` (2, N) are the points' coordinates in the plane's ``basis`` (:func:`_plane_basis`);
+    ``uv`` (2, N) are coordinates of the points (or of hull candidates among them) in the plane's ``basis`` (:func:`_plane_basis`);
     ``heights`` = (lowest, highest) above the plane; ``pads`` = (near, far): metres added to
     footprint sides facing / facing away from the camera. Small vectors are plain floats: numpy
     costs microseconds per call on 2- and 3-vectors.
     """
     import cv2
 
-    if uv.shape[1] > 64:
+    if uv.shape[1] > 1024:
         # the rectangle only touches hull points: keep the extremes along 32 directions (exact for
         # polygons with corners more than ~11 degrees apart, within 0.5 % of the radius for a disc)
         ext = _DIRECTIONS @ uv
@@ -980,7 +1010,7 @@ def _pca_extent(v: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _NAN3 = (math.nan,) * 3
 
 
-def _describe(*, rid, label, score, roi, shape, pixel_index, stride, points, colors, normals, q, moments,
+def _describe(*, rid, label, score, roi, shape, pixel_index, stride, points, colors, normal_vectors, q, moments,
               mean_normal, heights, footprint, plane, stats, eroded_px, foot, gripper, params) -> Region:
     """One instance's descriptors from its batched moments; ``q`` (3, N) are its points."""
     notes: list[str] = []
@@ -990,15 +1020,13 @@ def _describe(*, rid, label, score, roi, shape, pixel_index, stride, points, col
         verdict, reason = _verdict(0, nan3, math.nan, stats, plane is not None, gripper)
         return Region(
             id=rid, label=label, score=score, roi=roi, shape=shape, pixel_index=pixel_index,
-            points=points, colors=colors, normals=normals, centroid=nan3, surface_centroid=nan3.copy(),
+            points=points, colors=colors, normal_vectors=normal_vectors, centroid=nan3, surface_centroid=nan3.copy(),
             box_center=nan3, box_rotation=np.full((3, 3), np.nan), box_size=nan3.copy(), box_method="none",
             approach=nan3.copy(), closing_axis=nan3.copy(), grasp_width=math.nan, support_plane=plane,
             verdict=verdict, reason=reason, notes=notes, stride=stride,
         )
     surface = moments.mean
-    # principal axes, largest spread first, made right-handed
-    R_pca = moments.eigvec[:, ::-1].copy()
-    R_pca[:, 2] = _cross3(R_pca[:, 0], R_pca[:, 1])
+    R_pca = moments.axes
     s0, s1, s2 = (math.sqrt(max(w, 0.0)) for w in moments.eigval[::-1].tolist())
     if n < 3 or s0 == 0:
         notes.append(f"{n} point(s) without extent")
@@ -1023,7 +1051,7 @@ def _describe(*, rid, label, score, roi, shape, pixel_index, stride, points, col
     else:
         centre, size = _pca_extent(R_pca, q)
         R, method = R_pca, "pca"
-    # approach: the mean visible normal (normals face the camera), reversed into the object
+    # approach: the mean visible normal (facing the camera), reversed into the object
     mx, my, mz = mean_normal.tolist()
     norm = math.sqrt(mx * mx + my * my + mz * mz)
     if norm > 0.1:
@@ -1035,7 +1063,10 @@ def _describe(*, rid, label, score, roi, shape, pixel_index, stride, points, col
         notes.append("no dominant surface normal: approach along the viewing ray")
     # the gripper closes across the approach: drop the box axis most aligned with it and
     # close along the narrower of the other two
-    along = np.abs(R.T @ approach).tolist()
+    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = R.tolist()
+    ax, ay, az = approach.tolist()
+    along = [abs(r00 * ax + r10 * ay + r20 * az), abs(r01 * ax + r11 * ay + r21 * az),
+             abs(r02 * ax + r12 * ay + r22 * az)]
     sizes = size.tolist()
     others = sorted(range(3), key=along.__getitem__)[:2]
     k = min(others, key=sizes.__getitem__)
@@ -1046,7 +1077,7 @@ def _describe(*, rid, label, score, roi, shape, pixel_index, stride, points, col
         reason += "; " + "; ".join(notes)
     return Region(
         id=rid, label=label, score=score, roi=roi, shape=shape, pixel_index=pixel_index,
-        points=points, colors=colors, normals=normals,
+        points=points, colors=colors, normal_vectors=normal_vectors,
         centroid=centre, surface_centroid=surface, box_center=centre, box_rotation=R, box_size=size,
         box_method=method, approach=approach, closing_axis=closing, grasp_width=width,
         support_plane=plane, verdict=verdict, reason=reason, notes=notes, stride=stride,

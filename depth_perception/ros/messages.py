@@ -392,6 +392,62 @@ def _cloud_words(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | No
     return out.reshape(n, words)
 
 
+def _check_cloud_arrays(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | None) -> None:
+    if pts.shape[-1] != 3 or pts.ndim not in (2, 3):
+        raise MessageError(f"points must be HxWx3 or Nx3, got shape {pts.shape}")
+    if rgb is not None and rgb.shape[:-1] != pts.shape[:-1]:
+        raise MessageError(f"rgb shape {rgb.shape} does not match points {pts.shape}")
+    if label is not None and label.shape != pts.shape[:-1]:
+        raise MessageError(f"label shape {label.shape} does not match points {pts.shape}")
+
+
+def _cloud_bytes(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | None) -> np.ndarray:
+    """(N, point_step) uint8 rows of a fresh buffer in the :func:`cloud_dtype` layout."""
+    n = pts.shape[0] * (pts.shape[1] if pts.ndim == 3 else 1)
+    dtype = cloud_dtype(rgb is not None, label is not None)
+    uint8_rgb = rgb is None or np.asarray(rgb).dtype == np.uint8
+    if sys.byteorder == "little" and 0 < n < 2**31 and uint8_rgb:
+        if rgb is None and label is None:
+            buf = np.array(pts, dtype=np.float32, order="C")  # a copy: the message owns its bytes
+        else:
+            buf = _cloud_words(pts, rgb, label)
+        return buf.reshape(-1).view(np.uint8).reshape(n, dtype.itemsize)
+    # big-endian host, empty cloud or unusual rgb dtype: per-field structured assignment
+    out = np.zeros(n, dtype=dtype)  # zeroed padding keeps the bytes reproducible
+    out["x"], out["y"], out["z"] = (pts[..., i].reshape(n) for i in range(3))
+    if rgb is not None:
+        out["rgb"] = pack_rgb(rgb).reshape(n)
+    if label is not None:
+        out["label"] = label.reshape(n)
+    return out.view(np.uint8).reshape(n, dtype.itemsize)
+
+
+def _cloud_msg(types: MessageTypes, rows: np.ndarray, h: int, w: int, dtype: np.dtype, header: Any,
+               is_dense: bool) -> Any:
+    """PointCloud2 around (h * w, point_step) uint8 ``rows`` (a view is fine: it is copied for rclpy)."""
+    fields = [
+        types.PointField(
+            name=name, offset=dtype.fields[name][1], datatype=_DATATYPE_OF[dtype.fields[name][0].str[1:]],
+            count=1,
+        )
+        for name in dtype.names
+    ]
+    raw = rows.reshape(-1)
+    return types.PointCloud2(
+        header=header,
+        height=h,
+        width=w,
+        fields=fields,
+        is_bigendian=False,
+        point_step=dtype.itemsize,
+        row_step=dtype.itemsize * w,
+        # rosbags keeps numpy arrays: hand over the buffer (uint8_seq would copy it again);
+        # rclpy wants bytes
+        data=raw if types.typestore is not None else types.uint8_seq(raw.tobytes()),
+        is_dense=is_dense,
+    )
+
+
 def points_to_cloud(
     types: MessageTypes,
     xyz: np.ndarray,
@@ -405,49 +461,38 @@ def points_to_cloud(
     height 1); ``rgb`` is the matching ...x3 uint8, ``label`` the matching ... integer ids.
     """
     pts = np.asarray(xyz, dtype=np.float32)
-    if pts.shape[-1] != 3 or pts.ndim not in (2, 3):
-        raise MessageError(f"points must be HxWx3 or Nx3, got shape {pts.shape}")
-    if rgb is not None and rgb.shape[:-1] != pts.shape[:-1]:
-        raise MessageError(f"rgb shape {rgb.shape} does not match points {pts.shape}")
-    if label is not None and label.shape != pts.shape[:-1]:
-        raise MessageError(f"label shape {label.shape} does not match points {pts.shape}")
+    _check_cloud_arrays(pts, rgb, label)
     h, w = (pts.shape[0], pts.shape[1]) if pts.ndim == 3 else (1, pts.shape[0])
-    dtype = cloud_dtype(rgb is not None, label is not None)
-    uint8_rgb = rgb is None or np.asarray(rgb).dtype == np.uint8
-    if sys.byteorder == "little" and 0 < h * w < 2**31 and uint8_rgb:
-        if rgb is None and label is None:
-            buf = np.array(pts, dtype=np.float32, order="C")  # a copy: the message owns its bytes
-        else:
-            buf = _cloud_words(pts, rgb, label)
-        raw = buf.reshape(-1).view(np.uint8)
-    else:  # big-endian host, empty cloud or unusual rgb dtype: per-field structured assignment
-        out = np.zeros((h, w), dtype=dtype)  # zeroed padding keeps the bytes reproducible
-        out["x"], out["y"], out["z"] = (pts[..., i].reshape(h, w) for i in range(3))
-        if rgb is not None:
-            out["rgb"] = pack_rgb(rgb).reshape(h, w)
-        if label is not None:
-            out["label"] = label.reshape(h, w)
-        raw = out.reshape(-1).view(np.uint8)
-    fields = [
-        types.PointField(
-            name=name, offset=dtype.fields[name][1], datatype=_DATATYPE_OF[dtype.fields[name][0].str[1:]],
-            count=1,
-        )
-        for name in dtype.names
-    ]
-    return types.PointCloud2(
-        header=header,
-        height=h,
-        width=w,
-        fields=fields,
-        is_bigendian=False,
-        point_step=dtype.itemsize,
-        row_step=dtype.itemsize * w,
-        # rosbags keeps numpy arrays: hand over the fresh buffer (uint8_seq would copy it again);
-        # rclpy wants bytes
-        data=raw if types.typestore is not None else types.uint8_seq(raw.tobytes()),
-        is_dense=_all_finite(pts),
-    )
+    rows = _cloud_bytes(pts, rgb, label)
+    return _cloud_msg(types, rows, h, w, cloud_dtype(rgb is not None, label is not None), header,
+                      _all_finite(pts))
+
+
+def points_to_clouds(
+    types: MessageTypes,
+    xyz: np.ndarray,
+    counts: "list[int] | np.ndarray",
+    header: Any,
+    rgb: np.ndarray | None = None,
+) -> list[Any]:
+    """Consecutive runs of Nx3 points (``counts`` points each) → one unorganised PointCloud2 each.
+
+    Many small clouds (one per region) cost one interleaving pass for all of them instead of one
+    each; every message gets a view of its rows of the shared buffer (rosbags) or its bytes (rclpy).
+    """
+    pts = np.asarray(xyz, dtype=np.float32)
+    if pts.ndim != 2:
+        raise MessageError(f"points must be Nx3 for a batch of clouds, got shape {pts.shape}")
+    _check_cloud_arrays(pts, rgb, None)
+    sizes = [int(c) for c in counts]
+    if sum(sizes) != pts.shape[0] or min(sizes, default=0) < 0:
+        raise MessageError(f"cloud sizes {sizes} do not add up to the {pts.shape[0]} points")
+    dtype = cloud_dtype(rgb is not None, False)
+    rows = _cloud_bytes(pts, rgb, None)
+    dense = bool(np.isfinite(pts).all())
+    bounds = np.cumsum([0] + sizes).tolist()
+    return [_cloud_msg(types, rows[a:b], 1, b - a, dtype, header, dense or bool(np.isfinite(pts[a:b]).all()))
+            for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _all_finite(a: np.ndarray) -> bool:

@@ -203,9 +203,10 @@ def _pose(t: Any, centre: Any, R: np.ndarray | None) -> Any:
 
 def region_to_msg(
     region_classes: RegionMessageTypes, types: M.MessageTypes, region: Region, header: Any,
-    depth_source: str = "", depth_confidence: float = 0.0,
+    depth_source: str = "", depth_confidence: float = 0.0, cloud: Any = None,
 ) -> Any:
-    """One :class:`Region` → `depth_perception_msgs/GraspableRegion` (cloud: xyz [+ rgb], height 1)."""
+    """One :class:`Region` → `depth_perception_msgs/GraspableRegion` (cloud: xyz [+ rgb], height 1;
+    ``cloud`` when it is already made)."""
     t = region_classes
     x, y, w, h = region.roi
     return t.GraspableRegion(
@@ -215,7 +216,7 @@ def region_to_msg(
         score=float(region.score),
         roi=types.RegionOfInterest(x_offset=int(x), y_offset=int(y), height=int(h), width=int(w),
                                    do_rectify=False),
-        cloud=M.points_to_cloud(types, region.points, header, rgb=region.colors),
+        cloud=M.points_to_cloud(types, region.points, header, rgb=region.colors) if cloud is None else cloud,
         centroid=_point(t.Point, region.centroid),
         box_pose=_pose(t, region.box_center, region.box_rotation),
         box_size=_point(t.Vector3, region.box_size),
@@ -238,11 +239,16 @@ def regions_to_msg(
 
     Descriptors of regions without points stay NaN (REP 117); their verdict says why.
     """
+    if len({r.colors is None for r in regions}) > 1:  # regions of different origins: one by one
+        clouds = [M.points_to_cloud(types, r.points, header, rgb=r.colors) for r in regions]
+    else:  # one interleaving pass for all
+        xyz, rgb, _ = regions_cloud(regions, labels=False)
+        clouds = M.points_to_clouds(types, xyz, [r.point_count for r in regions], header, rgb=rgb)
     return region_classes.GraspableRegionArray(
         header=header,
         regions=[
-            region_to_msg(region_classes, types, r, header, depth_source, depth_confidence)
-            for r in regions
+            region_to_msg(region_classes, types, r, header, depth_source, depth_confidence, cloud)
+            for r, cloud in zip(regions, clouds)
         ],
     )
 

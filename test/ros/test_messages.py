@@ -31,6 +31,7 @@ from depth_perception.ros.messages import (
     model_to_camera_info,
     numpy_to_image,
     points_to_cloud,
+    points_to_clouds,
     rgb_to_compressed,
     rosbags_types,
     rclpy_types,
@@ -462,6 +463,24 @@ def test_unorganised_cloud_is_one_row(flavour):
     msg = flavour.wire(points_to_cloud(flavour.types, xyz, _header(flavour.types)))
     assert (msg.height, msg.width, msg.row_step) == (1, 7, 84)
     np.testing.assert_array_equal(cloud_to_xyz(msg), xyz[None])
+
+
+def test_a_batch_of_clouds_equals_one_cloud_each(flavour):
+    rng = np.random.default_rng(4)
+    xyz = rng.uniform(-1, 1, (12, 3)).astype(np.float32)
+    xyz[7] = np.nan
+    rgb = rng.integers(0, 256, (12, 3), dtype=np.uint8)
+    header = _header(flavour.types)
+    sizes = [5, 0, 7]
+    batch = [flavour.wire(m) for m in points_to_clouds(flavour.types, xyz, sizes, header, rgb=rgb)]
+    bounds = np.cumsum([0] + sizes)
+    for msg, a, b in zip(batch, bounds[:-1], bounds[1:]):
+        one = flavour.wire(points_to_cloud(flavour.types, xyz[a:b], header, rgb=rgb[a:b]))
+        assert bytes(msg.data) == bytes(one.data) and msg.is_dense == one.is_dense
+        assert (msg.width, msg.point_step, [f.name for f in msg.fields]) == (b - a, 16, ["x", "y", "z", "rgb"])
+    assert [m.is_dense for m in batch] == [True, True, False]
+    with pytest.raises(MessageError, match=r"cloud sizes \[5, 5\] do not add up to the 12 points"):
+        points_to_clouds(flavour.types, xyz, [5, 5], header)
 
 
 def test_cloud_shape_mismatches_raise(flavour):
