@@ -24,6 +24,8 @@ demo: $(VENV)/.base
 
 msgs: $(VENV)/.ros
 	PYTHON=$(PY) scripts/build_msgs.sh
+	@echo "vision_msgs: building the TEST STAND-IN (on a robot, ros-<distro>-vision-msgs is used)"
+	PYTHON=$(PY) scripts/build_vision_msgs.sh
 
 # DP_REQUIRE_ROS=1 / DP_REQUIRE_TYPECHECK=1: the rclpy tests and the TensorRT type check must run
 # here, not skip.

@@ -95,6 +95,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "(instance-id image on `masks`), sam (prompted by `detections`), text (`prompt` "
                   "→ OWLv2 → SAM), geometric (table plane + clustering, no weights); [] = none",
                   read_only=True),
+    ParameterSpec("segmentation.wait", 0.5, "how long an image waits for its `masks` / "
+                  "`detections` from another node before it is processed without them (depth and "
+                  "clouds still published), seconds; also ends when queue_size newer messages "
+                  "arrive", read_only=True, min_value=0.0, max_value=10.0),
     ParameterSpec("segmentation.allow_resize", False, "resample masks of another size (nearest) "
                   "instead of dropping them"),
     ParameterSpec("segmentation.fuse", True, "clean masks against depth (erode, flying pixels, "

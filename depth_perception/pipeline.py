@@ -102,6 +102,9 @@ class Frame:
     prompt: str | None = None
     #: (4,) support plane n·p + d = 0 in the camera frame, when known (e.g. from TF).
     support_plane: np.ndarray | None = None
+    #: problems with optional inputs found while building the frame (e.g. a malformed detection
+    #: that was skipped), reported with the segmentation message.
+    input_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -243,7 +246,7 @@ class Pipeline:
     def _segment(self, frame: Frame, points: np.ndarray) -> Segmentation:
         """Every configured mask source → merged → fused with the depth. Never raises for bad
         masks: problems end up in the message and the frame keeps its depth and cloud."""
-        from .segmentation.base import join_messages, merge_segmentations
+        from .segmentation.base import detections_in_image, join_messages, merge_segmentations
         from .segmentation.external import external_segmentation
         from .segmentation.fusion import fuse_masks
         from .segmentation.geometric import segment_geometric
@@ -251,7 +254,7 @@ class Pipeline:
         cfg = self.config
         shape = points.shape[:2]
         found: list[Segmentation] = []
-        notes: list[str] = []
+        notes: list[str] = list(frame.input_notes)
         for source in cfg.segmentation:
             try:
                 if source == "topic":
@@ -265,11 +268,13 @@ class Pipeline:
                     found.append(segment_geometric(points, cfg.geometric, frame.support_plane))
                 elif source == "sam":
                     sam = self.segmenters.get("sam")
-                    if sam is None or not frame.detections:
+                    prompts, outside = detections_in_image(frame.detections or [], frame.rgb.shape[:2])
+                    notes += [f"sam: {text}" for text in outside]
+                    if sam is None or not prompts:
                         notes.append("sam: " + ("no SAM model loaded" if sam is None
                                                 else "no detections to prompt it"))
                         continue
-                    found.append(sam.segment(frame.rgb, frame.detections))
+                    found.append(sam.segment(frame.rgb, prompts))
                 elif source == "text":
                     text = self.segmenters.get("text")
                     if text is None or not frame.prompt:

@@ -20,27 +20,39 @@ class SyncStats:
     #: primary messages discarded because a newer one was matched first or no partner arrived.
     dropped: int = 0
     received: dict[str, int] = field(default_factory=dict)
+    #: other inputs' messages that never joined a set (no primary with their stamp came, or it was
+    #: matched without them), per input.
+    discarded: dict[str, int] = field(default_factory=dict)
+    #: sets released without an optional input (its wait ran out), per input.
+    released_without: dict[str, int] = field(default_factory=dict)
 
 
 class StampSynchronizer:
     """Groups one message per input whose stamps lie within ``slop_ns`` of the primary's stamp.
 
-    ``primary`` (the colour image) drives the output; every other input must have a message within
-    the slop (``slop_ns=0``: exact stamps). Queues are bounded by ``queue_size`` per input, so a
-    missing input never grows memory. When a set completes, older primaries can no longer be used and
-    are counted as dropped: a late frame never gets paired with another frame's data.
+    ``primary`` (the colour image) drives the output; every other required input must have a
+    message within the slop (``slop_ns=0``: exact stamps). Queues are bounded by ``queue_size`` per
+    input, so a missing input never grows memory. When a set completes, older primaries can no
+    longer be used and are counted as dropped, and other inputs' messages older than it are
+    discarded and counted: a late frame never gets paired with another frame's data.
+
+    ``optional`` inputs (masks or detections from a slower node) join a set when their message
+    arrives in time; a primary waits for them up to ``optional_wait_ns`` of the caller's clock
+    (``now_ns``: monotonic time in a node, log time in a bag) or until it or one of its partners
+    would be pushed out of a full queue, then it is released without them. ``optional_wait_ns=0``: no wait, they join only
+    when already there. Call :meth:`poll` from a timer so that a wait can end without a new message.
     """
 
     def __init__(self, inputs: list[str], primary: str, slop_ns: int = 0, queue_size: int = 5,
-                 optional: tuple[str, ...] = ()):
-        """``optional`` inputs join a set when a message within the slop has already arrived, but
-        never hold one back (e.g. detections that name masks, published only when a detector ran)."""
+                 optional: tuple[str, ...] = (), optional_wait_ns: int = 0):
         if primary not in inputs:
             raise ValueError(f"primary input {primary!r} is not one of {inputs}")
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         if slop_ns < 0:
             raise ValueError("slop must be >= 0")
+        if optional_wait_ns < 0:
+            raise ValueError("optional_wait_ns must be >= 0")
         self.inputs = list(inputs)
         self.primary = primary
         self.slop_ns = int(slop_ns)
@@ -49,55 +61,88 @@ class StampSynchronizer:
         if unknown:
             raise ValueError(f"optional inputs {unknown} must be non-primary inputs of {inputs}")
         self.optional = tuple(optional)
-        self._queues: dict[str, deque[tuple[int, Any]]] = {n: deque() for n in inputs}
+        self.optional_wait_ns = int(optional_wait_ns)
+        # entries: (stamp_ns, message, arrival on the caller's clock or None)
+        self._queues: dict[str, deque[tuple[int, Any, int | None]]] = {n: deque() for n in inputs}
         self._lock = threading.Lock()
-        self.stats = SyncStats(received={n: 0 for n in inputs})
+        others = [n for n in inputs if n != primary]
+        self.stats = SyncStats(received={n: 0 for n in inputs}, discarded={n: 0 for n in others},
+                               released_without={n: 0 for n in self.optional})
 
-    def add(self, name: str, stamp_ns: int, msg: Any) -> dict[str, Any] | None:
+    def add(self, name: str, stamp_ns: int, msg: Any, now_ns: int | None = None) -> dict[str, Any] | None:
         """Add a message; return the newest complete set {input: message} it completes, or None."""
         if name not in self._queues:
             raise KeyError(f"unknown input {name!r}")
         with self._lock:
             q = self._queues[name]
-            if name == self.primary and len(q) == self.queue_size:
-                self.stats.dropped += 1
-            q.append((int(stamp_ns), msg))
+            q.append((int(stamp_ns), msg, now_ns))
+            self.stats.received[name] += 1
+            group = self._try_match(now_ns)
             while len(q) > self.queue_size:
                 q.popleft()
-            self.stats.received[name] += 1
-            return self._try_match()
+                if name == self.primary:
+                    self.stats.dropped += 1
+                else:
+                    self.stats.discarded[name] += 1
+            return group
 
-    def _try_match(self) -> dict[str, Any] | None:
+    def poll(self, now_ns: int | None) -> dict[str, Any] | None:
+        """The newest set whose optional wait has run out by ``now_ns`` (None: stop waiting), or None."""
+        with self._lock:
+            return self._try_match(now_ns)
+
+    def _waiting(self, index: int, arrival: int | None, now_ns: int | None) -> bool:
+        """Whether primary ``index`` still waits for a missing optional input."""
+        if self.optional_wait_ns <= 0 or now_ns is None or arrival is None:
+            return False
+        if index == 0 and any(len(q) > self.queue_size for q in self._queues.values()):
+            return False  # it or a partner is about to be pushed out: release it rather than lose it
+        return now_ns - arrival < self.optional_wait_ns
+
+    def _try_match(self, now_ns: int | None) -> dict[str, Any] | None:
         primaries = self._queues[self.primary]
         for index in range(len(primaries) - 1, -1, -1):
-            stamp, msg = primaries[index]
+            stamp, msg, arrival = primaries[index]
             chosen: dict[str, Any] = {self.primary: msg}
             picks: dict[str, int] = {}
+            missing: list[str] = []
             for name in self.inputs:
                 if name == self.primary:
                     continue
                 best = self._nearest(self._queues[name], stamp)
                 if best is None:
-                    if name in self.optional:
+                    if name in self.optional and not self._waiting(index, arrival, now_ns):
+                        missing.append(name)
                         continue
                     break
                 picks[name] = best
                 chosen[name] = self._queues[name][best][1]
             else:
-                # Consume the matched primary and everything older than it.
+                # Consume the matched primary and everything older than it; other inputs lose
+                # their pick and everything stamped before this set (no older primary is left).
                 self.stats.dropped += index
                 for _ in range(index + 1):
                     primaries.popleft()
-                for name, pos in picks.items():
-                    for _ in range(pos + 1):
-                        self._queues[name].popleft()
+                for name in self.inputs:
+                    if name == self.primary:
+                        continue
+                    q, used = self._queues[name], int(name in picks)
+                    for _ in range(picks.get(name, -1) + 1):
+                        q.popleft()
+                    stale = 0
+                    while q and q[0][0] < stamp - self.slop_ns:
+                        q.popleft()
+                        stale += 1
+                    self.stats.discarded[name] += picks.get(name, -1) + 1 - used + stale
+                for name in missing:
+                    self.stats.released_without[name] += 1
                 self.stats.matched += 1
                 return chosen
         return None
 
-    def _nearest(self, q: deque[tuple[int, Any]], stamp_ns: int) -> int | None:
+    def _nearest(self, q: deque[tuple[int, Any, int | None]], stamp_ns: int) -> int | None:
         best, best_dt = None, None
-        for i, (s, _) in enumerate(q):
+        for i, (s, _, _) in enumerate(q):
             dt = abs(s - stamp_ns)
             if dt <= self.slop_ns and (best_dt is None or dt < best_dt):
                 best, best_dt = i, dt

@@ -1,36 +1,46 @@
 #!/usr/bin/env bash
-# Build the interface package msg/ (depth_perception_msgs) with plain CMake, no colcon.
+# Build a ROS 2 interface package with plain CMake, no colcon; by default msg/
+# (depth_perception_msgs).
 #
-#   scripts/build_msgs.sh [BUILD_DIR] [INSTALL_PREFIX]
+#   scripts/build_msgs.sh [BUILD_DIR] [INSTALL_PREFIX] [SOURCE_DIR]
 #
-# Defaults: build/msgs and install/msgs under the repository root (both gitignored).
+# Defaults: build/msgs and install/msgs under the repository root (both gitignored), source msg/.
+# SOURCE_DIR is any ament_cmake interface package (package.xml + CMakeLists.txt + msg/); its name is
+# read from package.xml (scripts/build_vision_msgs.sh uses this for its test stand-in).
 # Uses the ament/rosidl CMake packages of $PYTHON's prefix (default: .venv/bin/python with
 # requirements/ros.txt installed) plus any ROS 2 prefixes already in AMENT_PREFIX_PATH
-# (e.g. a sourced /opt/ros/jazzy). Quick no-op when the install is newer than msg/.
+# (e.g. a sourced /opt/ros/jazzy). Quick no-op when the install is newer than SOURCE_DIR.
 # Afterwards `source scripts/ros_env.sh` (or DP_MSGS_PREFIX=INSTALL_PREFIX for a custom prefix).
 # Set FORCE=1 to rebuild anyway.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SRC="$REPO/msg"
 abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 BUILD_DIR="$(abspath "${1:-$REPO/build/msgs}")"
 INSTALL_PREFIX="$(abspath "${2:-$REPO/install/msgs}")"
+SRC="$(abspath "${3:-$REPO/msg}")"
+if [ ! -f "$SRC/package.xml" ] || [ ! -f "$SRC/CMakeLists.txt" ]; then
+  echo "build_msgs: $SRC is not an interface package (no package.xml / CMakeLists.txt)" >&2
+  exit 2
+fi
+PKG="$(sed -n 's:.*<name>[[:space:]]*\([A-Za-z0-9_]*\)[[:space:]]*</name>.*:\1:p' "$SRC/package.xml" \
+  | head -1)"
+[ -n "$PKG" ] || { echo "build_msgs: no <name> in $SRC/package.xml" >&2; exit 2; }
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 if [ ! -x "$PYTHON" ] && ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "build_msgs: no Python at '$PYTHON' (set PYTHON=...)" >&2
   exit 2
 fi
 PYTHON="$(command -v "$PYTHON")"
-STAMP="$INSTALL_PREFIX/share/depth_perception_msgs/.build_stamp"
+STAMP="$INSTALL_PREFIX/share/$PKG/.build_stamp"
 
 # Up to date? The stamp records the sources' newest mtime, the Python and the prefixes used.
 newest="$(find "$SRC" -type f \( -name '*.msg' -o -name 'CMakeLists.txt' -o -name 'package.xml' \) \
   -printf '%T@\n' | sort -n | tail -1)"
 want="$newest|$PYTHON|$BUILD_DIR"
 if [ "${FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
-  && [ -f "$INSTALL_PREFIX/share/depth_perception_msgs/cmake/depth_perception_msgsConfig.cmake" ]; then
-  echo "build_msgs: $INSTALL_PREFIX is up to date"
+  && [ -f "$INSTALL_PREFIX/share/$PKG/cmake/${PKG}Config.cmake" ]; then
+  echo "build_msgs: $PKG in $INSTALL_PREFIX is up to date"
   exit 0
 fi
 
@@ -66,4 +76,4 @@ cmake --build "$BUILD_DIR" -j "$jobs" >"$BUILD_DIR/build.log" 2>&1 \
 cmake --install "$BUILD_DIR" >"$BUILD_DIR/install.log" 2>&1 \
   || { tail -40 "$BUILD_DIR/install.log" >&2; echo "build_msgs: install failed" >&2; exit 1; }
 printf '%s\n' "$want" >"$STAMP"
-echo "build_msgs: built depth_perception_msgs into $INSTALL_PREFIX in $(( $(date +%s) - start )) s"
+echo "build_msgs: built $PKG into $INSTALL_PREFIX in $(( $(date +%s) - start )) s"

@@ -202,3 +202,63 @@ def test_optional_inputs_join_when_present_but_never_hold_a_set_back():
 def test_optional_input_must_be_a_secondary_input():
     with pytest.raises(ValueError, match="optional"):
         StampSynchronizer(["image", "info"], primary="image", optional=("image",))
+
+
+def _waiting_sync(wait_ms: float = 100, queue_size: int = 5) -> StampSynchronizer:
+    return StampSynchronizer(["image", "info", "detections"], primary="image", queue_size=queue_size,
+                             optional=("detections",), optional_wait_ns=int(wait_ms * MS))
+
+
+def test_an_image_waits_for_its_detections_up_to_the_wait():
+    sync = _waiting_sync(wait_ms=100)
+    sync.add("info", 10, "i10", now_ns=0)
+    assert sync.add("image", 10, "img10", now_ns=0) is None  # detections may still come
+    assert sync.poll(now_ns=99 * MS) is None
+    # the detector answers in time: they are paired
+    assert sync.add("detections", 10, "d10", now_ns=99 * MS) == {
+        "image": "img10", "info": "i10", "detections": "d10"}
+    assert sync.stats.released_without == {"detections": 0}
+
+
+def test_an_image_whose_detections_never_come_is_released_without_them():
+    sync = _waiting_sync(wait_ms=100)
+    sync.add("info", 10, "i10", now_ns=0)
+    sync.add("image", 10, "img10", now_ns=0)
+    assert sync.poll(now_ns=50 * MS) is None
+    assert sync.poll(now_ns=100 * MS) == {"image": "img10", "info": "i10"}
+    assert sync.stats.released_without == {"detections": 1} and sync.stats.dropped == 0
+    # detections for it that come later match nothing: discarded and counted at the next set
+    sync.add("detections", 10, "d10-late", now_ns=120 * MS)
+    sync.add("info", 20, "i20", now_ns=130 * MS)
+    sync.add("detections", 20, "d20", now_ns=130 * MS)
+    assert sync.add("image", 20, "img20", now_ns=130 * MS)["detections"] == "d20"
+    assert sync.stats.discarded == {"info": 0, "detections": 1}
+
+
+def test_a_waiting_image_pushed_out_of_the_queue_is_released_not_lost():
+    sync = _waiting_sync(wait_ms=10_000, queue_size=2)
+    for k in range(2):
+        sync.add("info", k, f"i{k}", now_ns=k)
+        assert sync.add("image", k, f"img{k}", now_ns=k) is None
+    # a third camera_info would push img0's out: img0 is released without detections instead
+    assert sync.add("info", 2, "i2", now_ns=2) == {"image": "img0", "info": "i0"}
+    assert sync.add("image", 2, "img2", now_ns=2) is None  # waits for its detections
+    assert sync.stats.dropped == 0 and sync.stats.released_without == {"detections": 1}
+    assert sync.poll(now_ns=None) == {"image": "img2", "info": "i2"}  # None: stop waiting
+    assert sync.stats.dropped == 1  # img1, older than the released img2
+
+
+def test_detections_with_a_stamp_of_no_image_are_never_paired_and_are_counted():
+    sync = _waiting_sync(wait_ms=0)
+    sync.add("detections", 15, "d15")  # between two frames
+    sync.add("info", 10, "i10")
+    assert sync.add("image", 10, "img10") == {"image": "img10", "info": "i10"}
+    sync.add("info", 20, "i20")
+    assert sync.add("image", 20, "img20") == {"image": "img20", "info": "i20"}
+    assert sync.stats.discarded["detections"] == 1
+    assert sync.pending()["detections"] == 0
+
+
+def test_a_negative_wait_is_refused():
+    with pytest.raises(ValueError, match="optional_wait_ns"):
+        StampSynchronizer(["image", "info"], primary="image", optional_wait_ns=-1)

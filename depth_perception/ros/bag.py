@@ -148,8 +148,11 @@ def process_bag(
     pipeline = Pipeline(pipeline_config(params))
     topics = topics or input_topics("/camera", bool(params["stereo"]))
     by_topic = {topic: name for name, topic in topics.items()}
+    # masks / detections recorded from slower nodes: an image waits for them (in log time)
     sync = StampSynchronizer(list(topics), primary="image", slop_ns=int(params["sync_slop"] * 1e9),
-                             queue_size=int(params["queue_size"]))
+                             queue_size=int(params["queue_size"]),
+                             optional=tuple(n for n in ("masks", "detections") if n in topics),
+                             optional_wait_ns=int(float(params["segmentation.wait"]) * 1e9))
     summary = BagSummary()
     in_p = Path(in_path)
     if not in_p.exists():
@@ -169,6 +172,23 @@ def process_bag(
                 f"{in_p}: input topic(s) {', '.join(missing)} not in the bag "
                 f"(it has: {', '.join(sorted(present)) or 'none'})")
         conns = [c for c in reader.connections if c.topic in by_topic]
+
+        def process(group: dict[str, Any], log_ns: int) -> None:
+            try:
+                frame = group_to_frame(group, baseline_m=float(params["baseline"]))
+                result = pipeline.process(frame)
+                outputs = result_to_messages(types, frame, result, group["image"].header, options)
+            except ValueError as exc:
+                summary.frames_failed += 1
+                key = str(exc)[:80]
+                summary.errors[key] = summary.errors.get(key, 0) + 1
+                return
+            summary.frames_processed += 1
+            summary.depth_ms.append(result.timings_ms.get("total", 0.0))
+            for topic, out_msg in outputs.items():
+                writer.write(f"{ns}/{topic}", out_msg, log_ns)
+
+        last_ns = 0
         total = sum(c.msgcount for c in conns)
         for conn, log_ns, raw in tqdm(reader.messages(connections=conns), total=total,
                                       unit="msg", disable=not progress or None):
@@ -184,22 +204,13 @@ def process_bag(
                 continue
             if copy_inputs:
                 writer.write(conn.topic, msg, log_ns)
-            group = sync.add(name, stamp_to_ns(msg.header.stamp), msg)
-            if group is None:
-                continue
-            try:
-                frame = group_to_frame(group, baseline_m=float(params["baseline"]))
-                result = pipeline.process(frame)
-                outputs = result_to_messages(types, frame, result, group["image"].header, options)
-            except ValueError as exc:
-                summary.frames_failed += 1
-                key = str(exc)[:80]
-                summary.errors[key] = summary.errors.get(key, 0) + 1
-                continue
-            summary.frames_processed += 1
-            summary.depth_ms.append(result.timings_ms.get("total", 0.0))
-            for topic, out_msg in outputs.items():
-                writer.write(f"{ns}/{topic}", out_msg, log_ns)
+            group = sync.add(name, stamp_to_ns(msg.header.stamp), msg, now_ns=log_ns)
+            if group is not None:
+                process(group, log_ns)
+            last_ns = log_ns
+        final = sync.poll(None)  # the last image may still wait for masks / detections
+        if final is not None:
+            process(final, last_ns)
         summary.written = {t: n for t, n in writer.counts.items() if t.startswith(ns + "/")}
     summary.frames_unsynchronised = sync.stats.dropped + sum(
         n for name, n in sync.pending().items() if name == "image")

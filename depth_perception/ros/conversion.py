@@ -75,7 +75,7 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
     if "detections" in group:
         from .vision_msgs import detections_from_msg
 
-        frame.detections = detections_from_msg(group["detections"])
+        frame.detections = detections_from_msg(group["detections"], frame.input_notes)
     if "sparse_depth" in group:
         frame.sparse_depth = M.image_to_depth(group["sparse_depth"])
     if "lidar_points" in group:

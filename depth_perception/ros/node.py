@@ -79,9 +79,16 @@ class DepthPerceptionNode(Node):
             inputs.append("sparse_depth")
         if p["model"] and p["metric.mode"] == "pointcloud":
             inputs.append("lidar_points")
+        # masks and detections come from slower nodes: an image waits for them a while, then it is
+        # processed without them (depth and scene cloud never depend on another node)
+        optional = tuple(n for n in ("masks", "detections") if n in inputs)
+        wait_s = float(p["segmentation.wait"])
         self._sync = StampSynchronizer(
-            inputs, primary="image", slop_ns=int(p["sync_slop"] * 1e9), queue_size=p["queue_size"]
+            inputs, primary="image", slop_ns=int(p["sync_slop"] * 1e9), queue_size=p["queue_size"],
+            optional=optional, optional_wait_ns=int(wait_s * 1e9),
         )
+        if optional and wait_s > 0:
+            self._poll_timer = self.create_timer(min(wait_s / 4, 0.05), self._poll_sync)
         sub_qos = qos_profile_sensor_data
         overridable = QoSOverridingOptions.with_default_policies()
         t = self._types
@@ -199,11 +206,17 @@ class DepthPerceptionNode(Node):
 
     def _make_callback(self, name: str):
         def callback(msg: Any) -> None:
-            group = self._sync.add(name, M.stamp_to_ns(msg.header.stamp), msg)
+            group = self._sync.add(name, M.stamp_to_ns(msg.header.stamp), msg, time.monotonic_ns())
             if group is not None:
                 self._slot.put((group, time.monotonic()))
 
         return callback
+
+    def _poll_sync(self) -> None:
+        """Release an image whose wait for masks / detections ran out."""
+        group = self._sync.poll(time.monotonic_ns())
+        if group is not None:
+            self._slot.put((group, time.monotonic()))
 
     @property
     def frames_dropped(self) -> int:
@@ -296,6 +309,9 @@ class DepthPerceptionNode(Node):
             "frames failed": str(self.frames_failed),
             "frames dropped (worker busy)": str(self._slot.dropped),
             "frames dropped (unsynchronised)": str(stats.dropped),
+            **{f"{name} dropped (no matching image)": str(n) for name, n in stats.discarded.items()},
+            **{f"frames without {name} (wait ran out)": str(n)
+               for name, n in stats.released_without.items()},
             "depth source": self._last_source or "none yet",
             "regions (last frame)": str(self._last_region_count),
             "segmentation": self._last_segmentation,

@@ -165,22 +165,30 @@ def box_xyxy(bbox: Any) -> np.ndarray:
     return np.array([cx - hw, cy - hh, cx + hw, cy + hh])
 
 
-def detections_from_msg(msg: Any) -> list[Detection]:
+def detections_from_msg(msg: Any, problems: list[str] | None = None) -> list[Detection]:
     """A Detection2DArray (or a sequence of Detection2D) → :class:`Detection` list.
 
     label/score: the best-scoring hypothesis (label "" and score 0 without one). A zero-size box
     (size 0 x 0) means "no box" (e.g. a detection that only names a mask instance). instance_id:
     ``id`` (4.x) or ``tracking_id`` (legacy) when it is a decimal integer.
+    A malformed box (negative or non-finite) raises :class:`MessageError`; with a ``problems``
+    list, that detection is skipped instead and the reason appended, so the others still count.
     """
     dets = getattr(msg, "detections", msg)
     out = []
-    for d in dets:
+    for k, d in enumerate(dets):
         hyps = [_hypothesis(r) for r in getattr(d, "results", [])]
         label, score = max(hyps, key=lambda h: h[1]) if hyps else ("", 0.0)
         raw_id = getattr(d, "id", None)
         if raw_id is None:
             raw_id = getattr(d, "tracking_id", None)
-        box = box_xyxy(d.bbox)
+        try:
+            box = box_xyxy(d.bbox)
+        except MessageError as exc:
+            if problems is None:
+                raise
+            problems.append(f"detection {k} ({label or 'no label'!r}) skipped: {exc}")
+            continue
         has_box = box[2] > box[0] and box[3] > box[1]
         out.append(Detection(box_xyxy=box if has_box else None, label=label, score=score,
                              instance_id=_instance_id(raw_id)))

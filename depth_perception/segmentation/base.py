@@ -7,6 +7,8 @@ Contact-GraspNet-style planners take with depth and K.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,6 +108,39 @@ class Detection:
     instance_id: int | None = None
     points_xy: np.ndarray | None = None
     point_labels: np.ndarray | None = None
+
+
+def detections_in_image(detections: Sequence[Detection], shape: tuple[int, int]
+                        ) -> tuple[list[Detection], list[str]]:
+    """Prompts that lie in an HxW image: boxes clipped to it, points outside it dropped.
+
+    Returns (the detections that still prompt something, one note per dropped detection). A
+    detection wholly outside the image (or with neither box nor points) would make SAM invent a mask
+    somewhere else, so it is dropped and named.
+    """
+    H, W = int(shape[0]), int(shape[1])
+    kept: list[Detection] = []
+    notes: list[str] = []
+    for d in detections:
+        name = repr(d.label) if d.label else "an unnamed detection"
+        box = None
+        if d.box_xyxy is not None:
+            x0, y0, x1, y1 = np.clip(np.asarray(d.box_xyxy, float), 0, [W, H, W, H]).tolist()
+            box = np.array([x0, y0, x1, y1]) if x1 > x0 and y1 > y0 else None
+        pts, labels = d.points_xy, d.point_labels
+        if pts is not None:
+            pts = np.asarray(pts, float).reshape(-1, 2)
+            inside = (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)
+            labels = None if labels is None else np.asarray(labels)[inside]
+            pts = pts[inside] if inside.any() else None
+            labels = labels if pts is not None else None
+        if box is None and pts is None:
+            what = "has no box or points" if d.box_xyxy is None and d.points_xy is None else \
+                f"lies outside the {W}x{H} image"
+            notes.append(f"{name} {what}: ignored")
+            continue
+        kept.append(dataclasses.replace(d, box_xyxy=box, points_xy=pts, point_labels=labels))
+    return kept, notes
 
 
 def merge_segmentations(segmentations: list[Segmentation], shape: tuple[int, int] | None = None) -> Segmentation:

@@ -72,6 +72,19 @@ def test_bad_box_is_named():
         box_xyxy(NS(center=NS(x=np.nan, y=0.0, theta=0.0), size_x=1.0, size_y=1.0))
 
 
+def test_a_malformed_box_costs_only_its_detection_when_problems_are_collected():
+    good = NS(results=[NS(hypothesis=NS(class_id="mug", score=0.9))],
+              bbox=NS(center=NS(position=NS(x=50.0, y=50.0), theta=0.0), size_x=20.0, size_y=10.0), id="")
+    bad = NS(results=[NS(hypothesis=NS(class_id="inverted", score=0.9))],
+             bbox=NS(center=NS(position=NS(x=50.0, y=50.0), theta=0.0), size_x=-20.0, size_y=10.0), id="")
+    with pytest.raises(MessageError, match="negative"):
+        detections_from_msg([bad, good])
+    problems: list[str] = []
+    (d,) = detections_from_msg([bad, good], problems)
+    assert d.label == "mug"
+    assert len(problems) == 1 and "detection 0 ('inverted') skipped" in problems[0] and "negative" in problems[0]
+
+
 def test_unknown_layout():
     with pytest.raises(ValueError, match="layout"):
         register_vision_types(rosbags_types().typestore, "noetic")

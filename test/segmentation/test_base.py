@@ -39,3 +39,22 @@ def test_merge_gives_earlier_sources_precedence():
     assert merged.message == "geometric: wall dropped"
     wrong = merge_segmentations([Segmentation(a), Segmentation(np.zeros((2, 2), np.uint16), source="sam")])
     assert "sam: masks are 2x2" in wrong.message
+
+
+def test_prompts_are_kept_inside_the_image():
+    from depth_perception.segmentation.base import Detection, detections_in_image
+
+    dets = [
+        Detection(np.array([700.0, 500.0, 760.0, 560.0]), "far away", 0.9),  # beyond 640x480
+        Detection(np.array([-60.0, -40.0, 60.0, 50.0]), "partly outside", 0.8),
+        Detection(None, "", 0.5, points_xy=np.array([[10.0, 10.0], [900.0, 10.0]]),
+                  point_labels=np.array([1, 0])),
+        Detection(None, "named mask", 0.5, instance_id=3),
+    ]
+    kept, notes = detections_in_image(dets, (480, 640))
+    assert [d.label for d in kept] == ["partly outside", ""]
+    np.testing.assert_array_equal(kept[0].box_xyxy, [0.0, 0.0, 60.0, 50.0])  # clipped
+    np.testing.assert_array_equal(kept[1].points_xy, [[10.0, 10.0]])
+    np.testing.assert_array_equal(kept[1].point_labels, [1])
+    assert notes == ["'far away' lies outside the 640x480 image: ignored",
+                     "'named mask' has no box or points: ignored"]
