@@ -9,7 +9,8 @@ ONNX Runtime).
     discontinuities, MAD, dominant cluster) of the true masks, milliseconds per frame.
 (2) SAM with random weights at the real size (inference cost does not depend on weight values):
     image encoder once per frame (1024x1024 input) and the decoder for a batch of 5 box prompts,
-    PyTorch vs ONNX Runtime, both fp32 on this CPU, same run (ratios are what to compare: the machine
+    PyTorch vs ONNX Runtime, both fp32 on this CPU, and TensorRT (fp16 encoder) where a GPU and
+    TensorRT are present (the row is skipped with the reason otherwise), same run (ratios are what to compare: the machine
     is shared and noisy). The ONNX export is cached under --cache.
 """
 from __future__ import annotations
@@ -96,6 +97,16 @@ def sam(name: str, cache: Path, repeats: int, prompts: int) -> None:
         export_sam_onnx(model, cache, name=name, check=False)
         print(f"    exported to ONNX in {time.perf_counter() - t:.0f} s ({cache})")
     backends = {"torch": SamSegmenter(model), "onnxruntime": SamOnnxSegmenter(enc, dec, providers=["CPUExecutionProvider"])}
+    from depth_perception.depth.tensorrt_backend import TensorRTUnavailableError
+    from depth_perception.segmentation.sam_tensorrt import SamTensorRTSegmenter, check_tensorrt_ready
+
+    try:
+        check_tensorrt_ready()
+        t = time.perf_counter()
+        backends["tensorrt"] = SamTensorRTSegmenter(enc, dec)  # fp16 encoder, cached engines
+        print(f"    TensorRT engines ready in {time.perf_counter() - t:.0f} s (built once, then cached)")
+    except TensorRTUnavailableError as exc:
+        print(f"    tensorrt row skipped: {exc}")
     rgb = generate_tabletop(seed=0, width=640, height=480).rgb
     rng = np.random.default_rng(0)
     x0 = rng.uniform(0, 400, prompts)
@@ -111,6 +122,9 @@ def sam(name: str, cache: Path, repeats: int, prompts: int) -> None:
     te, td = rows["torch"]
     oe, od = rows["onnxruntime"]
     print(f"{'ratio ort/torch':>12} {oe / te:11.2f} {od / td:24.2f} {(oe + od) / (te + td):9.2f}")
+    if "tensorrt" in rows:
+        re_, rd = rows["tensorrt"]
+        print(f"{'ratio trt/ort':>12} {re_ / oe:11.3f} {rd / od:24.3f} {(re_ + rd) / (oe + od):9.3f}")
     e = backends["torch"].encode(rgb)
     a, b = backends["torch"].decode(e, boxes), backends["onnxruntime"].decode(e, boxes)
     print(f"    same embedding: masks agree on {np.mean(a.masks == b.masks):.5f} of pixels, "

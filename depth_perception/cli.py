@@ -103,15 +103,40 @@ def _add_export_sam(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--random-init", action="store_true", help="random weights (benchmarks)")
     p.add_argument("--output", "-o", required=True, help="output folder")
     p.add_argument("--name", default="sam")
+    p.add_argument("--engine", nargs="?", const="fp16", choices=["fp16", "fp32"],
+                   metavar="PRECISION",
+                   help="then build both TensorRT engines (encoder at PRECISION: fp16, the "
+                   "default, or fp32; decoder fp32), check them against ONNX Runtime and cache "
+                   "them where the node finds them (needs TensorRT and an NVIDIA GPU)")
 
 
 def cmd_export_sam(args: argparse.Namespace) -> int:
     from .segmentation.sam import build_sam_model
     from .segmentation.sam_onnx import export_sam_onnx
 
+    if args.engine:  # fail before the export, not after minutes of it
+        from .depth.tensorrt_backend import TensorRTUnavailableError
+        from .segmentation.sam_tensorrt import check_tensorrt_ready
+
+        try:
+            check_tensorrt_ready()
+        except TensorRTUnavailableError as exc:
+            raise CliError(f"--engine: {exc}") from exc
     model = build_sam_model(args.model, None if args.random_init else args.checkpoint)
     files = export_sam_onnx(model, args.output, name=args.name)
     print(f"wrote {files}")
+    if args.engine:
+        from .segmentation.sam_tensorrt import SamTensorRTSegmenter
+
+        with SamTensorRTSegmenter(files.encoder, files.decoder,
+                                  encoder_precision=args.engine) as sam:
+            for what, backend in (("encoder", sam.encoder_backend),
+                                  ("decoder", sam.decoder_backend)):
+                art = backend.artifact
+                state = "built" if art.built else "up to date"
+                check = ("" if art.report is None else
+                         f"; checked against ONNX Runtime: worst {art.report.worst.describe()}")
+                print(f"{what} engine {state}: {art.engine_path} ({art.key.precision}{check})")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .metric import MODES as METRIC_MODES
 from .metric import MetricConfig
@@ -30,6 +30,7 @@ _PIPE = PipelineConfig()
 _GRIP = GripperParams()
 _REG = RegionParams()
 _MET = MetricConfig()
+SAM_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("min_depth", _PIPE.min_depth_m, "nearest valid depth, metres", min_value=0.0,
@@ -106,6 +107,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("segmentation.sam.model", "vit_b", "SAM encoder: vit_b, vit_l or vit_h",
                   read_only=True),
     ParameterSpec("segmentation.sam.checkpoint", "", "local SAM checkpoint (.pth)", read_only=True),
+    ParameterSpec("segmentation.sam.backend", "torch", "SAM backend: " + ", ".join(SAM_BACKENDS)
+                  + " (TensorRT engines are built, checked against ONNX Runtime and cached on "
+                  "first use)", read_only=True),
+    ParameterSpec("segmentation.sam.onnx_dir", "", "onnxruntime/tensorrt: folder with "
+                  "`<name>_encoder.onnx` and `<name>_decoder.onnx` from `depth-perception export-sam` "
+                  "(empty: export segmentation.sam.checkpoint into the engine cache on first use)",
+                  read_only=True),
     ParameterSpec("segmentation.text.model_dir", "", "local OWLv2 folder (Hugging Face format)",
                   read_only=True),
     ParameterSpec("cloud.stride", 1, "decimation of the published scene cloud, pixels",
@@ -175,6 +183,9 @@ def validate_parameters(values: dict[str, Any]) -> str | None:
         return f"backend must be auto, torch, onnxruntime or tensorrt, not {v['backend']!r}"
     if v["precision"] not in ("fp32", "fp16", "bf16", "int8"):
         return f"precision must be fp32, fp16, bf16 or int8, not {v['precision']!r}"
+    if v["segmentation.sam.backend"] not in SAM_BACKENDS:
+        return (f"segmentation.sam.backend must be {', '.join(SAM_BACKENDS[:-1])} or "
+                f"{SAM_BACKENDS[-1]}, not {v['segmentation.sam.backend']!r}")
     if v["gripper.min_range"] >= v["gripper.max_range"]:
         return "need gripper.min_range < gripper.max_range"
     return None
@@ -213,18 +224,16 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
                           allow_mask_resize=bool(v["segmentation.allow_resize"]))
 
 
-def segmenters_from_parameters(values: dict[str, Any]) -> dict[str, Any]:
-    """The heavy mask sources the parameters ask for ({"sam": ..., "text": ...}); may be slow."""
+def segmenters_from_parameters(values: dict[str, Any],
+                               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The heavy mask sources the parameters ask for ({"sam": ..., "text": ...}); may be slow
+    (minutes on a first run: SAM export to ONNX, TensorRT engine builds). ``log`` gets one line
+    before such a step."""
     v = {**DEFAULTS, **values}
     sources = list(v["segmentation.source"])
     out: dict[str, Any] = {}
     if "sam" in sources or "text" in sources:
-        from .segmentation.sam import SamSegmenter
-
-        if not v["segmentation.sam.checkpoint"]:
-            raise ValueError("segmentation.source needs SAM: set segmentation.sam.checkpoint")
-        out["sam"] = SamSegmenter.from_config(v["segmentation.sam.model"],
-                                              v["segmentation.sam.checkpoint"])
+        out["sam"] = sam_from_parameters(v, log)
     if "text" in sources:
         from .segmentation.text import OpenVocabDetector, TextSegmenter
 
@@ -233,6 +242,44 @@ def segmenters_from_parameters(values: dict[str, Any]) -> dict[str, Any]:
         out["text"] = TextSegmenter(OpenVocabDetector.from_pretrained(
             v["segmentation.text.model_dir"]), out["sam"])
     return out
+
+
+def sam_from_parameters(values: dict[str, Any], log: Callable[[str], None] | None = None) -> Any:
+    """The SAM segmenter of ``segmentation.sam.*``: torch from the checkpoint; onnxruntime or
+    tensorrt from ``onnx_dir``, or from the checkpoint exported into the engine cache once."""
+    v = {**DEFAULTS, **values}
+    backend = v["segmentation.sam.backend"]
+    model, checkpoint = v["segmentation.sam.model"], v["segmentation.sam.checkpoint"]
+    onnx_dir = v["segmentation.sam.onnx_dir"]
+    if backend not in SAM_BACKENDS:
+        raise ValueError(f"segmentation.sam.backend must be one of {', '.join(SAM_BACKENDS)}, "
+                         f"not {backend!r}")
+    if backend == "torch":
+        from .segmentation.sam import SamSegmenter
+
+        if not checkpoint:
+            raise ValueError("segmentation.source needs SAM: set segmentation.sam.checkpoint")
+        return SamSegmenter.from_config(model, checkpoint)
+    from .segmentation import sam_tensorrt
+
+    if backend == "tensorrt":
+        sam_tensorrt.check_tensorrt_ready()  # before an export that would be wasted
+    if onnx_dir:
+        files = sam_tensorrt.find_sam_onnx(onnx_dir, preferred=(model, "sam"))
+    elif checkpoint:
+        files = sam_tensorrt.cached_sam_onnx(model, checkpoint, log=log)
+    else:
+        raise ValueError(f"segmentation.sam.backend {backend} needs segmentation.sam.onnx_dir "
+                         "(from `depth-perception export-sam`) or segmentation.sam.checkpoint "
+                         "(exported into the engine cache on first use)")
+    if backend == "onnxruntime":
+        from .segmentation.sam_onnx import SamOnnxSegmenter
+
+        return SamOnnxSegmenter(files.encoder, files.decoder)
+    if log is not None:
+        log(f"SAM on TensorRT from {files.encoder.parent}: a first run builds and checks two "
+            "engines (minutes)")
+    return sam_tensorrt.SamTensorRTSegmenter(files.encoder, files.decoder)
 
 
 def estimator_from_parameters(values: dict[str, Any], log: Any = None) -> Any:

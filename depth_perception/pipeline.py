@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -165,7 +165,12 @@ class Pipeline:
             self._rays = (key, cam.normalized_rays())
         return self._rays[1]
 
-    def process(self, frame: Frame) -> FrameResult:
+    def process(self, frame: Frame, on_depth: Callable[[FrameResult], None] | None = None) -> FrameResult:
+        """Depth, cloud, segmentation and regions of one frame.
+
+        ``on_depth`` gets the result as soon as depth and cloud exist (no regions or labels yet), so
+        a driver can publish depth before segmentation, which may take far longer, is done.
+        """
         cfg = self.config
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -207,6 +212,11 @@ class Pipeline:
             t = time.perf_counter()
             points = cam.backproject(depth_m, self._rays_for(cam))
             timings["cloud"] = (time.perf_counter() - t) * 1e3
+        result = FrameResult(depth_m=depth_m, valid=valid, points=points, camera=cam, depth_source=source,
+                             stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, timings_ms=timings,
+                             depth_confidence=confidence, prediction=prediction, metric=metric)
+        if on_depth is not None:
+            on_depth(replace(result, timings_ms=dict(timings)))
         regions: list[Region] = []
         labels = None
         seg_source = seg_message = ""
@@ -225,23 +235,9 @@ class Pipeline:
             labels = label_image(regions, depth_m.shape)
             timings["regions"] = (time.perf_counter() - t) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return FrameResult(
-            depth_m=depth_m,
-            valid=valid,
-            points=points,
-            camera=cam,
-            depth_source=source,
-            stamp_ns=frame.stamp_ns,
-            frame_id=frame.frame_id,
-            timings_ms=timings,
-            depth_confidence=confidence,
-            prediction=prediction,
-            metric=metric,
-            regions=regions,
-            labels=labels,
-            segmentation_source=seg_source,
-            segmentation_message=seg_message,
-        )
+        result.regions, result.labels = regions, labels
+        result.segmentation_source, result.segmentation_message = seg_source, seg_message
+        return result
 
     def _segment(self, frame: Frame, points: np.ndarray) -> Segmentation:
         """Every configured mask source → merged → fused with the depth. Never raises for bad

@@ -121,3 +121,31 @@ def test_geometric_segmentation_is_the_default_and_finds_the_objects(scene):
 def test_unknown_segmentation_source_is_named():
     with pytest.raises(PipelineError, match="unknown segmentation source"):
         PipelineConfig(segmentation=("magic",))
+
+
+def test_depth_is_handed_out_before_segmentation_starts(monkeypatch):
+    """Pipeline.process(on_depth=...) lets a driver publish depth while masks are still computed."""
+    scene = generate_tabletop(seed=5, width=160, height=120)
+    pipeline = Pipeline(PipelineConfig(segmentation=("geometric",)))
+    events: list[str] = []
+    segment = pipeline._segment
+
+    def recording_segment(frame, points):
+        events.append("segmentation")
+        return segment(frame, points)
+
+    monkeypatch.setattr(pipeline, "_segment", recording_segment)
+    partial: list = []
+
+    def on_depth(result):
+        events.append("depth")
+        partial.append(result)
+
+    frame = Frame(rgb=scene.rgb, camera=CameraModel(width=160, height=120, K=scene.K),
+                  right_rgb=scene.right_rgb, baseline_m=scene.baseline_m)
+    result = pipeline.process(frame, on_depth=on_depth)
+    assert events == ["depth", "segmentation"]
+    early = partial[0]
+    assert early.regions == [] and early.labels is None
+    assert early.depth_m is result.depth_m and np.isfinite(early.depth_m).any()
+    assert result.regions and result.labels is not None  # the full result still has everything

@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -173,6 +173,67 @@ class ShapeProfile:
                 "max_hw": list(self.max_hw), "batch": self.batch, "channels": self.channels}
 
 
+def format_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(d)) for d in shape)
+
+
+@dataclass(frozen=True)
+class TensorProfile:
+    """The range of shapes of an input of any rank (e.g. SAM's point_coords B x P x 2), for the
+    further inputs of a graph that :class:`ShapeProfile` (N x C x H x W) does not describe.
+
+    TensorRT tunes kernels for ``opt_shape`` and refuses shapes outside ``[min_shape, max_shape]``.
+    """
+
+    min_shape: tuple[int, ...]
+    opt_shape: tuple[int, ...]
+    max_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        shapes = (("min", self.min_shape), ("opt", self.opt_shape), ("max", self.max_shape))
+        for label, shape in shapes:
+            if not shape or any(isinstance(d, bool) or int(d) != d or d <= 0 for d in shape):
+                raise ValueError(f"tensor profile {label} shape {shape!r} must be positive ints")
+        if not len(self.min_shape) == len(self.opt_shape) == len(self.max_shape):
+            raise ValueError(f"tensor profile {self.describe()}: min, opt and max need the same rank")
+        for axis, (lo, mid, hi) in enumerate(zip(self.min_shape, self.opt_shape, self.max_shape)):
+            if not lo <= mid <= hi:
+                raise ValueError(f"tensor profile {self.describe()}: axis {axis} needs "
+                                 f"min <= opt <= max, got {lo}, {mid}, {hi}")
+
+    @classmethod
+    def fixed(cls, shape: Sequence[int]) -> "TensorProfile":
+        s = tuple(int(d) for d in shape)
+        return cls(s, s, s)
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.min_shape == self.max_shape
+
+    def input_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max), as TensorRT's optimization profile wants them."""
+        return self.min_shape, self.opt_shape, self.max_shape
+
+    def contains(self, shape: Sequence[int]) -> bool:
+        return len(shape) == len(self.min_shape) and all(
+            lo <= int(s) <= hi for lo, s, hi in zip(self.min_shape, shape, self.max_shape))
+
+    def describe(self) -> str:
+        """``1x2x2`` when fixed, else ``min 1x1x2 / opt 4x2x2 / max 16x8x2``."""
+        if self.min_shape == self.opt_shape == self.max_shape:
+            return format_shape(self.opt_shape)
+        return (f"min {format_shape(self.min_shape)} / opt {format_shape(self.opt_shape)} / "
+                f"max {format_shape(self.max_shape)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"min_shape": list(self.min_shape), "opt_shape": list(self.opt_shape),
+                "max_shape": list(self.max_shape)}
+
+
+# Either kind of profile, for the further inputs of a multi-input graph.
+InputProfile = Union[ShapeProfile, TensorProfile]
+
+
 # --------------------------------------------------------------------------------------------------
 # Keys and file names
 
@@ -204,8 +265,9 @@ class EngineKey:
     profile: ShapeProfile
     # int8 only: identifies the calibration images (see calibration_id); "" otherwise.
     calibration_id: str = ""
-    # Shape profiles of further dynamic inputs (e.g. Prompt Depth Anything's prompt_depth).
-    extra_profiles: tuple[tuple[str, ShapeProfile], ...] = ()
+    # Shape profiles of further dynamic inputs (e.g. Prompt Depth Anything's prompt_depth, SAM's
+    # point_coords / point_labels).
+    extra_profiles: tuple[tuple[str, InputProfile], ...] = ()
 
     def __post_init__(self) -> None:
         _check_precision(self.precision)

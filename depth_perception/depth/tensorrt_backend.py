@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 import threading
@@ -40,7 +41,9 @@ from .engine_cache import (
     EngineCache,
     EngineKey,
     EngineKeyMismatchError,
+    InputProfile,
     ShapeProfile,
+    TensorProfile,
     ValidationReport,
     atomic_write_bytes,
     build_lock,
@@ -77,6 +80,12 @@ _LOG = logging.getLogger(__name__)
 # rgb HxWx3 uint8 + (H, W) network input size -> float32 1 x 3 x H x W, normalised exactly as the
 # estimator does at inference time (int8 calibration must see the statistics it will run on).
 PreprocessFn = Callable[[np.ndarray, "tuple[int, int]"], np.ndarray]
+
+# k (0, 1, 2, ...: the k-th validation input) -> the further inputs of a multi-input graph to run it
+# with. Deterministic in k. For graphs whose further inputs need meaningful values and several
+# shapes (SAM's decoder: prompt points and labels over the prompt/point profile); the default is
+# uniform noise at each further input's opt shape.
+ValidationFeeds = Callable[[int], Mapping[str, np.ndarray]]
 
 
 class TensorRTUnavailableError(ImportError):
@@ -227,6 +236,46 @@ def resolve_profile(graph_shape: Sequence[int], requested: ShapeProfile,
     return requested
 
 
+def resolve_input_profile(graph_shape: Sequence[int], requested: InputProfile,
+                          name: str) -> InputProfile:
+    """:func:`resolve_profile` for either kind of profile: a :class:`TensorProfile` must have the
+    graph input's rank and match each static axis exactly."""
+    if isinstance(requested, ShapeProfile):
+        return resolve_profile(graph_shape, requested, name)
+    shape = [int(d) for d in graph_shape]
+    if len(shape) != len(requested.min_shape):
+        raise ValueError(f"input {name!r} has shape {_shape_text(shape)} in the ONNX graph, but its "
+                         f"profile {requested.describe()} has rank {len(requested.min_shape)}")
+    for axis, size in enumerate(shape):
+        wanted = {requested.min_shape[axis], requested.opt_shape[axis], requested.max_shape[axis]}
+        if size > 0 and wanted != {size}:
+            raise ValueError(f"input {name!r} has a fixed size of {size} on axis {axis} in the ONNX "
+                             f"graph, but its profile is {requested.describe()}")
+    return requested
+
+
+def input_profiles(graph_inputs: Mapping[str, Sequence[int]], main: str, profile: ShapeProfile,
+                   extra_profiles: Mapping[str, InputProfile] | None = None,
+                   source: Path | str = "the ONNX file") -> dict[str, InputProfile]:
+    """The optimization profile per graph input (``graph_inputs``: name -> shape, -1 = dynamic):
+    ``profile`` for the main input, ``extra_profiles`` for further ones; a further static
+    N x C x H x W input gets its one size, other static inputs need no entry."""
+    extra = dict(extra_profiles or {})
+    profiles: dict[str, InputProfile] = {main: resolve_profile(graph_inputs[main], profile, main)}
+    for name, graph_shape in graph_inputs.items():
+        shape = tuple(int(d) for d in graph_shape)
+        if name == main:
+            continue
+        if name in extra:
+            profiles[name] = resolve_input_profile(shape, extra[name], name)
+        elif all(d > 0 for d in shape) and len(shape) == 4:
+            profiles[name] = ShapeProfile.fixed(shape[2], shape[3], shape[0], shape[1])
+        elif not all(d > 0 for d in shape):
+            raise ValueError(f"{source} has a further dynamic input {name!r} "
+                             f"({_shape_text(shape)}): give its shape profile (extra_profiles)")
+    return profiles
+
+
 def pick_input_name(available: Sequence[str], wanted: str = INPUT_NAME) -> str:
     if wanted in available:
         return wanted
@@ -243,7 +292,7 @@ def build_serialized_engine(onnx_path: Path | str, *, precision: Precision = "fp
                             profile: ShapeProfile = DEFAULT_PROFILE, workspace_mb: int | None = None,
                             calibrator: trt.IInt8Calibrator | None = None,
                             input_name: str = INPUT_NAME,
-                            extra_profiles: Mapping[str, ShapeProfile] | None = None) -> bytes:
+                            extra_profiles: Mapping[str, InputProfile] | None = None) -> bytes:
     """Parse an ONNX file and build a serialized engine (bytes). Minutes for a real model.
 
     ``fp16`` enables FP16 kernels (TensorRT keeps normalisation layers in FP32 by itself);
@@ -271,18 +320,7 @@ def build_serialized_engine(onnx_path: Path | str, *, precision: Precision = "fp
     graph_inputs = {network.get_input(i).name: _dims(network.get_input(i).shape)
                     for i in range(network.num_inputs)}
     main = pick_input_name(list(graph_inputs), input_name)
-    profiles = {main: resolve_profile(graph_inputs[main], profile, main)}
-    extra = dict(extra_profiles or {})
-    for name, shape in graph_inputs.items():
-        if name == main:
-            continue
-        if name in extra:
-            profiles[name] = resolve_profile(shape, extra[name], name)
-        elif all(d > 0 for d in shape) and len(shape) == 4:
-            profiles[name] = ShapeProfile.fixed(shape[2], shape[3], shape[0], shape[1])
-        else:
-            raise ValueError(f"{onnx_path} has a further dynamic input {name!r} "
-                             f"({_shape_text(shape)}): give its shape profile (extra_profiles)")
+    profiles = input_profiles(graph_inputs, main, profile, extra_profiles, onnx_path)
     if precision == "int8" and len(profiles) > 1:
         raise ValueError("int8 calibration supports single-input networks only")
 
@@ -586,19 +624,32 @@ def gpu_identity(device: int = 0) -> tuple[str, tuple[int, int]]:
     return str(torch.cuda.get_device_name(device)), (int(major), int(minor))
 
 
+def engine_key(onnx_path: Path | str, *, tensorrt_version: str, gpu_name: str,
+               compute_capability: tuple[int, int], precision: str, profile: ShapeProfile,
+               calibration_id: str = "", extra_profiles: Mapping[str, InputProfile] | None = None,
+               onnx_sha256: str | None = None) -> EngineKey:
+    """The cache key :func:`ensure_engine` files an engine under (pure: no TensorRT, no GPU)."""
+    sha = onnx_sha256 if onnx_sha256 is not None else sha256_file(onnx_path)
+    return EngineKey(sha, tensorrt_version, gpu_name, compute_capability, precision, profile,
+                     calibration_id, tuple(sorted((extra_profiles or {}).items())))
+
+
 def ensure_engine(onnx_path: Path | str, *, precision: Precision = "fp16",
                   profile: ShapeProfile | None = None, cache_dir: Path | str | None = None,
                   output: Path | str | None = None, device: int = 0,
                   workspace_mb: int | None = None, calibration: CalibrationData | None = None,
                   validate: bool = True, tolerance: float | None = None, validation_count: int = 3,
                   input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
-                  extra_profiles: Mapping[str, ShapeProfile] | None = None,
-                  rebuild: bool = False, logger: logging.Logger | None = None) -> EngineArtifact:
+                  extra_profiles: Mapping[str, InputProfile] | None = None,
+                  rebuild: bool = False, logger: logging.Logger | None = None,
+                  validation_feeds: ValidationFeeds | None = None) -> EngineArtifact:
     """The engine for ``onnx_path``: from the cache (or ``output``) when its key matches, else built,
     checked against ONNX Runtime (unless ``validate`` is False) and stored atomically.
 
     A corrupt cached file is reported and rebuilt. A mismatch with ONNX Runtime raises
     :class:`~depth_perception.depth.engine_cache.EngineValidationError` and stores nothing.
+    ``validation_feeds`` gives the further inputs of a multi-input graph for each validation input
+    (default: noise at their opt shapes); it is not part of the key.
     """
     log = logger or _LOG
     trt_version = str(import_tensorrt().__version__)
@@ -615,9 +666,9 @@ def ensure_engine(onnx_path: Path | str, *, precision: Precision = "fp16",
         images = list_calibration_images(calibration.directory, calibration.max_images)
         calib_id = calibration_id(images, calibration.preprocess_id)
     gpu_name, capability = gpu_identity(device)
-    onnx_sha = sha256_file(onnx)
-    key = EngineKey(onnx_sha, trt_version, gpu_name, capability, precision, profile, calib_id,
-                    tuple(sorted(extras.items())))
+    key = engine_key(onnx, tensorrt_version=trt_version, gpu_name=gpu_name,
+                     compute_capability=capability, precision=precision, profile=profile,
+                     calibration_id=calib_id, extra_profiles=extras)
     cache = EngineCache(cache_dir)
     engine_path = Path(output) if output is not None else cache.entry(key, onnx.stem).engine_path
 
@@ -647,7 +698,7 @@ def ensure_engine(onnx_path: Path | str, *, precision: Precision = "fp16",
             return found
         job = _BuildJob(onnx, key, precision, profile, extras, engine_path, cache.directory,
                         output is not None, images, calibration, device, workspace_mb, validate,
-                        tolerance, validation_count, input_name, output_name)
+                        tolerance, validation_count, input_name, output_name, validation_feeds)
         return _build_and_store(job, log)
 
 
@@ -657,7 +708,7 @@ class _BuildJob:
     key: EngineKey
     precision: Precision
     profile: ShapeProfile
-    extras: Mapping[str, ShapeProfile]
+    extras: Mapping[str, InputProfile]
     engine_path: Path
     cache_dir: Path
     explicit_output: bool  # --output given: failing to write it is an error, not a warning
@@ -670,6 +721,7 @@ class _BuildJob:
     validation_count: int
     input_name: str
     output_name: str
+    validation_feeds: ValidationFeeds | None = None
 
 
 def _build_and_store(job: _BuildJob, log: logging.Logger) -> EngineArtifact:
@@ -725,20 +777,44 @@ def _raise_calibration_error(calibrator: Any) -> None:
         raise ValueError(f"int8 calibration failed: {error}") from error
 
 
-def _extra_validation_feeds(extras: Mapping[str, ShapeProfile]
+def _opt_shape(profile: InputProfile) -> tuple[int, ...]:
+    if isinstance(profile, TensorProfile):
+        return profile.opt_shape
+    return profile.nchw(profile.opt_hw)
+
+
+def _extra_validation_feeds(extras: Mapping[str, InputProfile]
                             ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Deterministic further inputs (e.g. a prompt depth in metres) at their profile's opt size."""
     def feeds(_: np.ndarray) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(1)
-        return {n: rng.uniform(0.5, 5.0, p.nchw(p.opt_hw)).astype(np.float32)
+        return {n: rng.uniform(0.5, 5.0, _opt_shape(p)).astype(np.float32)
                 for n, p in sorted(extras.items())}
     return feeds
+
+
+def indexed_validation_feeds(feeds: ValidationFeeds
+                             ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """:data:`ValidationFeeds` in the form :func:`validate_engine` takes (main input -> further
+    inputs): distinct main inputs are numbered in the order first seen, and validation passes them
+    to ONNX Runtime and to the engine in the same order, so both runs get the same further inputs."""
+    seen: dict[bytes, int] = {}
+
+    def extra(x: np.ndarray) -> dict[str, np.ndarray]:
+        digest = hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()
+        k = seen.setdefault(digest, len(seen))
+        return {n: np.asarray(v) for n, v in feeds(k).items()}
+    return extra
 
 
 def _validate_built_engine(engine_bytes: bytes, job: _BuildJob) -> ValidationReport:
     runner = _EngineRunner(engine_bytes, job.engine_path, job.device, job.input_name,
                            job.output_name)
-    extra_feeds = _extra_validation_feeds(job.extras) if job.extras else None
+    extra_feeds: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
+    if job.validation_feeds is not None:
+        extra_feeds = indexed_validation_feeds(job.validation_feeds)
+    elif job.extras:
+        extra_feeds = _extra_validation_feeds(job.extras)
     try:
         def run(x: np.ndarray) -> np.ndarray:
             feeds: dict[str, Any] = {runner.input_name: x}
@@ -775,7 +851,8 @@ class TensorRTBackend:
                  workspace_mb: int | None = None, calibration: CalibrationData | None = None,
                  validate: bool = True, tolerance: float | None = None,
                  input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
-                 extra_profiles: Mapping[str, ShapeProfile] | None = None) -> None:
+                 extra_profiles: Mapping[str, InputProfile] | None = None,
+                 validation_feeds: ValidationFeeds | None = None) -> None:
         self._log = logger or _LOG
         self._lock = threading.Lock()
         self._runner: _EngineRunner | None = None
@@ -791,7 +868,8 @@ class TensorRTBackend:
                 path, precision=precision, profile=profile, cache_dir=cache_dir, device=device,
                 workspace_mb=workspace_mb, calibration=calibration, validate=validate,
                 tolerance=tolerance, input_name=input_name, output_name=output_name,
-                extra_profiles=extra_profiles, logger=self._log)
+                extra_profiles=extra_profiles, logger=self._log,
+                validation_feeds=validation_feeds)
             self.engine_path = self.artifact.engine_path
             engine_bytes = self.artifact.engine_bytes
         else:
@@ -815,7 +893,8 @@ class TensorRTBackend:
                 path, precision=precision, profile=profile, cache_dir=cache_dir, device=device,
                 workspace_mb=workspace_mb, calibration=calibration, validate=validate,
                 tolerance=tolerance, input_name=input_name, output_name=output_name,
-                extra_profiles=extra_profiles, rebuild=True, logger=self._log)
+                extra_profiles=extra_profiles, rebuild=True, logger=self._log,
+                validation_feeds=validation_feeds)
             self._runner = _EngineRunner(self.artifact.engine_bytes, self.engine_path, device,
                                          input_name, output_name)
         self.input_name = self._runner.input_name

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import rclpy
@@ -45,6 +46,10 @@ from ..pipeline import Pipeline
 from ..sync import LatestSlot, StampSynchronizer
 from . import messages as M
 from .conversion import group_to_frame, iter_result_messages, output_options
+
+#: published as soon as depth exists, before segmentation and regions
+EARLY_TOPICS = ("depth", "depth/camera_info", "depth/colored")
+
 
 class DepthPerceptionNode(Node):
     def __init__(self, **kwargs: Any) -> None:
@@ -241,7 +246,7 @@ class DepthPerceptionNode(Node):
             self.get_logger().info(
                 f"depth model {values['model']} ready on {self._estimator.backend_name}")
         try:
-            self._segmenters = segmenters_from_parameters(values)
+            self._segmenters = segmenters_from_parameters(values, log=self.get_logger().info)
         except Exception as exc:  # noqa: BLE001 - depth and clouds still work without them
             self.last_error = f"segmentation models failed to load: {exc}"
             self.get_logger().error(self.last_error)
@@ -282,17 +287,27 @@ class DepthPerceptionNode(Node):
         frame.prompt = self._prompt
         convert_ms = (time.perf_counter() - t_in) * 1e3
         pipeline = self._pipeline  # one consistent config for the whole frame
-        result = pipeline.process(frame)
-        result.timings_ms["convert_in"] = convert_ms
         values = {p.name: p.value for p in self.get_parameters(
             ["depth_encoding", "cloud.stride", "cloud.max_range"])}
         options = output_options(values, self._region_types, self._marker_types,
                                  topics=self._wanted_topics())
-        t0 = time.perf_counter()
         header = group["image"].header
-        for topic, msg in iter_result_messages(self._types, frame, result, header, options):
-            self._publishers_by_topic[topic].publish(msg)
-        result.timings_ms["publish"] = (time.perf_counter() - t0) * 1e3
+        # depth goes out before segmentation (SAM can take far longer than the depth network);
+        # the cloud waits for the instance labels it carries
+        early = tuple(t for t in options.topics if t in EARLY_TOPICS)
+        publish_ms: list[float] = []
+
+        def publish(result: Any, topics: tuple[str, ...]) -> None:
+            t0 = time.perf_counter()
+            for topic, msg in iter_result_messages(self._types, frame, result, header,
+                                                   replace(options, topics=topics)):
+                self._publishers_by_topic[topic].publish(msg)
+            publish_ms.append((time.perf_counter() - t0) * 1e3)
+
+        result = pipeline.process(frame, on_depth=lambda partial: publish(partial, early))
+        publish(result, tuple(t for t in options.topics if t not in early))
+        result.timings_ms["convert_in"] = convert_ms
+        result.timings_ms["publish"] = sum(publish_ms)
         self._timings.append(result.timings_ms)
         self._last_source = result.depth_source
         self._last_region_count = len(result.regions)

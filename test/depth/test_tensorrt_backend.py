@@ -91,7 +91,8 @@ def test_mypy_against_tensorrt_stubs(tmp_path):
         [sys.executable, "-m", "mypy", "--config-file", str(REPO / "mypy-trt.ini"),
          "--cache-dir", str(tmp_path / "mypy-cache"),
          "depth_perception/depth/tensorrt_backend.py", "depth_perception/depth/engine_cache.py",
-         "depth_perception/depth/trt_commands.py"],
+         "depth_perception/depth/trt_commands.py",
+         "depth_perception/segmentation/sam_tensorrt.py"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -171,9 +171,9 @@ def test_a_slow_stage_drops_stale_frames_and_the_latest_frame_wins(harness, scen
     node = harness.node
     real_process = node._pipeline.process
 
-    def slow_process(frame):
+    def slow_process(frame, on_depth=None):
         time.sleep(0.25)
-        return real_process(frame)
+        return real_process(frame, on_depth)
 
     node._pipeline.process = slow_process
     stamps = [10_000_000_000 + i * 20_000_000 for i in range(15)]
