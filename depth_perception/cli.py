@@ -83,6 +83,12 @@ def _add_bag(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", default="image", help="image topic name in the namespace")
     p.add_argument("--masks", metavar="TOPIC",
                    help="instance-id mask topic (sets segmentation.source=topic)")
+    p.add_argument("--detections", metavar="TOPIC",
+                   help="vision_msgs/Detection2DArray topic: SAM prompts (segmentation.source sam) "
+                   "or names of the --masks instances")
+    p.add_argument("--sparse-depth", metavar="TOPIC",
+                   help="registered depth image for metric.mode sparse_depth")
+    p.add_argument("--lidar", metavar="TOPIC", help="PointCloud2 for metric.mode pointcloud")
     p.add_argument("--output-ns", default="/depth_perception", help="namespace of the outputs")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.add_argument("--copy-inputs", action="store_true", help="also copy the input topics")
@@ -161,7 +167,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
     if args.masks:
         params["segmentation.source"] = ["topic"]
     topics = input_topics(args.camera_ns, bool(params.get("stereo", False)), args.right_ns,
-                          args.image, args.masks)
+                          args.image, args.masks, args.detections, args.sparse_depth, args.lidar)
     summary = process_bag(args.input, args.output, params, topics, output_ns=args.output_ns,
                           storage=args.storage, copy_inputs=args.copy_inputs,
                           overwrite=args.overwrite)

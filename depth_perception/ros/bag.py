@@ -77,6 +77,9 @@ INPUT_TYPES = {
     "right/image": ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
     "right/camera_info": ("sensor_msgs/msg/CameraInfo",),
     "masks": ("sensor_msgs/msg/Image",),
+    "detections": ("vision_msgs/msg/Detection2DArray",),
+    "sparse_depth": ("sensor_msgs/msg/Image",),
+    "lidar_points": ("sensor_msgs/msg/PointCloud2",),
 }
 
 
@@ -109,15 +112,19 @@ class BagSummary:
 
 
 def input_topics(camera_ns: str, stereo: bool, right_ns: str | None = None,
-                 image: str = "image", masks: str | None = None) -> dict[str, str]:
-    """Bag topic of each pipeline input, e.g. /camera/image and /camera/camera_info."""
+                 image: str = "image", masks: str | None = None, detections: str | None = None,
+                 sparse_depth: str | None = None, lidar_points: str | None = None) -> dict[str, str]:
+    """Bag topic of each pipeline input, e.g. /camera/image and /camera/camera_info (the optional
+    ones only when given)."""
     ns = camera_ns.rstrip("/")
     right = (right_ns or f"{ns}/right").rstrip("/")
     topics = {"image": f"{ns}/{image}", "camera_info": f"{ns}/camera_info"}
     if stereo:
         topics |= {"right/image": f"{right}/{image}", "right/camera_info": f"{right}/camera_info"}
-    if masks:
-        topics["masks"] = masks
+    for name, topic in (("masks", masks), ("detections", detections),
+                        ("sparse_depth", sparse_depth), ("lidar_points", lidar_points)):
+        if topic:
+            topics[name] = topic
     return topics
 
 
@@ -138,15 +145,21 @@ def process_bag(
     from rosbags.highlevel import AnyReader
     from tqdm import tqdm
 
-    from ..config import DEFAULTS, pipeline_config
+    from ..config import DEFAULTS, estimator_from_parameters, pipeline_config, segmenters_from_parameters
     from ..pipeline import Pipeline
     from ..sync import StampSynchronizer
     from .conversion import group_to_frame, output_options, result_to_messages
     from .messages import stamp_to_ns
 
     params = {**DEFAULTS, **(parameters or {})}
-    pipeline = Pipeline(pipeline_config(params))
     topics = topics or input_topics("/camera", bool(params["stereo"]))
+    in_p = Path(in_path)
+    if not in_p.exists():
+        raise FileNotFoundError(f"{in_p}: no such bag")
+    # the same models as the node: the monocular network (when `model` is set) and SAM / the
+    # open-vocabulary detector (when segmentation.source asks for them)
+    pipeline = Pipeline(pipeline_config(params), estimator=estimator_from_parameters(params),
+                        segmenters=segmenters_from_parameters(params))
     by_topic = {topic: name for name, topic in topics.items()}
     # masks / detections recorded from slower nodes: an image waits for them (in log time)
     sync = StampSynchronizer(list(topics), primary="image", slop_ns=int(params["sync_slop"] * 1e9),
@@ -154,10 +167,11 @@ def process_bag(
                              optional=tuple(n for n in ("masks", "detections") if n in topics),
                              optional_wait_ns=int(float(params["segmentation.wait"]) * 1e9))
     summary = BagSummary()
-    in_p = Path(in_path)
-    if not in_p.exists():
-        raise FileNotFoundError(f"{in_p}: no such bag")
     types = rosbags_types()
+    if "detections" in topics:  # vision_msgs is not in rosbags' own typestore
+        from .vision_msgs import register_vision_types
+
+        register_vision_types(types.typestore)
     from .region_messages import rosbags_marker_types, rosbags_region_types
 
     options = output_options(params, rosbags_region_types(types.typestore),

@@ -99,3 +99,54 @@ def test_masks_in_the_bag_give_region_topics(tmp_path):
     msgtype, array = out["/depth_perception/regions"][0]
     assert msgtype == "depth_perception_msgs/msg/GraspableRegionArray"
     assert len(array.regions) >= 3 and M.stamp_to_ns(array.header.stamp) == STAMPS[0]
+
+
+def test_a_monocular_model_sparse_depth_and_sam_prompted_by_recorded_detections(tmp_path):
+    """The bag tool loads what the node loads: the bundled student network made metric by a
+    recorded sparse depth image, and a (tiny, random) SAM prompted by recorded detections."""
+    pytest.importorskip("segment_anything")
+    import torch
+
+    from depth_perception.depth.zoo import DEFAULT_MODEL
+    from depth_perception.ros.vision_msgs import detections_to_msg, register_vision_types
+    from depth_perception.segmentation.base import Detection
+    from depth_perception.segmentation.sam import build_sam_model
+
+    checkpoint = tmp_path / "sam_tiny.pth"
+    torch.save(build_sam_model("tiny").state_dict(), checkpoint)
+    scene = generate_tabletop(seed=5, width=256, height=192)
+    t = M.rosbags_types()
+    vision = register_vision_types(t.typestore)
+    sparse = np.zeros(scene.depth_m.shape, np.uint16)  # 16UC1 mm, 0 = no measurement
+    rng = np.random.default_rng(0)
+    v, u = rng.integers(0, 192, 300), rng.integers(0, 256, 300)
+    sparse[v, u] = np.nan_to_num(scene.depth_m[v, u] * 1000).astype(np.uint16)
+    boxes = []
+    for obj_id in (i for i in np.unique(scene.instance_mask) if i):
+        ys, xs = np.nonzero(scene.instance_mask == obj_id)
+        boxes.append(Detection(np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float),
+                               f"thing{obj_id}", 0.9))
+    cam = CameraModel(width=256, height=192, K=scene.K)
+    with BagWriter(tmp_path / "in", types=t) as bag:
+        for k, stamp in enumerate(STAMPS[:2]):
+            header = M.make_header(t, stamp, "cam_optical")
+            bag.write("/camera/image", M.numpy_to_image(t, scene.rgb, "rgb8", header), stamp)
+            bag.write("/camera/camera_info", M.model_to_camera_info(t, cam, header), stamp)
+            bag.write("/lidar/depth", M.numpy_to_image(t, sparse, "16UC1", header), stamp)
+            if k == 0:  # the second frame's detector never answered: depth without regions
+                bag.write("/detector/detections", detections_to_msg(vision, boxes, header), stamp + 50)
+    params = {"model": DEFAULT_MODEL, "metric.mode": "sparse_depth", "segmentation.source": ["sam"],
+              "segmentation.sam.model": "tiny", "segmentation.sam.checkpoint": str(checkpoint)}
+    topics = {"image": "/camera/image", "camera_info": "/camera/camera_info",
+              "sparse_depth": "/lidar/depth", "detections": "/detector/detections"}
+    summary = process_bag(tmp_path / "in", tmp_path / "out", params, topics, progress=False)
+    assert (summary.frames_processed, summary.frames_failed) == (2, 0), summary.table()
+    out = {}
+    for topic, _, _, msg in read_bag(tmp_path / "out"):
+        out.setdefault(topic, []).append(msg)
+    depth = M.image_to_depth(out["/depth_perception/depth"][0])
+    valid = np.isfinite(depth) & np.isfinite(scene.depth_m)
+    assert np.median(np.abs(depth[valid] - scene.depth_m[valid]) / scene.depth_m[valid]) < 0.1  # metric
+    first, second = out["/depth_perception/regions/labels"]
+    assert M.image_to_numpy(first).any() and not M.image_to_numpy(second).any()
+    assert len(out["/depth_perception/depth"]) == 2
