@@ -784,33 +784,38 @@ def extract_regions(
         height_k = height.take(kept)
         h_lo = seg_k.reduce(np.minimum, height_k, np.nan)
         h_hi = seg_k.reduce(np.maximum, height_k, np.nan)
-    row_k = idx_k // W
-    col_k = idx_k - row_k * W
-    col_lo = seg_k.reduce(np.minimum, col_k, 0)
-    col_hi = seg_k.reduce(np.maximum, col_k, 0)
-    uv = basis = seg_e = None
+    # the two ends of every row run of kept points: a run's inner points lie between its ends on
+    # the pixel grid, so the ends hold each instance's leftmost and rightmost columns and (on a
+    # smooth surface) its footprint hull on the support plane
+    end = keep.copy()
+    if N > 2:
+        end[1:-1] &= ~(right[:-1] & right[1:] & keep[:-2] & keep[2:])
+    end_k = end.take(kept)
+    ends = np.flatnonzero(end_k)
+    seg_e = seg_k.where(end_k)
+    col_e = idx_k.take(ends) % W
+    col_lo = seg_e.reduce(np.minimum, col_e, 0).tolist()
+    col_hi = seg_e.reduce(np.maximum, col_e, 0).tolist()
+    uv = basis = None
     if plane is not None and kept.size:
         basis = _plane_basis(plane[:3])
-        # footprint hull candidates: the two ends of every row run of kept points (a run's inner
-        # points lie between its ends on the pixel grid and, on a smooth surface, on the plane too)
-        end = keep.copy()
-        if N > 2:
-            end[1:-1] &= ~(right[:-1] & right[1:] & keep[:-2] & keep[2:])
-        end_k = end.take(kept)
-        seg_e = seg_k.where(end_k)
-        uv = basis[:, :2].T.astype(np.float32) @ Pk.take(np.flatnonzero(end_k), axis=1)  # (2, n_ends)
+        uv = basis[:, :2].T.astype(np.float32) @ Pk.take(ends, axis=1)  # (2, n_ends)
 
     # 9. per instance: a short loop over instances, never over points
     points_all = _interleave(Pk)
     colours_all = None if colours is None else _gather_rgb(colours, idx_k)
-    pix_all = idx_k if stride == 1 else row_k * (stride * full_shape[1]) + col_k * stride
+    if stride == 1:
+        pix_all = idx_k
+    else:
+        row_k, col_k = np.divmod(idx_k, W)
+        pix_all = row_k * (stride * full_shape[1]) + col_k * stride
     regions = []
     for j, rid in enumerate(ids.tolist()):
         sl = seg_k.slice(j)
         n = sl.stop - sl.start
         if n:  # rows come sorted within an instance
-            x0, y0 = int(col_lo[j]), int(row_k[sl.start])
-            roi = (x0, y0, int(col_hi[j]) - x0 + 1, int(row_k[sl.stop - 1]) - y0 + 1)
+            x0, y0 = col_lo[j], int(idx_k[sl.start]) // W
+            roi = (x0, y0, col_hi[j] - x0 + 1, int(idx_k[sl.stop - 1]) // W - y0 + 1)
         else:  # no point survived: the roi of the input mask
             v, u = np.divmod(idx0[seg0.slice(j)], W)
             roi = (int(u.min()), int(v.min()), int(u.max() - u.min()) + 1, int(v.max() - v.min()) + 1)
@@ -823,7 +828,7 @@ def extract_regions(
             colors=None if colours_all is None else colours_all[sl], normal_vectors=normal_vectors[:, sl],
             q=None if not n else Pk[:, sl], moments=moments[j], mean_normal=mean_normal[:, j],
             heights=None if h_lo is None else (float(h_lo[j]), float(h_hi[j])),
-            footprint=None if seg_e is None else (uv[:, seg_e.slice(j)], basis), plane=plane,
+            footprint=None if uv is None else (uv[:, seg_e.slice(j)], basis), plane=plane,
             stats=stats(j) if n < gripper.min_points else None,
             eroded_px=0 if uneroded[j] else params.erosion_px, foot=float(moments[j].mean[2]) * ang,
             gripper=gripper, params=params,
