@@ -25,6 +25,7 @@ MSG_PACKAGE = "depth_perception_msgs"
 MSG_NAMES = ("GraspableRegion", "GraspableRegionArray")  # dependency order
 
 #: marker colours (r, g, b) by verdict: green fits, orange too wide, grey too few points, red out of range
+_VERDICT_TEXT = {int(v): v.name.lower().replace("_", " ") for v in Verdict}
 VERDICT_COLOURS: dict[int, tuple[float, float, float]] = {
     Verdict.GRASPABLE: (0.1, 0.8, 0.2),
     Verdict.TOO_WIDE: (1.0, 0.55, 0.0),
@@ -272,43 +273,39 @@ def scene_cloud_msg(types: M.MessageTypes, cloud: SceneCloud, header: Any) -> An
 # -- markers ----------------------------------------------------------------------------------------
 
 
-def _marker_extras(mt: MarkerTypes, header: Any) -> dict[str, Any]:
-    """The texture / mesh fields a rosbags Marker needs and rclpy's class defaults, built once per
-    MarkerArray (they are empty, so every marker may share them)."""
-    if not dataclasses.is_dataclass(mt.Marker):
-        return {}
-    names = {f.name for f in dataclasses.fields(mt.Marker)}
-    extras: dict[str, Any] = {"texture_resource": ""}
-    if mt.CompressedImage is not None:
-        extras["texture"] = mt.CompressedImage(header=header, format="", data=np.zeros(0, dtype=np.uint8))
-    if mt.MeshFile is not None:
-        extras["mesh_file"] = mt.MeshFile(filename="", data=np.zeros(0, dtype=np.uint8))
-    extras = {k: v for k, v in extras.items() if k in names}
-    if "uv_coordinates" in names:
-        extras["uv_coordinates"] = None  # a fresh list per marker
-    return extras
-
-
-def _marker(mt: MarkerTypes, header: Any, extras: dict[str, Any] | None = None, **fields: Any) -> Any:
-    """A Marker with every field set (rosbags classes have no defaults); ``extras`` from
-    :func:`_marker_extras` (computed here when not given)."""
-    values = dict(
-        header=header, ns="", id=0, type=mt.Marker.CUBE, action=mt.Marker.ADD,
-        frame_locked=False, points=[], colors=[], text="", mesh_resource="",
-        mesh_use_embedded_materials=False,
+def _marker_base(mt: MarkerTypes, header: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The fields every Marker of one MarkerArray shares (rosbags classes have no defaults, so all
+    are set), and the names of the list fields that each marker needs a fresh list for. The texture
+    and mesh fields of newer distros are empty, so every marker may share them."""
+    base: dict[str, Any] = dict(
+        header=header, ns="", id=0, type=mt.Marker.CUBE, action=mt.Marker.ADD, frame_locked=False,
+        text="", mesh_resource="", mesh_use_embedded_materials=False,
+        lifetime=mt.Duration(sec=0, nanosec=0),
     )
-    values.update(fields)
+    lists = ["points", "colors"]
+    if dataclasses.is_dataclass(mt.Marker):
+        names = {f.name for f in dataclasses.fields(mt.Marker)}
+        extras: dict[str, Any] = {"texture_resource": ""}
+        if mt.CompressedImage is not None:
+            extras["texture"] = mt.CompressedImage(header=header, format="", data=np.zeros(0, dtype=np.uint8))
+        if mt.MeshFile is not None:
+            extras["mesh_file"] = mt.MeshFile(filename="", data=np.zeros(0, dtype=np.uint8))
+        base.update((k, v) for k, v in extras.items() if k in names)
+        if "uv_coordinates" in names:
+            lists.append("uv_coordinates")
+    return base, tuple(lists)
+
+
+def _marker(mt: MarkerTypes, base: tuple[dict[str, Any], tuple[str, ...]], **fields: Any) -> Any:
+    """A Marker with every field set: ``base`` from :func:`_marker_base`, then ``fields``."""
+    shared, lists = base
+    values = {**shared, **{k: [] for k in lists}, **fields}
     if "pose" not in values:
-        values["pose"] = _pose(mt, np.zeros(3), None)
+        values["pose"] = _pose(mt, (0.0, 0.0, 0.0), None)
     if "scale" not in values:
         values["scale"] = mt.Vector3(x=1.0, y=1.0, z=1.0)
     if "color" not in values:
         values["color"] = _colour(mt, (1.0, 1.0, 1.0), 1.0)
-    if "lifetime" not in values:
-        values["lifetime"] = mt.Duration(sec=0, nanosec=0)
-    for k, v in (_marker_extras(mt, header) if extras is None else extras).items():
-        if k not in values:
-            values[k] = [] if v is None else v
     return mt.Marker(**values)
 
 
@@ -335,44 +332,50 @@ def regions_to_markers(
     mt = marker_classes
     sec, nanosec = divmod(int(round(max(lifetime_s, 0.0) * 1e9)), 1_000_000_000)
     life = mt.Duration(sec=sec, nanosec=nanosec)
-    extras = _marker_extras(mt, header)
-    markers = [_marker(mt, header, extras, ns="", id=0, action=mt.Marker.DELETEALL)]
+    base = _marker_base(mt, header)
+    base[0]["lifetime"] = life
+    markers = [_marker(mt, base, ns="", id=0, action=mt.Marker.DELETEALL)]
+    # one message object per colour / scale, shared by the markers that use it (messages are
+    # only read when serialised)
+    boxes_colour = {v: _colour(mt, rgb, box_alpha) for v, rgb in VERDICT_COLOURS.items()}
+    solid_colour = {v: _colour(mt, rgb, 1.0) for v, rgb in VERDICT_COLOURS.items()}
+    other_box, other_solid = _colour(mt, (1.0, 1.0, 1.0), box_alpha), _colour(mt, (1.0, 1.0, 1.0), 1.0)
+    text_scale = mt.Vector3(x=0.0, y=0.0, z=float(text_height_m))
+    # with points: x = shaft diameter, y = head diameter, z = head length
+    arrow_scale = mt.Vector3(x=0.006, y=0.012, z=0.02)
     # plain floats below: a dozen numpy calls on 3-vectors per region cost more than the messages
     for r in regions:
         centre, box = r.box_center.tolist(), r.box_size.tolist()
         if not all(map(math.isfinite, centre + box)):
             continue
-        rgb = VERDICT_COLOURS.get(int(r.verdict), (1.0, 1.0, 1.0))
+        verdict, rid = int(r.verdict), int(r.id)
         size = [max(v, 1e-3) for v in box]  # RViz drops zero-scale markers; planar sets have one
         markers.append(_marker(
-            mt, header, extras, ns=f"{ns}/boxes", id=int(r.id), type=mt.Marker.CUBE,
-            pose=_pose(mt, r.box_center, r.box_rotation), scale=mt.Vector3(x=size[0], y=size[1], z=size[2]),
-            color=_colour(mt, rgb, box_alpha), lifetime=life,
+            mt, base, ns=f"{ns}/boxes", id=rid, type=mt.Marker.CUBE,
+            pose=_pose(mt, centre, r.box_rotation), scale=mt.Vector3(x=size[0], y=size[1], z=size[2]),
+            color=boxes_colour.get(verdict, other_box),
         ))
-        up = r.support_plane[:3].tolist() if r.support_plane is not None else [0.0, -1.0, 0.0]
-        rot = r.box_rotation.tolist()
+        ux, uy, uz = r.support_plane[:3].tolist() if r.support_plane is not None else (0.0, -1.0, 0.0)
+        (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = r.box_rotation.tolist()
         # box half-extent along up
-        reach = 0.5 * sum(abs(rot[0][k] * up[0] + rot[1][k] * up[1] + rot[2][k] * up[2]) * size[k]
-                          for k in range(3))
-        name = r.label or "object"
-        text = f"{name} #{r.id}\n{r.verdict.name.lower().replace('_', ' ')}"
+        reach = 0.5 * (abs(r00 * ux + r10 * uy + r20 * uz) * size[0]
+                       + abs(r01 * ux + r11 * uy + r21 * uz) * size[1]
+                       + abs(r02 * ux + r12 * uy + r22 * uz) * size[2])
+        text = f"{r.label or 'object'} #{rid}\n{_VERDICT_TEXT.get(verdict, '')}"
         if math.isfinite(r.grasp_width):
             text += f" {r.grasp_width * 100:.1f} cm"
         lift = reach + text_height_m
         markers.append(_marker(
-            mt, header, extras, ns=f"{ns}/labels", id=int(r.id), type=mt.Marker.TEXT_VIEW_FACING,
-            pose=_pose(mt, [c + u * lift for c, u in zip(centre, up)], None),
-            scale=mt.Vector3(x=0.0, y=0.0, z=float(text_height_m)),
-            color=_colour(mt, rgb, 1.0), text=text, lifetime=life,
+            mt, base, ns=f"{ns}/labels", id=rid, type=mt.Marker.TEXT_VIEW_FACING,
+            pose=_pose(mt, (centre[0] + ux * lift, centre[1] + uy * lift, centre[2] + uz * lift), None),
+            scale=text_scale, color=solid_colour.get(verdict, other_solid), text=text,
         ))
         approach, end = r.approach.tolist(), r.surface_centroid.tolist()
         if all(map(math.isfinite, approach + end)):
             start = [e - arrow_length_m * a for e, a in zip(end, approach)]
             markers.append(_marker(
-                mt, header, extras, ns=f"{ns}/approach", id=int(r.id), type=mt.Marker.ARROW,
+                mt, base, ns=f"{ns}/approach", id=rid, type=mt.Marker.ARROW,
                 points=[_point(mt.Point, start), _point(mt.Point, end)],
-                # with points: x = shaft diameter, y = head diameter, z = head length
-                scale=mt.Vector3(x=0.006, y=0.012, z=0.02),
-                color=_colour(mt, rgb, 1.0), lifetime=life,
+                scale=arrow_scale, color=solid_colour.get(verdict, other_solid),
             ))
     return mt.MarkerArray(markers=markers)
