@@ -39,8 +39,9 @@ class StampSynchronizer:
     ``optional`` inputs (masks or detections from a slower node) join a set when their message
     arrives in time; a primary waits for them up to ``optional_wait_ns`` of the caller's clock
     (``now_ns``: monotonic time in a node, log time in a bag) or until it or one of its partners
-    would be pushed out of a full queue, then it is released without them. ``optional_wait_ns=0``: no wait, they join only
-    when already there. Call :meth:`poll` from a timer so that a wait can end without a new message.
+    would be pushed out of a full queue, then it is released without them. With
+    ``optional_wait_ns=0`` they join only when already there. Call :meth:`poll` from a timer so
+    that a wait can end without a new message.
     """
 
     def __init__(self, inputs: list[str], primary: str, slop_ns: int = 0, queue_size: int = 5,
