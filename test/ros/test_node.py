@@ -10,88 +10,13 @@ import pytest
 from depth_perception.camera import CameraModel
 from depth_perception.metrics import depth_metrics
 from depth_perception.scene import generate_tabletop
-
-FRAME_ID = "camera_color_optical_frame"
+from node_harness import FRAME_ID
+from node_harness import NodeHarness as Harness
 
 
 @pytest.fixture(scope="module")
 def scene():
     return generate_tabletop(seed=3, width=320, height=240)
-
-
-class Harness:
-    """The node under test plus a tester node that feeds it and records what it publishes."""
-
-    def __init__(self, context, parameters: dict):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.parameter import Parameter
-        from rclpy.qos import QoSProfile
-
-        from depth_perception.ros import messages as M
-        from depth_perception.ros.node import DepthPerceptionNode
-
-        self.M = M
-        self.types = M.rclpy_types()
-        overrides = [Parameter(k, value=v) for k, v in parameters.items()]
-        self.node = DepthPerceptionNode(context=context, parameter_overrides=overrides)
-        self.tester = rclpy.create_node("dp_tester", context=context)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.tester)
-        t, qos = self.types, QoSProfile(depth=10)
-        self.pubs = {
-            "image": self.tester.create_publisher(t.Image, "image", qos),
-            "camera_info": self.tester.create_publisher(t.CameraInfo, "camera_info", qos),
-            "right/image": self.tester.create_publisher(t.Image, "right/image", qos),
-            "right/camera_info": self.tester.create_publisher(t.CameraInfo, "right/camera_info", qos),
-        }
-        self.received: dict[str, list] = {"depth": [], "depth/camera_info": [], "points": []}
-        self.tester.create_subscription(t.Image, "depth", self.received["depth"].append, qos)
-        self.tester.create_subscription(t.CameraInfo, "depth/camera_info",
-                                        self.received["depth/camera_info"].append, qos)
-        self.tester.create_subscription(t.PointCloud2, "points", self.received["points"].append, qos)
-
-    def wait_for_connections(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            if all(p.get_subscription_count() > 0 for p in self.pubs.values()) and \
-                    self.node.count_subscribers("points") > 0:
-                return
-        raise AssertionError("DDS discovery between the test nodes did not complete")
-
-    def send_stereo(self, scene, stamp_ns: int, left_encoding: str = "rgb8", info_size=None) -> None:
-        M, t = self.M, self.types
-        h, w = scene.depth_m.shape
-        header = M.make_header(t, stamp_ns, FRAME_ID)
-        iw, ih = info_size or (w, h)
-        cam = CameraModel(width=iw, height=ih, K=scene.K)
-        P_right = np.hstack([scene.K, [[-scene.K[0, 0] * scene.baseline_m], [0.0], [0.0]]])
-        right_cam = CameraModel(width=iw, height=ih, K=scene.K, P=P_right)
-        if left_encoding == "bgr8":
-            left = M.numpy_to_image(t, scene.rgb[..., ::-1].copy(), "bgr8", header)
-        elif left_encoding == "32FC1":
-            left = M.numpy_to_image(t, scene.depth_m, "32FC1", header)
-        else:
-            left = M.numpy_to_image(t, scene.rgb, "rgb8", header)
-        self.pubs["image"].publish(left)
-        self.pubs["camera_info"].publish(M.model_to_camera_info(t, cam, header))
-        self.pubs["right/image"].publish(M.numpy_to_image(t, scene.right_rgb, "rgb8", header))
-        self.pubs["right/camera_info"].publish(M.model_to_camera_info(t, right_cam, header))
-
-    def spin_until(self, predicate, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            if predicate():
-                return True
-        return False
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.tester.destroy_node()
 
 
 @pytest.fixture

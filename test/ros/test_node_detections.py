@@ -11,14 +11,12 @@ paths). Without it they skip, or fail under DP_REQUIRE_ROS=1.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import conftest
 import numpy as np
 import pytest
 
-from depth_perception.camera import CameraModel
 from depth_perception.ros.messages import make_header, rosbags_types
 from depth_perception.ros.vision_msgs import (
     HUMBLE_DEFINITIONS,
@@ -28,8 +26,8 @@ from depth_perception.ros.vision_msgs import (
 )
 from depth_perception.scene import generate_tabletop
 from depth_perception.segmentation.base import Detection
+from node_harness import FRAME_ID, NodeHarness
 
-FRAME_ID = "camera_color_optical_frame"
 NAMES = ["mug", "screwdriver", "bowl", "box", "ball", "can"]
 BUILD_HINT = ("build the test stand-in with scripts/build_vision_msgs.sh and run under "
               "scripts/netns.sh (it sources scripts/ros_env.sh); on a robot install "
@@ -84,22 +82,18 @@ def sam_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-class Harness:
+class Harness(NodeHarness):
     """The node under test (stereo depth, SAM prompted by `detections`) plus a tester node that
     feeds it and records what it publishes."""
 
     def __init__(self, context, vision, checkpoint: Path):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.parameter import Parameter
-        from rclpy.qos import QoSProfile
 
-        from depth_perception.ros import messages as M
-        from depth_perception.ros.node import DepthPerceptionNode
+        from depth_perception.ros.messages import rclpy_types
         from depth_perception.ros.region_messages import rclpy_region_types
 
-        self.M, self.types, self.vision = M, M.rclpy_types(), vision
+        region_types = rclpy_region_types()
+        assert region_types is not None, "depth_perception_msgs is needed (ros_msgs fixture)"
         parameters = {
             "stereo": True, "min_depth": 0.1, "max_depth": 5.0,
             "segmentation.source": ["sam"], "segmentation.sam.model": "tiny",
@@ -108,42 +102,14 @@ class Harness:
             "segmentation.fuse": False,
             "diagnostics_period": 0.2,
         }
-        self.node = DepthPerceptionNode(
-            context=context,
-            parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
-        self.tester = rclpy.create_node("dp_detections_tester", context=context)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.tester)
-        t, qos = self.types, QoSProfile(depth=10)
-        self.pubs = {
-            "image": self.tester.create_publisher(t.Image, "image", qos),
-            "camera_info": self.tester.create_publisher(t.CameraInfo, "camera_info", qos),
-            "right/image": self.tester.create_publisher(t.Image, "right/image", qos),
-            "right/camera_info": self.tester.create_publisher(t.CameraInfo, "right/camera_info",
-                                                              qos),
-            "detections": self.tester.create_publisher(vision.Detection2DArray, "detections", qos),
-        }
-        region_types = rclpy_region_types()
-        assert region_types is not None, "depth_perception_msgs is needed (ros_msgs fixture)"
-        subs = {"depth": t.Image, "points": t.PointCloud2, "regions/labels": t.Image,
-                "regions": region_types.GraspableRegionArray, "/diagnostics": DiagnosticArray}
-        self.received: dict[str, list] = {name: [] for name in subs}
-        for name, cls in subs.items():
-            self.tester.create_subscription(cls, name, self.received[name].append, qos)
+        super().__init__(
+            context, parameters, publishers={"detections": vision.Detection2DArray},
+            subscriptions={"regions/labels": rclpy_types().Image, "regions": region_types.GraspableRegionArray,
+                           "/diagnostics": DiagnosticArray},
+            tester_name="dp_detections_tester")
+        self.vision = vision
         assert self.node._ready.wait(timeout=30.0), self.node.last_error
-        assert self.spin_until(lambda: all(p.get_subscription_count() > 0
-                                           for p in self.pubs.values())
-                               and self.node.count_subscribers("points") > 0, timeout=5.0), \
-            "DDS discovery between the test nodes did not complete"
-
-    def spin_until(self, predicate, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            if predicate():
-                return True
-        return False
+        self.wait_for_connections()
 
     def send_detections(self, detections: list[Detection], stamp_ns: int) -> None:
         """Publish a Detection2DArray and wait until the node has it (so it is there before the
@@ -154,18 +120,6 @@ class Harness:
         assert self.spin_until(
             lambda: self.node._sync.stats.received["detections"] > before, timeout=5.0), \
             "the node never received the Detection2DArray"
-
-    def send_stereo(self, scene, stamp_ns: int) -> None:
-        M, t = self.M, self.types
-        h, w = scene.depth_m.shape
-        header = M.make_header(t, stamp_ns, FRAME_ID)
-        P_right = np.hstack([scene.K, [[-scene.K[0, 0] * scene.baseline_m], [0.0], [0.0]]])
-        self.pubs["image"].publish(M.numpy_to_image(t, scene.rgb, "rgb8", header))
-        self.pubs["camera_info"].publish(
-            M.model_to_camera_info(t, CameraModel(width=w, height=h, K=scene.K), header))
-        self.pubs["right/image"].publish(M.numpy_to_image(t, scene.right_rgb, "rgb8", header))
-        self.pubs["right/camera_info"].publish(
-            M.model_to_camera_info(t, CameraModel(width=w, height=h, K=scene.K, P=P_right), header))
 
     def outputs_for(self, stamp_ns: int, *topics: str) -> dict[str, object]:
         """The first message on each topic with this stamp (missing topics left out)."""
@@ -197,12 +151,6 @@ class Harness:
         assert self.spin_until(lambda: predicate(self.diagnostics()), timeout=timeout), \
             f"diagnostics never showed it; last: {self.diagnostics()}"
         return self.diagnostics()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.tester.destroy_node()
-
 
 @pytest.fixture
 def harness(rclpy_context, ros_msgs, vision, sam_checkpoint):
