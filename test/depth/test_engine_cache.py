@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from depth_perception.depth import engine_cache as ec
+from onnx_helpers import tiny_depth_onnx
 from depth_perception.depth.engine_cache import (
     CorruptEngineError,
     EngineCache,
@@ -24,35 +25,6 @@ from depth_perception.depth.engine_cache import (
 SHA = "0123456789abcdef" * 4
 PROFILE = ShapeProfile((266, 266), (518, 518), (784, 784))
 KEY = EngineKey(SHA, "10.13.0.35", "NVIDIA GeForce RTX 4090", (8, 9), "fp16", PROFILE)
-
-
-def tiny_depth_onnx(path: Path, dynamic: bool = True) -> Path:
-    """A real two-conv "depth network": pixel_values N x 3 x H x W -> predicted_depth N x H x W."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    n, h, w = ("N", "H", "W") if dynamic else (1, 48, 64)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["pixel_values", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c1"], ["r1"]),
-         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
-         helper.make_node("Squeeze", ["c2", "axis1"], ["predicted_depth"])],
-        "tiny_depth",
-        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [n, 3, h, w])],
-        [helper.make_tensor_value_info("predicted_depth", TensorProto.FLOAT, [n, h, w])],
-        initializer=[
-            numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w1"),
-            numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
-            numpy_helper.from_array(rng.normal(0, 0.5, (1, 8, 1, 1)).astype(np.float32), "w2"),
-            numpy_helper.from_array(np.array([2.0], np.float32), "b2"),
-            numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-        ])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # readable by every ONNX Runtime and TensorRT parser we target
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from depth_perception.depth import engine_cache as ec
 from depth_perception.depth import tensorrt_backend as tb
 from depth_perception.depth import trt_commands as tc
 from depth_perception.depth.engine_cache import ShapeProfile
+from onnx_helpers import tiny_depth_onnx
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -456,33 +457,6 @@ def test_default_calibration_preprocessing_keeps_aspect_and_normalises():
 
 # --------------------------------------------------------------------------------------------------
 # On a GPU: real engines from a tiny real ONNX graph, compared with ONNX Runtime
-
-
-def tiny_depth_onnx(path: Path) -> Path:
-    """pixel_values N x 3 x H x W -> predicted_depth N x H x W (conv, relu, 1x1 conv, squeeze)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["pixel_values", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c1"], ["r1"]),
-         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
-         helper.make_node("Squeeze", ["c2", "axis1"], ["predicted_depth"])],
-        "tiny_depth",
-        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("predicted_depth", TensorProto.FLOAT, ["N", "H", "W"])],
-        initializer=[
-            numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w1"),
-            numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
-            numpy_helper.from_array(rng.normal(0, 0.5, (1, 8, 1, 1)).astype(np.float32), "w2"),
-            numpy_helper.from_array(np.array([2.0], np.float32), "b2"),
-            numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-        ])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 def _gpu_parts():
