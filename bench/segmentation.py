@@ -25,28 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from depth_perception.camera import CameraModel  # noqa: E402
+from depth_perception.metrics import matched_iou  # noqa: E402
 from depth_perception.scene import generate_tabletop  # noqa: E402
 from depth_perception.segmentation import Segmentation, fuse_masks, segment_geometric  # noqa: E402
-
-
-def matched_iou(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    from scipy.optimize import linear_sum_assignment
-
-    t_ids = np.unique(true)[1:] if true.any() else np.zeros(0, int)
-    p_ids = np.unique(pred)
-    p_ids = p_ids[p_ids != 0]
-    if not len(p_ids):
-        return np.zeros(len(t_ids))
-    inter = np.zeros((int(true.max()) + 1, int(pred.max()) + 1))
-    np.add.at(inter, (true.ravel().astype(np.int64), pred.ravel().astype(np.int64)), 1)
-    at = np.bincount(true.ravel(), minlength=inter.shape[0])
-    ap = np.bincount(pred.ravel(), minlength=inter.shape[1])
-    i = inter[np.ix_(t_ids, p_ids)]
-    iou = i / (at[t_ids, None] + ap[None, p_ids] - i)
-    r, c = linear_sum_assignment(-iou)
-    out = np.zeros(len(t_ids))
-    out[r] = iou[r, c]
-    return out
 
 
 def _time(fn, repeats: int) -> float:

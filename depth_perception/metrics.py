@@ -1,4 +1,5 @@
-"""Depth accuracy metrics on the pixels where both prediction and ground truth are valid."""
+"""Accuracy metrics: depth on the pixels where both prediction and ground truth are valid, and
+instance masks matched one to one."""
 
 from __future__ import annotations
 
@@ -142,3 +143,26 @@ def oracle_inverse_affine(prediction: np.ndarray, gt_m: np.ndarray, mask: np.nda
                 break
             sol = new
     return float(sol[0]), float(sol[1])
+
+
+def matched_iou(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU of every true instance of an HxW id image (0 = background) with the predicted instance
+    assigned to it (Hungarian on IoU); 0 for true instances left without a prediction."""
+    from scipy.optimize import linear_sum_assignment
+
+    t_ids = np.unique(true)
+    t_ids = t_ids[t_ids != 0]
+    p_ids = np.unique(pred)
+    p_ids = p_ids[p_ids != 0]
+    if len(p_ids) == 0:
+        return np.zeros(len(t_ids))
+    inter = np.zeros((int(true.max()) + 1, int(pred.max()) + 1))
+    np.add.at(inter, (true.ravel().astype(np.int64), pred.ravel().astype(np.int64)), 1)
+    area_t = np.bincount(true.ravel(), minlength=inter.shape[0])
+    area_p = np.bincount(pred.ravel(), minlength=inter.shape[1])
+    i = inter[np.ix_(t_ids, p_ids)]
+    iou = i / (area_t[t_ids, None] + area_p[None, p_ids] - i)
+    rows, cols = linear_sum_assignment(-iou)
+    out = np.zeros(len(t_ids))
+    out[rows] = iou[rows, cols]
+    return out

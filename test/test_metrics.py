@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from depth_perception.metrics import (DepthMetrics, depth_metrics, emulate_relative_prediction,
-                                      oracle_inverse_affine, sparse_samples)
+                                      matched_iou, oracle_inverse_affine, sparse_samples)
 from depth_perception.scene import generate_tabletop
 
 GT = generate_tabletop(seed=1, width=160, height=120).depth_m
@@ -73,3 +73,13 @@ def test_oracle_recovers_the_exact_map():
         assert s == pytest.approx(1 / 2.5, rel=1e-5) and t == pytest.approx(0.3 / 2.5, abs=1e-5)
     with pytest.raises(ValueError, match="at least 2"):
         oracle_inverse_affine(pred, np.full_like(GT, np.nan))
+
+
+def test_matched_iou_pairs_instances_one_to_one_whatever_their_ids():
+    true = np.zeros((4, 6), np.uint16)
+    true[:, :3], true[:, 3:] = 1, 2
+    pred = np.zeros_like(true)
+    pred[:, :3] = 7  # the first object exactly, under another id
+    pred[:2, 3:] = 5  # half of the second
+    np.testing.assert_allclose(matched_iou(true, pred), [1.0, 0.5])
+    np.testing.assert_array_equal(matched_iou(true, np.zeros_like(true)), [0.0, 0.0])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from seg_helpers import matched_iou, tabletop
+from seg_helpers import tabletop
 
+from depth_perception.metrics import matched_iou
 from depth_perception.segmentation import GeometricParams, Segmentation, SegmentationError
 from depth_perception.segmentation.geometric import find_planes, segment_geometric
 
