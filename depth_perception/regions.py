@@ -18,9 +18,10 @@ grid instead of a k-d tree, and the per-point work is done for all instances at 
    (an object split by an occluder);
 5. per instance: means, covariances and sphere fits from one small Gram matrix each (BLAS), then a
    short loop over instances, never over points, for the oriented box, the approach, the width
-   across the closing axis and the verdict.
+   across the closing axis and the verdict. The footprint hull and the roi come from the ends of
+   the points' row runs only; per-point unit normals are made when first asked for (PLY export).
 
-Speed (bench/clouds.py: ~3 ms for 10 regions over 38k mask pixels on one core) comes from keeping
+Speed (bench/clouds.py: 3.4-4.7 ms for 10 regions over 38k mask pixels on one core) comes from keeping
 the mask pixels only, grouped by instance (per-instance sums are ``reduceat`` calls and a pixel's
 right-hand neighbour is the next point), from (3, N) float32 arrays, and from leaving the
 interleaving of (N, 3) outputs to cv2.
