@@ -2,7 +2,7 @@
 
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 PACKAGE = "depth_perception"
 
@@ -39,7 +39,20 @@ setup(
         "sam": ["segment-anything>=1.0", "torchvision>=0.16"],
         "dev": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.5", "ruff>=0.4"],
     },
-    zip_safe=True,
+    # The compiled loops of regions.extract_regions. optional: without a compiler the install still
+    # works and extract_regions falls back to its numpy implementation (same results, ~2x slower).
+    ext_modules=[
+        Extension(
+            f"{PACKAGE}._regions_kernel",
+            sources=[f"{PACKAGE}/_regions_kernel.cpp"],
+            language="c++",
+            # -ffp-contract=off: no fused multiply-adds, so float32 results match the numpy path;
+            # -fno-math-errno: sqrt as one instruction (errno is never read)
+            extra_compile_args=["-std=c++17", "-O3", "-ffp-contract=off", "-fno-math-errno"],
+            optional=True,
+        )
+    ],
+    zip_safe=False,
     maintainer="depth_perception maintainers",
     maintainer_email="maintainers@depth-perception.dev",
     tests_require=["pytest"],

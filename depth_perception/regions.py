@@ -48,6 +48,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -123,12 +124,17 @@ class RegionParams:
     sphere_fit_tol: float = 0.03
     #: a principal spread below this fraction of the largest marks a planar / linear point set.
     degenerate_ratio: float = 0.02
+    #: "auto": the compiled kernel (depth_perception/_regions_kernel.cpp) when it is built, else
+    #: numpy; "compiled" or "numpy" to insist on one (same results; numpy is ~2x slower).
+    implementation: str = "auto"
 
     def __post_init__(self) -> None:
         if int(self.stride) < 1:
             raise RegionError(f"stride must be >= 1, got {self.stride!r}")
         if int(self.erosion_px) < 0:
             raise RegionError(f"erosion_px must be >= 0, got {self.erosion_px!r}")
+        if self.implementation not in ("auto", "compiled", "numpy"):
+            raise RegionError(f"implementation must be auto, compiled or numpy, got {self.implementation!r}")
         if self.outlier_k not in (4, 8):
             raise RegionError(f"outlier_k must be 4 or 8 (grid neighbourhood), got {self.outlier_k!r}")
         for name in ("outlier_std_ratio", "outlier_min_px", "cluster_gap_m", "cluster_gap_px",
@@ -577,12 +583,9 @@ def extract_regions(
     Bad arguments raise :class:`RegionError`; bad *data* (no depth, one pixel, behind the camera,
     degenerate point sets) never raises: the region gets a verdict and a reason.
 
-    The points of every instance are kept together (instance-major, row-major inside), so the
-    per-instance statistics are ``reduceat`` calls and a pixel's right-hand grid neighbour is the
-    next point. Per-point arrays are (3, N): numpy is slow over a length-3 trailing axis.
+    Steps 1-8 run in the compiled kernel when it is built (``params.implementation``), else in
+    numpy; both give the same points and descriptors (tested).
     """
-    import cv2
-
     gripper = gripper or GripperParams()
     params = params or RegionParams()
     pts = _check_points(points)
@@ -593,8 +596,187 @@ def extract_regions(
     names, scores = names or {}, scores or {}
     stride = int(params.stride)
     if stride > 1:
-        pts, lab = pts[::stride, ::stride], np.ascontiguousarray(lab[::stride, ::stride])
+        pts, lab = np.ascontiguousarray(pts[::stride, ::stride]), np.ascontiguousarray(lab[::stride, ::stride])
         colours = None if colours is None else colours[::stride, ::stride]
+    kernel = _kernel(params.implementation)
+    ang = pixel_angle(pts)
+    if kernel is not None:
+        cleaned = _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params)
+    else:
+        cleaned = _clean_numpy(pts, lab, colours, plane, ang, gripper, params)
+    W = lab.shape[1]
+
+    # 9. per instance: a short loop over instances, never over points
+    c = cleaned
+    pixel = c.pixel
+    if stride > 1:
+        row_k, col_k = np.divmod(pixel, W)
+        pixel = row_k * (stride * full_shape[1]) + col_k * stride
+    regions = []
+    for j, rid in enumerate(c.ids):
+        a, n = c.start[j], c.count[j]
+        sl = slice(a, a + n)
+        if n:  # rows come sorted within an instance
+            x0, y0 = c.cols[j][0], int(c.pixel[a]) // W
+            roi = (x0, y0, c.cols[j][1] - x0 + 1, int(c.pixel[a + n - 1]) // W - y0 + 1)
+        else:  # no point survived: the roi of the input mask
+            roi = c.mask_roi(j)
+        x0, y0, w, h = roi
+        roi = (x0 * stride, y0 * stride, min(w * stride, full_shape[1] - x0 * stride),
+               min(h * stride, full_shape[0] - y0 * stride))
+        moments = c.moments[j]
+        regions.append(_describe(
+            rid=rid, label=str(names.get(rid, "")), score=float(scores.get(rid, 1.0)), roi=roi,
+            shape=full_shape, pixel_index=pixel[sl], stride=stride, points=c.points[sl],
+            colors=None if c.colours is None else c.colours[sl], normal_vectors=c.normal_vectors[:, sl],
+            q=c.points[sl].T, moments=moments, mean_normal=c.mean_normal[:, j],
+            heights=None if c.heights is None else (float(c.heights[j, 0]), float(c.heights[j, 1])),
+            footprint=None if c.footprint is None else (c.footprint[j], c.basis), plane=plane,
+            stats=c.stats(j) if n < gripper.min_points else None,
+            eroded_px=0 if c.uneroded[j] else params.erosion_px, foot=float(moments.mean[2]) * ang,
+            gripper=gripper, params=params,
+        ))
+    return regions
+
+
+@dataclass
+class _Cleaned:
+    """Steps 1-8 for all instances (either implementation): the input of the per-instance loop.
+
+    Kept points are grouped by instance in id order, row-major inside; instance j owns
+    [start[j], start[j] + count[j]) of the per-point arrays. Pixels are of the (strided) grid.
+    """
+
+    ids: list[int]
+    start: list[int]
+    count: list[int]
+    pixel: np.ndarray  # (N,) int64
+    points: np.ndarray  # (N, 3) float32
+    colours: np.ndarray | None  # (N, 3) uint8
+    normal_vectors: np.ndarray  # (3, N) float32, t_u x t_v
+    moments: list[_Moments]
+    mean_normal: np.ndarray  # (3, k) mean camera-facing unit normal
+    heights: np.ndarray | None  # (k, 2) lowest and highest point above the support plane
+    cols: list[tuple[int, int]]  # leftmost and rightmost kept column
+    footprint: list[np.ndarray] | None  # (2, n_ends) row-run ends in the plane basis, per instance
+    basis: np.ndarray | None  # the support plane's basis (_plane_basis)
+    uneroded: list[bool]  # used whole: too small to erode
+    mask_roi: Callable[[int], tuple[int, int, int, int]]  # x, y, w, h of the input mask
+    stats: Callable[[int], dict[str, int]]  # mask / valid / behind / on_plane pixel counts
+
+    @staticmethod
+    def empty() -> _Cleaned:
+        return _Cleaned(ids=[], start=[], count=[], pixel=np.zeros(0, np.int64), points=np.zeros((0, 3), np.float32),
+                        colours=None, normal_vectors=np.zeros((3, 0), np.float32), moments=[],
+                        mean_normal=np.zeros((3, 0)), heights=None, cols=[], footprint=None, basis=None,
+                        uneroded=[], mask_roi=lambda j: (0, 0, 0, 0), stats=lambda j: {})
+
+
+def _kernel(implementation: str):
+    """The compiled module, or None for the numpy implementation."""
+    if implementation == "numpy":
+        return None
+    try:
+        from . import _regions_kernel
+    except ImportError as exc:
+        if implementation == "compiled":
+            raise RegionError(
+                "implementation 'compiled' asked for, but depth_perception._regions_kernel is not built "
+                f"({exc}); reinstall the package with a C++ compiler (pip install -e . / colcon build)"
+            ) from None
+        return None
+    return _regions_kernel
+
+
+def _footprints(plane, points: np.ndarray, ends: np.ndarray, end_start, end_count):
+    """Per instance (2, n) coordinates of its row-run ends in the support plane's basis."""
+    if plane is None or not points.shape[0]:
+        return None, None
+    basis = _plane_basis(plane[:3])
+    uv = basis[:, :2].T.astype(np.float32) @ points.take(ends, axis=0).T  # (2, n_ends)
+    return [uv[:, a:a + n] for a, n in zip(end_start, end_count)], basis
+
+
+def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _Cleaned:
+    """Steps 1-8 in depth_perception/_regions_kernel.cpp (same arithmetic as :func:`_clean_numpy`)."""
+    H, W = lab.shape
+    pts = np.ascontiguousarray(pts)
+    # per labelled pixel ("position", row-major): only the first m entries are written
+    mask, pos, inst, root = (np.empty(H * W, dtype=np.int32) for _ in range(4))
+    edge = np.empty(H * W, dtype=np.uint8)
+    m, ids, per, candidates = kernel.clean(
+        pts, lab, plane, mask, pos, inst, root, edge, H, W, int(params.erosion_px), ang, int(gripper.min_points),
+        int(params.outlier_k), float(params.outlier_std_ratio), float(params.outlier_min_px),
+        float(params.cluster_gap_px), float(params.cluster_gap_m), float(params.plane_margin_m),
+        float(params.min_cluster_fraction))
+    k = len(ids)
+    if not k:
+        return _Cleaned.empty()
+    keep = [p[5] for p in per]  # the largest component of each instance (-1: none)
+    n_keep = sum(p[6] for p in per)
+    if candidates:  # rare: an object split by an occluder
+        joined, n_joined = _merge_near_roots(candidates, per, mask[:m], root[:m], pts, ang, params)
+        keep += joined
+        n_keep += n_joined
+    index = np.empty(n_keep, np.int64)
+    points = np.empty((n_keep, 3), np.float32)
+    normals = np.empty((3, n_keep), np.float32)
+    rgb = None if colours is None else np.empty((n_keep, 3), np.uint8)
+    ends = np.empty(n_keep, np.int64)
+    counts, end_counts = np.empty(k, np.int64), np.empty(k, np.int64)
+    sums, gram, normal_sums = np.empty((k, 3)), np.empty((k, 4, 4)), np.empty((k, 3))
+    heights, cols = np.empty((k, 2), np.float32), np.empty((k, 2), np.int64)
+    _, n_ends = kernel.collect(
+        pts, None if colours is None else np.ascontiguousarray(colours), plane, mask, m, pos, inst, root, edge,
+        np.array(keep, np.int32), k, len(keep), H, W, n_keep, index, points, normals, rgb, ends, counts,
+        end_counts, sums, gram, normal_sums, heights, cols)
+    count, n_end = counts.tolist(), end_counts.tolist()
+    start, end_start = [0] * k, [0] * k
+    for j in range(1, k):
+        start[j], end_start[j] = start[j - 1] + count[j - 1], end_start[j - 1] + n_end[j - 1]
+    footprint, basis = _footprints(plane, points, ends[:n_ends], end_start, n_end)
+    cnt = np.maximum(counts, 1)
+    stats = [dict(mask=p[0], valid=p[1], behind=p[2], on_plane=p[3]) for p in per]
+    rois = [(p[7], p[8], p[9] - p[7] + 1, p[10] - p[8] + 1) for p in per]
+    return _Cleaned(
+        ids=list(ids), start=start, count=count, pixel=index, points=points, colours=rgb,
+        normal_vectors=normals,
+        moments=_moments_from(sums.T / cnt, gram / cnt[:, None, None], counts, params),
+        mean_normal=normal_sums.T / cnt, heights=heights if plane is not None else None,
+        cols=[tuple(c) for c in cols.tolist()], footprint=footprint, basis=basis,
+        uneroded=[bool(p[4]) for p in per], mask_roi=rois.__getitem__, stats=stats.__getitem__,
+    )
+
+
+def _merge_near_roots(candidates, per, mask, root_of, pts, ang, params) -> tuple[list[int], int]:
+    """Which candidate components (the kernel's roots: positions in ``mask``) come within the gap
+    (3-D) of their instance's largest one; returns their roots and their total size."""
+    from scipy.spatial import cKDTree
+
+    flat = pts.reshape(-1, 3)
+    roots, total = [], 0
+    for j, root, size in candidates:
+        a = mask[root_of == per[j][5]]
+        b = mask[root_of == root]
+        pb = flat[b]
+        gap = np.maximum(pb[:, 2] * np.float32(ang) * np.float32(params.cluster_gap_px),
+                         np.float32(params.cluster_gap_m))
+        d, _ = cKDTree(flat[a]).query(pb, k=1, distance_upper_bound=float(np.max(gap)))
+        if np.isfinite(d).any():
+            roots.append(int(root))
+            total += int(size)
+    return roots, total
+
+
+def _clean_numpy(pts, lab, colours, plane, ang, gripper, params) -> _Cleaned:
+    """Steps 1-8 in numpy (the reference for the compiled kernel, and its fallback).
+
+    The points of every instance are kept together (instance-major, row-major inside), so the
+    per-instance statistics are ``reduceat`` calls and a pixel's right-hand grid neighbour is the
+    next point. Per-point arrays are (3, N): numpy is slow over a length-3 trailing axis.
+    """
+    import cv2
+
     H, W = pts.shape[:2]
 
     # 1. the mask pixels (scanning only the rows that hold any), grouped by instance (a stable
@@ -603,7 +785,7 @@ def extract_regions(
     in_mask = lab != 0
     rows = np.flatnonzero(in_mask.any(axis=1))
     if rows.size == 0:
-        return []
+        return _Cleaned.empty()
     cand = np.flatnonzero(in_mask[rows[0]:rows[-1] + 1]) + int(rows[0]) * W
     cand_lab = flat_lab.take(cand)
     key = cand_lab.astype(np.uint8) if int(cand_lab.max()) < 256 else cand_lab
@@ -661,7 +843,6 @@ def extract_regions(
 
     # 4. grid edges between same-instance neighbours: +u is the next point; +v (and for k = 8 the
     #    diagonals) through a pixel → point lookup over the rows in use
-    ang = pixel_angle(pts)
     foot = P[2] * np.float32(ang)  # pixel footprint, metres
     inv_foot = np.float32(1.0) / foot
     gap = np.maximum(foot * np.float32(params.cluster_gap_px), np.float32(params.cluster_gap_m))
@@ -797,44 +978,21 @@ def extract_regions(
     col_e = idx_k.take(ends) % W
     col_lo = seg_e.reduce(np.minimum, col_e, 0).tolist()
     col_hi = seg_e.reduce(np.maximum, col_e, 0).tolist()
-    uv = basis = None
-    if plane is not None and kept.size:
-        basis = _plane_basis(plane[:3])
-        uv = basis[:, :2].T.astype(np.float32) @ Pk.take(ends, axis=1)  # (2, n_ends)
-
-    # 9. per instance: a short loop over instances, never over points
     points_all = _interleave(Pk)
-    colours_all = None if colours is None else _gather_rgb(colours, idx_k)
-    if stride == 1:
-        pix_all = idx_k
-    else:
-        row_k, col_k = np.divmod(idx_k, W)
-        pix_all = row_k * (stride * full_shape[1]) + col_k * stride
-    regions = []
-    for j, rid in enumerate(ids.tolist()):
-        sl = seg_k.slice(j)
-        n = sl.stop - sl.start
-        if n:  # rows come sorted within an instance
-            x0, y0 = col_lo[j], int(idx_k[sl.start]) // W
-            roi = (x0, y0, col_hi[j] - x0 + 1, int(idx_k[sl.stop - 1]) // W - y0 + 1)
-        else:  # no point survived: the roi of the input mask
-            v, u = np.divmod(idx0[seg0.slice(j)], W)
-            roi = (int(u.min()), int(v.min()), int(u.max() - u.min()) + 1, int(v.max() - v.min()) + 1)
-        x0, y0, w, h = roi
-        roi = (x0 * stride, y0 * stride, min(w * stride, full_shape[1] - x0 * stride),
-               min(h * stride, full_shape[0] - y0 * stride))
-        regions.append(_describe(
-            rid=rid, label=str(names.get(rid, "")), score=float(scores.get(rid, 1.0)), roi=roi,
-            shape=full_shape, pixel_index=pix_all[sl], stride=stride, points=points_all[sl],
-            colors=None if colours_all is None else colours_all[sl], normal_vectors=normal_vectors[:, sl],
-            q=None if not n else Pk[:, sl], moments=moments[j], mean_normal=mean_normal[:, j],
-            heights=None if h_lo is None else (float(h_lo[j]), float(h_hi[j])),
-            footprint=None if uv is None else (uv[:, seg_e.slice(j)], basis), plane=plane,
-            stats=stats(j) if n < gripper.min_points else None,
-            eroded_px=0 if uneroded[j] else params.erosion_px, foot=float(moments[j].mean[2]) * ang,
-            gripper=gripper, params=params,
-        ))
-    return regions
+    footprint, basis = _footprints(plane, points_all, ends, seg_e.start.tolist(), seg_e.count.tolist())
+
+    def mask_roi(j: int) -> tuple[int, int, int, int]:
+        v, u = np.divmod(idx0[seg0.slice(j)], W)
+        return int(u.min()), int(v.min()), int(u.max() - u.min()) + 1, int(v.max() - v.min()) + 1
+
+    return _Cleaned(
+        ids=ids.tolist(), start=seg_k.start.tolist(), count=seg_k.count.tolist(), pixel=idx_k,
+        points=points_all, colours=None if colours is None else _gather_rgb(colours, idx_k),
+        normal_vectors=normal_vectors, moments=moments, mean_normal=mean_normal,
+        heights=None if h_lo is None else np.stack([h_lo, h_hi], axis=1),
+        cols=list(zip(col_lo, col_hi)), footprint=footprint, basis=basis,
+        uneroded=uneroded.tolist(), mask_roi=mask_roi, stats=stats,
+    )
 
 
 def _cross_soa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -906,12 +1064,17 @@ def _moments(P: np.ndarray, seg: _Segments, params: RegionParams) -> list[_Momen
         if b > a:
             part = q[:, a:b]
             np.matmul(part, part.T, out=gram32[j])
-    gram = gram32 / cnt[:, None, None]
+    return _moments_from(mean, gram32 / cnt[:, None, None], seg.count, params)
+
+
+def _moments_from(mean: np.ndarray, gram: np.ndarray, count: np.ndarray, params: RegionParams) -> list[_Moments]:
+    """:func:`_moments` from (3, k) means and (k, 4, 4) mean outer products of (q, |q|²)."""
+    k = count.size
     cov = gram[:, :3, :3]
     eigval, eigvec = np.linalg.eigh(cov)  # an empty instance has a zero matrix: harmless
     spread = np.sqrt(np.maximum(eigval, 0.0))
     # a sphere only where the points have extent in all three directions (as _describe demands)
-    fit = (seg.count >= 20) & (spread[:, 0] > 0)
+    fit = (count >= 20) & (spread[:, 0] > 0)
     fit &= np.minimum(spread[:, 0], spread[:, 1]) >= params.degenerate_ratio * spread[:, 2]
     spheres: list = [None] * k
     if params.sphere_fit_tol > 0 and fit.any():
@@ -933,7 +1096,7 @@ def _moments(P: np.ndarray, seg: _Segments, params: RegionParams) -> list[_Momen
     axes = eigvec[:, :, ::-1].copy()
     axes[:, :, 2] = np.cross(axes[:, :, 0], axes[:, :, 1])
     return [_Moments(int(n), mean[:, j], cov[j], eigval[j], axes[j], spheres[j])
-            for j, n in enumerate(seg.count.tolist())]
+            for j, n in enumerate(count.tolist())]
 
 
 _DIRECTIONS = np.stack(
