@@ -1,31 +1,663 @@
 // Compiled per-pixel work of depth_perception.regions.extract_regions (steps 1-8 of its docstring).
 //
-// Why C++: the numpy implementation in regions.py (the reference, and the fallback when this module
-// is not built) needs ~300 array passes per frame and cannot reach the 5 ms budget for a 640x480
-// frame with 10 regions on one core; these loops make one or two passes over the mask pixels.
+// Why C++: the numpy implementation in regions.py (the reference, and the fallback when this
+// module is not built) makes ~300 array passes per frame, too many for the 5 ms budget of a
+// 640x480 frame with 10 regions on one core. Here the same steps are a few passes over the mask
+// pixels ("positions", row-major), written as plain loops over contiguous arrays so the compiler
+// vectorises the arithmetic; only the neighbour look-ups are scalar.
 //
-// Only the CPython C API and the buffer protocol are used (no numpy headers, no pybind11), so any
-// compiler that builds Python extensions builds this. Arithmetic follows regions.py operation by
-// operation in float32 (built with -ffp-contract=off) so the two implementations keep the same
-// points; per-instance sums are float64 here and may differ from numpy's in the last bits.
+// Arithmetic follows regions.py operation by operation in float32 (built with -ffp-contract=off),
+// so both implementations keep the same points; per-instance sums are float64 and may differ from
+// numpy's in the last bits. tests/test_regions_kernel.py holds the two against each other.
 //
-// Two calls per frame, with Python in between for the rare merge of split components (k-d tree):
+// Only the CPython C API and the buffer protocol are used (no numpy headers, no pybind11). Two
+// calls per frame, with Python in between for the rare merge of split components (k-d tree):
 //   clean(...)   masks, erosion, validity, support plane, statistical outliers, connected
 //                components, the largest component per instance and the merge candidates;
 //   collect(...) the kept points grouped by instance (row-major inside) with colours, grid
 //                normals, row-run ends and per-instance sums (mean, 4x4 Gram, normals, heights).
-
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+// Compiling with -DDP_KERNEL_CORE_ONLY leaves out the Python layer (for a C++ benchmark).
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <tuple>
 #include <vector>
+
+namespace dp {
+
+struct Params {
+  int64_t H = 0, W = 0;
+  int erosion = 1, min_points = 30, outlier_k = 4;
+  double ang = 0, std_ratio = 2, min_px = 3, gap_px = 6, gap_m = 0.01, plane_margin = 0.005, min_fraction = 0.1;
+};
+
+struct Instance {
+  int32_t id = 0;
+  int64_t mask_n = 0, valid_n = 0, behind_n = 0, low_n = 0, eroded_n = 0;
+  bool uneroded = false;
+  int64_t best_root = -1, best_size = 0;
+};
+
+struct Candidate {
+  int64_t j, root, size;
+};
+
+// Per-position arrays of one frame ("positions": the labelled pixels in row-major order), written
+// by clean() and read by collect(), plus the temporaries of both. Kept from frame to frame (one per
+// thread) because first-touch page faults of fresh allocations cost as much as the arithmetic
+// (measured: ~740 faults per VGA frame, 40 % of the kernel's time); resize() keeps the capacity.
+struct Scratch {
+  uint64_t generation = 0;
+  int64_t H = 0, W = 0, m = 0;
+  std::vector<int32_t> lut, pos;                         // per id, per pixel
+  std::vector<int32_t> mask, inst, col, down, root, size, above;
+  std::vector<uint8_t> edge, state, cnt, inlier, kept, root_kept, is_end;
+  std::vector<float> x, y, z, inv_foot, gap, xd, yd, zd, len_r, len_d, rel_r, rel_d, rel_u, mean_dist;
+  std::vector<float> erx, ery, erz, edx, edy, edz, eux, euy, euz, nx, ny, nz, inv;
+  std::vector<int32_t> diag[2];
+  std::vector<float> rel_diag[2], rel_diag_in[2];
+};
+
+// v resized to n elements (values unspecified) / set to n copies of value; capacity never shrinks
+template <class V>
+inline auto* sized(V& v, size_t n) {
+  v.resize(n);
+  return v.data();
+}
+template <class V, class T>
+inline auto* filled(V& v, size_t n, T value) {
+  v.assign(n, value);
+  return v.data();
+}
+
+// c ? v : 0 without a branch (GCC 12 vectorises bit operations but not float selects)
+inline float if_set(bool c, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  bits &= 0u - static_cast<uint32_t>(c);
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+// edge flags: the grid edge to the right / below joins two used points of one instance (LINK_*),
+// and two inliers closer than the cluster gap (SHORT_*); USE: the point is used at all
+constexpr uint8_t LINK_R = 1, LINK_D = 2, SHORT_R = 4, SHORT_D = 8, USE = 16;
+
+inline int32_t find_root(int32_t* parent, int32_t i) {
+  while (parent[i] != i) {
+    parent[i] = parent[parent[i]];  // path halving
+    i = parent[i];
+  }
+  return i;
+}
+
+// True when the (2e+1)^2 window around (v, u) (clipped to the image, as cv2.erode's default
+// border) holds label l only: the pixel survives the erosion of its mask.
+inline bool survives_erosion(const uint16_t* lab, int64_t H, int64_t W, int64_t v, int64_t u, int e, uint16_t l) {
+  if (e == 1 && u >= 1 && u + 3 <= W && v >= 1 && v + 1 < H) {
+    // three rows of three labels: one 8-byte load per row, the fourth label masked off
+    const uint64_t pattern = 0x000100010001ull * l, keep = 0xFFFFFFFFFFFFull;
+    uint64_t a, b, c;
+    std::memcpy(&a, lab + (v - 1) * W + u - 1, 8);
+    std::memcpy(&b, lab + v * W + u - 1, 8);
+    std::memcpy(&c, lab + (v + 1) * W + u - 1, 8);
+    return !(((a ^ pattern) | (b ^ pattern) | (c ^ pattern)) & keep);
+  }
+  const int64_t v0 = std::max<int64_t>(v - e, 0), v1 = std::min<int64_t>(v + e, H - 1);
+  const int64_t u0 = std::max<int64_t>(u - e, 0), u1 = std::min<int64_t>(u + e, W - 1);
+  for (int64_t r = v0; r <= v1; ++r)
+    for (const uint16_t *q = lab + r * W + u0, *end = lab + r * W + u1; q <= end; ++q)
+      if (*q != l) return false;
+  return true;
+}
+
+// -- the arithmetic passes: plain loops over restrict arrays, which the compiler vectorises (it
+//    does not trust __restrict on local pointers, only on parameters) ------------------------------
+
+// per point: state bits (1 finite, 2 in front, 4 below the plane margin), 1 / footprint, cluster gap
+void point_terms(const float* __restrict x, const float* __restrict y, const float* __restrict z, int64_t count,
+                 const float plane[4], bool has_plane, float margin, float ang, float gap_px, float gap_m,
+                 uint8_t* __restrict state, float* __restrict inv_foot, float* __restrict gap) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float s = x[i] + y[i] + z[i];
+    const bool finite = std::fabs(s) <= std::numeric_limits<float>::max();
+    const float h = plane[0] * x[i] + plane[1] * y[i] + plane[2] * z[i] + plane[3];
+    state[i] = static_cast<uint8_t>(finite | ((z[i] > 0) << 1) | ((has_plane && h < margin) << 2));
+    const float foot = z[i] * ang;
+    inv_foot[i] = 1.0f / foot;
+    gap[i] = std::max(foot * gap_px, gap_m);
+  }
+}
+
+// |b[i] - a[i]| for count points, and that length in footprints where the link flag is set (else 0)
+void edge_terms(const float* __restrict ax, const float* __restrict ay, const float* __restrict az,
+                const float* __restrict bx, const float* __restrict by, const float* __restrict bz,
+                const uint8_t* __restrict edge, uint8_t flag, const float* __restrict inv_foot, int64_t count,
+                float* __restrict len, float* __restrict rel) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float dx = bx[i] - ax[i], dy = by[i] - ay[i], dz = bz[i] - az[i];
+    const float l = std::sqrt(dx * dx + dy * dy + dz * dz);
+    len[i] = l;
+    rel[i] = if_set(edge[i] & flag, l * inv_foot[i]);
+  }
+}
+
+// the sum of the grid-edge lengths (footprints) at each point, in the order of regions.py: right,
+// left, down, up; rel_r[-1] and rel_r of unlinked edges are 0
+void neighbour_sums(const float* __restrict rel_r, const float* __restrict rel_d, const float* __restrict rel_u,
+                    int64_t count, float* __restrict sum) {
+  for (int64_t i = 0; i < count; ++i) {
+    float s = rel_r[i];
+    s += i > 0 ? rel_r[i - 1] : 0.f;
+    s += rel_d[i];
+    s += rel_u[i];
+    sum[i] = s;
+  }
+}
+
+// sum[i] / max(count[i], 1), in place or not
+void mean_of(const float* sum, const uint8_t* __restrict count, int64_t n, float* mean) {
+  for (int64_t i = 0; i < n; ++i) mean[i] = sum[i] / static_cast<float>(count[i] > 1 ? count[i] : 1);
+}
+
+// t_u x t_v and -1 / |t_u x t_v| (0 where undefined) per point: t_u = e_r[i + 1] + e_r[i] (edge to
+// the right + edge from the left, stored shifted by one), t_v = e_u + e_d (from above + below)
+void grid_normals(const float* __restrict erx, const float* __restrict ery, const float* __restrict erz,
+                  const float* __restrict eux, const float* __restrict euy, const float* __restrict euz,
+                  const float* __restrict edx, const float* __restrict edy, const float* __restrict edz,
+                  int64_t count, float* __restrict nx, float* __restrict ny, float* __restrict nz,
+                  float* __restrict inv) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float tu0 = erx[i + 1] + erx[i], tu1 = ery[i + 1] + ery[i], tu2 = erz[i + 1] + erz[i];
+    const float tv0 = eux[i] + edx[i], tv1 = euy[i] + edy[i], tv2 = euz[i] + edz[i];
+    float cx = tu1 * tv2;
+    cx -= tu2 * tv1;
+    float cy = tu2 * tv0;
+    cy -= tu0 * tv2;
+    float cz = tu0 * tv1;
+    cz -= tu1 * tv0;
+    nx[i] = cx;
+    ny[i] = cy;
+    nz[i] = cz;
+    const float r = -1.0f / std::sqrt(cx * cx + cy * cy + cz * cz);
+    inv[i] = if_set(std::fabs(r) <= std::numeric_limits<float>::max(), r);
+  }
+}
+
+// e_r at i + 1: the edge i -> i + 1 where the flag is set, else 0
+void right_edges(const float* __restrict x, const uint8_t* __restrict edge, uint8_t flag, int64_t count,
+                 float* __restrict er) {
+  for (int64_t i = 0; i + 1 < count; ++i) er[i + 1] = if_set(edge[i] & flag, x[i + 1] - x[i]);
+}
+
+// Steps 1-6: returns m, the number of labelled pixels; fills `instances` (in id order) and
+// `candidates` (other components large enough to join their instance's largest one).
+inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, const double* plane, const Params& prm, Scratch& a,
+                     std::vector<Instance>& instances, std::vector<Candidate>& candidates) {
+  const int64_t H = prm.H, W = prm.W, n = H * W;
+  a.H = H;
+  a.W = W;
+  int32_t* __restrict mask = sized(a.mask, n);
+  int32_t* __restrict inst = sized(a.inst, n);
+  int32_t* __restrict col = sized(a.col, n);
+  uint8_t* __restrict edge = sized(a.edge, n);
+  int32_t* __restrict pos = sized(a.pos, n);
+
+  // 1. the labelled pixels, row by row (zero words skipped four pixels at a time); instances in
+  //    order of first appearance; mask sizes, bounding boxes and erosion survivors
+  int32_t* __restrict lut = filled(a.lut, 65536, -1);
+  std::vector<Instance> seen;
+  int64_t m = 0;
+  for (int64_t v = 0; v < H; ++v) {
+    const uint16_t* __restrict row = lab + v * W;
+    for (int64_t u = 0; u < W;) {
+      if (u + 4 <= W) {
+        uint64_t word;
+        std::memcpy(&word, row + u, 8);
+        if (!word) {
+          u += 4;
+          continue;
+        }
+      }
+      const int64_t stop = std::min<int64_t>(u + 4, W);
+      for (; u < stop; ++u) {
+        const uint16_t l = row[u];
+        if (!l) continue;
+        int32_t j = lut[l];
+        if (j < 0) {
+          j = lut[l] = static_cast<int32_t>(seen.size());
+          Instance s;
+          s.id = l;
+          seen.push_back(s);
+        }
+        Instance& s = seen[j];
+        const bool survives = prm.erosion <= 0 || survives_erosion(lab, H, W, v, u, prm.erosion, l);
+        ++s.mask_n;
+        s.eroded_n += survives;
+        const int64_t p = v * W + u;
+        mask[m] = static_cast<int32_t>(p);
+        pos[p] = static_cast<int32_t>(m);
+        inst[m] = j;
+        col[m] = static_cast<int32_t>(u);
+        edge[m] = survives ? USE : 0;  // "survives" for now; step 2 decides
+        ++m;
+      }
+    }
+  }
+  const size_t k = seen.size();
+  if (!k) {
+    instances.clear();
+    a.m = 0;
+    return 0;
+  }
+  {  // dense instance indices in id order
+    std::vector<int32_t> order(k), rank(k);
+    for (size_t j = 0; j < k; ++j) order[j] = static_cast<int32_t>(j);
+    std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return seen[x].id < seen[y].id; });
+    instances.resize(k);
+    for (size_t j = 0; j < k; ++j) {
+      rank[order[j]] = static_cast<int32_t>(j);
+      instances[j] = seen[order[j]];
+      instances[j].uneroded = prm.erosion > 0 && instances[j].eroded_n < prm.min_points;
+    }
+    for (int64_t i = 0; i < m; ++i) inst[i] = rank[inst[i]];
+  }
+
+  // 2. coordinates (SoA), validity, support plane, footprints; then the points in use
+  a.m = m;
+  float* __restrict x = sized(a.x, m);
+  float* __restrict y = sized(a.y, m);
+  float* __restrict z = sized(a.z, m);
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t p = mask[i];
+    x[i] = P[3 * p];
+    y[i] = P[3 * p + 1];
+    z[i] = P[3 * p + 2];
+  }
+  const float pn0 = plane ? static_cast<float>(plane[0]) : 0.f, pn1 = plane ? static_cast<float>(plane[1]) : 0.f,
+              pn2 = plane ? static_cast<float>(plane[2]) : 0.f, pd = plane ? static_cast<float>(plane[3]) : 0.f;
+  const float margin = static_cast<float>(prm.plane_margin), angf = static_cast<float>(prm.ang);
+  const float gpx = static_cast<float>(prm.gap_px), gm = static_cast<float>(prm.gap_m);
+  uint8_t* __restrict state = sized(a.state, m);  // bit 0 finite, bit 1 in front, bit 2 below the plane margin
+  float* __restrict inv_foot = sized(a.inv_foot, m);
+  float* __restrict gap = sized(a.gap, m);
+  const float plane32[4] = {pn0, pn1, pn2, pd};
+  point_terms(x, y, z, m, plane32, plane != nullptr, margin, angf, gpx, gm, state, inv_foot, gap);
+  {
+    // per-instance counts in registers while the instance stays the same (positions are
+    // row-major: it changes a few times per row), flushed when it changes
+    int32_t cur = -1;
+    int64_t valid_n = 0, behind_n = 0, low_n = 0;
+    bool uneroded = false;
+    auto flush = [&]() {
+      if (cur < 0) return;
+      Instance& s = instances[cur];
+      s.valid_n += valid_n;
+      s.behind_n += behind_n;
+      s.low_n += low_n;
+      valid_n = behind_n = low_n = 0;
+    };
+    for (int64_t i = 0; i < m; ++i) {
+      if (inst[i] != cur) {
+        flush();
+        cur = inst[i];
+        uneroded = instances[cur].uneroded;
+      }
+      const uint8_t st = state[i];
+      const bool valid = (st & 3) == 3;
+      valid_n += valid;
+      behind_n += (st & 3) == 1;  // finite, not in front
+      const bool eroded_ok = uneroded || (edge[i] & USE);
+      const bool low = valid && eroded_ok && (st & 4);
+      low_n += low;
+      edge[i] = (valid && eroded_ok && !low) ? USE : 0;
+    }
+    flush();
+  }
+
+  // 3. grid edges between used points of one instance: right is the next position, down comes
+  //    through pos; each length once (vectorised after the look-ups)
+  int32_t* __restrict down = sized(a.down, m);
+  for (int64_t i = 0; i + 1 < m; ++i) {
+    const bool r = mask[i + 1] == mask[i] + 1 && col[i] != W - 1 && inst[i + 1] == inst[i] &&
+                   (edge[i] & USE) && (edge[i + 1] & USE);
+    edge[i] |= r ? LINK_R : 0;
+  }
+  float* __restrict xd = sized(a.xd, m);
+  float* __restrict yd = sized(a.yd, m);
+  float* __restrict zd = sized(a.zd, m);
+  for (int64_t i = 0; i < m; ++i) {
+    // branch-free: the pixel below is read clamped, pos[] only trusted where its label matches
+    const int64_t p = mask[i], below = p + W < n;
+    const int64_t q = below ? p + W : p;
+    const bool same = below & (lab[q] == lab[p]) & ((edge[i] & USE) != 0);
+    const int32_t t = same ? pos[q] : static_cast<int32_t>(i);
+    const bool linked = same & ((edge[t] & USE) != 0);
+    down[i] = linked ? t : -1;
+    const int32_t s = linked ? t : static_cast<int32_t>(i);
+    xd[i] = x[s];
+    yd[i] = y[s];
+    zd[i] = z[s];
+    edge[i] |= linked ? LINK_D : 0;
+  }
+  float* __restrict len_r = sized(a.len_r, m);
+  float* __restrict len_d = sized(a.len_d, m);
+  float* __restrict rel_r = sized(a.rel_r, m);
+  float* __restrict rel_d = sized(a.rel_d, m);
+  if (m) edge_terms(x, y, z, x + 1, y + 1, z + 1, edge, LINK_R, inv_foot, m - 1, len_r, rel_r);
+  if (m) len_r[m - 1] = rel_r[m - 1] = 0.f;
+  edge_terms(x, y, z, xd, yd, zd, edge, LINK_D, inv_foot, m, len_d, rel_d);
+  // the edge into each point from above (one per direction)
+  float* __restrict rel_u = filled(a.rel_u, m, 0.f);
+  uint8_t* __restrict cnt = filled(a.cnt, m, 0);
+  for (int64_t i = 0; i < m; ++i)
+    if (edge[i] & LINK_D) {
+      rel_u[down[i]] = rel_d[i];
+      cnt[down[i]] = 1;
+    }
+  // diagonals (outlier_k == 8): look-ups and lengths in one scalar loop, rarely used
+  std::vector<int32_t>* diag = a.diag;
+  std::vector<float>*rel_diag = a.rel_diag, *rel_diag_in = a.rel_diag_in;
+  if (prm.outlier_k == 8) {
+    for (int d = 0; d < 2; ++d) {
+      const int64_t step = d == 0 ? W + 1 : W - 1;
+      diag[d].assign(m, -1);
+      rel_diag[d].assign(m, 0.f);
+      rel_diag_in[d].assign(m, 0.f);
+      for (int64_t i = 0; i < m; ++i) {
+        if (!(edge[i] & USE)) continue;
+        if (d == 0 ? col[i] >= W - 1 : col[i] <= 0) continue;
+        const int64_t q = static_cast<int64_t>(mask[i]) + step;
+        if (q >= n || lab[q] != lab[mask[i]]) continue;
+        const int32_t t = pos[q];
+        if (!(edge[t] & USE)) continue;
+        diag[d][i] = t;
+        const float dx = x[t] - x[i], dy = y[t] - y[i], dz = z[t] - z[i];
+        rel_diag[d][i] = std::sqrt(dx * dx + dy * dy + dz * dz) * inv_foot[i];
+        rel_diag_in[d][t] = rel_diag[d][i];
+        ++cnt[t];
+      }
+    }
+  }
+
+  // 4. statistical outlier removal: the mean edge length in footprints, summed in the order of
+  //    regions.py (right, left, down, up, then per diagonal out and in)
+  float* __restrict mean_dist = sized(a.mean_dist, m);
+  neighbour_sums(rel_r, rel_d, rel_u, m, mean_dist);
+  for (int64_t i = 0; i < m; ++i) {
+    const bool left = i > 0 && (edge[i - 1] & LINK_R);
+    cnt[i] += ((edge[i] & LINK_R) != 0) + left + ((edge[i] & LINK_D) != 0);
+  }
+  if (prm.outlier_k == 8) {
+    for (int64_t i = 0; i < m; ++i) {
+      float sum = mean_dist[i];
+      for (int d = 0; d < 2; ++d) {
+        sum += rel_diag[d][i];
+        sum += rel_diag_in[d][i];
+        cnt[i] += diag[d][i] >= 0;
+      }
+      mean_dist[i] = sum;
+    }
+  }
+  mean_of(mean_dist, cnt, m, mean_dist);
+  std::vector<double> has_n(k, 0), sum1(k, 0), sum2(k, 0);
+  {
+    int32_t cur = inst[0];  // m > 0: there are instances
+    double n1 = 0, s1 = 0, s2 = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      if (inst[i] != cur) {  // flush the sums of the last instance
+        has_n[cur] += n1;
+        sum1[cur] += s1;
+        sum2[cur] += s2;
+        n1 = s1 = s2 = 0;
+        cur = inst[i];
+      }
+      const float md = mean_dist[i];
+      const bool has = (edge[i] & USE) && cnt[i];
+      n1 += has;
+      s1 += has ? md : 0.f;
+      s2 += has ? static_cast<double>(md * md) : 0.0;
+    }
+    has_n[cur] += n1;
+    sum1[cur] += s1;
+    sum2[cur] += s2;
+  }
+  std::vector<float> limit(k);
+  for (size_t j = 0; j < k; ++j) {
+    const double mu = sum1[j] / has_n[j];
+    const double sd = std::sqrt(std::max(sum2[j] / has_n[j] - mu * mu, 0.0));
+    const double lim = mu + prm.std_ratio * sd;
+    limit[j] = static_cast<float>(std::isnan(lim) ? lim : std::max(lim, prm.min_px));
+  }
+  uint8_t* __restrict inlier = filled(a.inlier, m + 1, 0);
+  for (int64_t i = 0; i < m; ++i) inlier[i] = (edge[i] & USE) && cnt[i] && mean_dist[i] <= limit[inst[i]];
+
+  // 5. connected components of the inliers over edges shorter than the gap of their first point.
+  //    Right-linked inliers form runs (parent = the run's first position); down edges join runs,
+  //    one union per pair of runs where a link starts; the root is a component's first position.
+  int32_t* __restrict root = sized(a.root, m);
+  for (int64_t i = 0; i < m; ++i) {
+    const bool r = (edge[i] & LINK_R) && inlier[i] && inlier[i + 1] && len_r[i] < gap[i];
+    const bool d = (edge[i] & LINK_D) && inlier[i] && inlier[down[i]] && len_d[i] < gap[i];
+    edge[i] |= (r ? SHORT_R : 0) | (d ? SHORT_D : 0);
+  }
+  for (int64_t i = 0; i < m; ++i)
+    root[i] = !inlier[i] ? -1 : (i > 0 && (edge[i - 1] & SHORT_R)) ? root[i - 1] : static_cast<int32_t>(i);
+  auto join = [&](int32_t p, int32_t q) {
+    p = find_root(root, p);
+    q = find_root(root, q);
+    if (p < q) root[q] = p;
+    else if (q < p) root[p] = q;
+  };
+  for (int64_t i = 0; i < m; ++i) {
+    if (!(edge[i] & SHORT_D)) continue;
+    // along a run, consecutive links reach consecutive points below: the same pair of runs
+    const bool same_pair = i > 0 && (edge[i - 1] & SHORT_R) && (edge[i - 1] & SHORT_D) &&
+                           (edge[down[i - 1]] & SHORT_R) && down[i - 1] + 1 == down[i];
+    if (!same_pair) join(static_cast<int32_t>(i), down[i]);
+  }
+  if (prm.outlier_k == 8)
+    for (int d = 0; d < 2; ++d)
+      for (int64_t i = 0; i < m; ++i) {
+        const int32_t t = diag[d][i];
+        if (t < 0 || !inlier[i] || !inlier[t]) continue;
+        const float dx = x[t] - x[i], dy = y[t] - y[i], dz = z[t] - z[i];
+        if (std::sqrt(dx * dx + dy * dy + dz * dz) < gap[i]) join(static_cast<int32_t>(i), t);
+      }
+  // every inlier to its root: a parent precedes its child, so it is final already
+  int32_t* __restrict size = filled(a.size, m, 0);
+  for (int64_t i = 0; i < m; ++i) {
+    if (root[i] < 0) continue;
+    root[i] = root[root[i]];
+    ++size[root[i]];
+  }
+
+  // 6. the largest component per instance (ties: the later one, as regions.py) and the others
+  //    large enough to join it when they come within the gap (decided in Python)
+  std::vector<int64_t> roots;
+  for (int64_t i = 0; i < m; ++i) {
+    if (root[i] != i) continue;
+    roots.push_back(i);
+    Instance& s = instances[inst[i]];
+    if (size[i] >= s.best_size) {
+      s.best_size = size[i];
+      s.best_root = i;
+    }
+  }
+  for (int64_t r : roots) {
+    const Instance& s = instances[inst[r]];
+    if (r != s.best_root && size[r] > 1 && size[r] >= prm.min_fraction * static_cast<double>(s.best_size))
+      candidates.push_back({inst[r], r, size[r]});
+  }
+  return m;
+}
+
+struct Collected {
+  int64_t* index;      // (N,) pixel
+  float* points;       // (N, 3)
+  float* normals;      // (3, N) t_u x t_v, not normalised
+  uint8_t* colours;    // (N, 3) or null
+  int64_t* ends;       // (N,) output indices of row-run ends, grouped by instance
+  int64_t* counts;     // (k,)
+  int64_t* end_counts; // (k,)
+  double* sums;        // (k, 3)
+  double* gram;        // (k, 4, 4) sums of (q, |q|^2) outer products, q = p - mean
+  double* normal_sums; // (k, 3) sums of the camera-facing unit normals (-n / |n|; 0 where n = 0)
+  float* heights;      // (k, 2) lowest / highest above the plane, NaN without plane or points
+  int64_t* cols;       // (k, 2) leftmost / rightmost column
+};
+
+// Step 7-8 for the kept components (keep_roots: the first k are each instance's largest, -1 for
+// none, then those that joined one). Returns the number of kept points, or -1 when more than N.
+inline int64_t collect(const uint8_t* __restrict rgb, const double* plane, Scratch& a, int64_t k, const int32_t* keep_roots,
+                       int64_t n_roots, int64_t N, const Collected& out) {
+  const int64_t W = a.W, m = a.m;
+  const int32_t* __restrict root = a.root.data();
+  const uint8_t* __restrict edge = a.edge.data();
+  const int32_t* __restrict down = a.down.data();
+  const int32_t* __restrict inst = a.inst.data();
+  const float* __restrict x = a.x.data();
+  const float* __restrict y = a.y.data();
+  const float* __restrict z = a.z.data();
+  uint8_t* __restrict root_kept = filled(a.root_kept, m + 1, 0);
+  uint8_t* __restrict kept = filled(a.kept, m + 1, 0);
+  for (int64_t r = 0; r < n_roots; ++r)
+    if (keep_roots[r] >= 0 && keep_roots[r] < m) root_kept[keep_roots[r]] = 1;
+  for (int64_t i = 0; i < m; ++i) kept[i] = root[i] >= 0 && root_kept[root[i]];
+
+  // counts first, so that every instance's points are written in place; a row-run end is a kept
+  // point whose two row neighbours are not both kept points of its instance
+  uint8_t* __restrict is_end = sized(a.is_end, m);
+  std::fill(out.counts, out.counts + k, 0);
+  std::fill(out.end_counts, out.end_counts + k, 0);
+  for (int64_t i = 0; i < m; ++i) {
+    const bool inner = i > 0 && (edge[i - 1] & LINK_R) && kept[i - 1] && (edge[i] & LINK_R) && kept[i + 1];
+    is_end[i] = kept[i] && !inner;
+    out.counts[inst[i]] += kept[i];
+    out.end_counts[inst[i]] += is_end[i];
+  }
+  int64_t total = 0, total_ends = 0;
+  std::vector<int64_t> at(k), end_at(k);
+  for (int64_t j = 0; j < k; ++j) {
+    at[j] = total;
+    end_at[j] = total_ends;
+    total += out.counts[j];
+    total_ends += out.end_counts[j];
+  }
+  if (total > N) return -1;
+
+  // tangents for every position as regions.py: t_u = (edge to the right) + (edge from the left),
+  // t_v = (edge from above) + (edge below), an edge that is not short counting as zero (a short
+  // edge never leaves its component: both of its ends are kept or neither)
+  float* __restrict erx = filled(a.erx, m + 1, 0.f);  // e(i -> i + 1) at i + 1
+  float* __restrict ery = filled(a.ery, m + 1, 0.f);
+  float* __restrict erz = filled(a.erz, m + 1, 0.f);
+  right_edges(x, edge, SHORT_R, m, erx);
+  right_edges(y, edge, SHORT_R, m, ery);
+  right_edges(z, edge, SHORT_R, m, erz);
+  float* __restrict edx = filled(a.edx, m + 1, 0.f);  // e(i -> below) at i; 0 at m
+  float* __restrict edy = filled(a.edy, m + 1, 0.f);
+  float* __restrict edz = filled(a.edz, m + 1, 0.f);
+  int32_t* __restrict above = filled(a.above, m, static_cast<int32_t>(m));  // m: the zero entry
+  for (int64_t i = 0; i < m; ++i) {
+    if (!(edge[i] & SHORT_D)) continue;
+    const int32_t t = down[i];
+    edx[i] = x[t] - x[i];
+    edy[i] = y[t] - y[i];
+    edz[i] = z[t] - z[i];
+    above[t] = static_cast<int32_t>(i);
+  }
+  float* __restrict nx = sized(a.nx, m);
+  float* __restrict ny = sized(a.ny, m);
+  float* __restrict nz = sized(a.nz, m);
+  float* __restrict inv = sized(a.inv, m);
+  float* __restrict eux = sized(a.eux, m);  // e(above -> i) at i
+  float* __restrict euy = sized(a.euy, m);
+  float* __restrict euz = sized(a.euz, m);
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t u = above[i];
+    eux[i] = edx[u];
+    euy[i] = edy[u];
+    euz[i] = edz[u];
+  }
+  grid_normals(erx, ery, erz, eux, euy, euz, edx, edy, edz, m, nx, ny, nz, inv);
+
+  // the kept points, grouped by instance, and the per-instance sums
+  std::fill(out.sums, out.sums + 3 * k, 0.0);
+  std::fill(out.gram, out.gram + 16 * k, 0.0);
+  std::fill(out.normal_sums, out.normal_sums + 3 * k, 0.0);
+  std::fill(out.heights, out.heights + 2 * k, std::numeric_limits<float>::quiet_NaN());
+  for (int64_t j = 0; j < k; ++j) {
+    out.cols[2 * j] = W;
+    out.cols[2 * j + 1] = -1;
+  }
+  const float pn0 = plane ? static_cast<float>(plane[0]) : 0.f, pn1 = plane ? static_cast<float>(plane[1]) : 0.f,
+              pn2 = plane ? static_cast<float>(plane[2]) : 0.f, pd = plane ? static_cast<float>(plane[3]) : 0.f;
+  const int32_t* __restrict mask = a.mask.data();
+  const int32_t* __restrict col = a.col.data();
+  for (int64_t i = 0; i < m; ++i) {
+    if (!kept[i]) continue;
+    const int32_t j = inst[i];
+    const int64_t o = at[j]++, p = mask[i];
+    const float px = x[i], py = y[i], pz = z[i];
+    out.index[o] = p;
+    out.points[3 * o] = px;
+    out.points[3 * o + 1] = py;
+    out.points[3 * o + 2] = pz;
+    if (out.colours) std::memcpy(out.colours + 3 * o, rgb + 3 * p, 3);
+    if (is_end[i]) out.ends[end_at[j]++] = o;
+    out.normals[o] = nx[i];
+    out.normals[N + o] = ny[i];
+    out.normals[2 * N + o] = nz[i];
+    double* __restrict ns = out.normal_sums + 3 * j;
+    ns[0] += nx[i] * inv[i];
+    ns[1] += ny[i] * inv[i];
+    ns[2] += nz[i] * inv[i];
+    double* __restrict s = out.sums + 3 * j;
+    s[0] += px;
+    s[1] += py;
+    s[2] += pz;
+    if (plane) {
+      const float h = pn0 * px + pn1 * py + pn2 * pz + pd;
+      float* __restrict hj = out.heights + 2 * j;
+      if (!(h >= hj[0])) hj[0] = h;  // NaN start: the first point sets both
+      if (!(h <= hj[1])) hj[1] = h;
+    }
+    out.cols[2 * j] = std::min<int64_t>(out.cols[2 * j], col[i]);
+    out.cols[2 * j + 1] = std::max<int64_t>(out.cols[2 * j + 1], col[i]);
+  }
+  // centred second moments per instance, from its grouped points
+  int64_t start = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    const int64_t c = out.counts[j];
+    if (c) {
+      const double mx = out.sums[3 * j] / c, my = out.sums[3 * j + 1] / c, mz = out.sums[3 * j + 2] / c;
+      double s[10] = {0};
+      for (int64_t o = start; o < start + c; ++o) {
+        const double qx = out.points[3 * o] - mx, qy = out.points[3 * o + 1] - my, qz = out.points[3 * o + 2] - mz;
+        const double q2 = qx * qx + qy * qy + qz * qz;
+        s[0] += qx * qx; s[1] += qx * qy; s[2] += qx * qz; s[3] += qx * q2;
+        s[4] += qy * qy; s[5] += qy * qz; s[6] += qy * q2;
+        s[7] += qz * qz; s[8] += qz * q2;
+        s[9] += q2 * q2;
+      }
+      static const int at4[4][4] = {{0, 1, 2, 3}, {1, 4, 5, 6}, {2, 5, 7, 8}, {3, 6, 8, 9}};
+      for (int r = 0; r < 4; ++r)
+        for (int c2 = 0; c2 < 4; ++c2) out.gram[16 * j + 4 * r + c2] = s[at4[r][c2]];
+    }
+    start += c;
+  }
+  return total;
+}
+
+}  // namespace dp
+
+#ifndef DP_KERNEL_CORE_ONLY
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 
 namespace {
 
@@ -39,12 +671,11 @@ struct Buffer {
   ~Buffer() {
     if (held) PyBuffer_Release(&view);
   }
-  // Contiguous buffer of at least `bytes` bytes; `writable` for outputs. Sets a Python error and
-  // returns false otherwise. None is accepted where `optional` (held stays false).
+  // C-contiguous buffer of at least `bytes` bytes, writable for outputs; None where `optional`.
+  // Sets a Python error and returns false otherwise.
   bool get(PyObject* obj, Py_ssize_t bytes, bool writable, const char* name, bool optional = false) {
     if (obj == Py_None && optional) return true;
-    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, &view, flags) != 0) return false;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) != 0) return false;
     held = true;
     if (view.len < bytes) {
       PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes, need %zd", name, view.len, bytes);
@@ -58,589 +689,155 @@ struct Buffer {
   }
 };
 
-inline float len3(float dx, float dy, float dz) {
-  // the order of regions._norm3: (dx*dx + dy*dy) + dz*dz
-  return std::sqrt(dx * dx + dy * dy + dz * dz);
-}
+// The scratch of this thread: clean() fills it, collect() and roots() read it (checked by the
+// generation number clean() returns, so a stale or foreign hand-over raises instead of reading
+// another frame).
+thread_local dp::Scratch scratch;
 
-
-// Writes the index of every labelled pixel of lab, row-major, to out; returns their number. Zero
-// words are skipped four pixels at a time (masks cover a small part of the image).
-inline int64_t list_labelled(const uint16_t* lab, int64_t n, int32_t* out) {
-  int64_t m = 0, p = 0;
-  for (; p + 4 <= n; p += 4) {
-    uint64_t word;
-    std::memcpy(&word, lab + p, 8);
-    if (!word) continue;
-    for (int64_t q = p; q < p + 4; ++q)
-      if (lab[q]) out[m++] = static_cast<int32_t>(q);
+bool check_size(Py_ssize_t H, Py_ssize_t W) {
+  if (H < 1 || W < 1 || static_cast<int64_t>(H) * W >= (int64_t{1} << 31)) {
+    PyErr_SetString(PyExc_ValueError, "image must have 1 .. 2^31 - 1 pixels");
+    return false;
   }
-  for (; p < n; ++p)
-    if (lab[p]) out[m++] = static_cast<int32_t>(p);
-  return m;
-}
-
-// True when the (2e+1)^2 window around (v, u) (clipped to the image, as cv2.erode's default
-// border) holds label l only: the pixel survives the erosion of its mask.
-inline bool survives_erosion(const uint16_t* lab, int64_t H, int64_t W, int64_t v, int64_t u, int e, uint16_t l) {
-  if (e == 1 && u >= 1 && u + 3 <= W && v >= 1 && v + 1 < H) {
-    // the common case, three rows of three labels: one 8-byte load per row (the fourth label is
-    // masked off; u + 3 <= W keeps the load inside the row below the last)
-    const uint64_t pattern = 0x000100010001ull * l, keep = 0xFFFFFFFFFFFFull;
-    for (int64_t r = v - 1; r <= v + 1; ++r) {
-      uint64_t word;
-      std::memcpy(&word, lab + r * W + u - 1, 8);
-      if ((word ^ pattern) & keep) return false;
-    }
-    return true;
-  }
-  const int64_t v0 = std::max<int64_t>(v - e, 0), v1 = std::min<int64_t>(v + e, H - 1);
-  const int64_t u0 = std::max<int64_t>(u - e, 0), u1 = std::min<int64_t>(u + e, W - 1);
-  for (int64_t r = v0; r <= v1; ++r)
-    for (const uint16_t *q = lab + r * W + u0, *end = lab + r * W + u1; q <= end; ++q)
-      if (*q != l) return false;
   return true;
 }
 
-// Per-position edge flags written by clean() for collect(): the grid edge to the right / below
-// joins two used points of one instance (LINK_*), and also two inliers closer than the gap (SHORT_*).
-constexpr uint8_t LINK_R = 1, LINK_D = 2, SHORT_R = 4, SHORT_D = 8, USE = 16;
-
-int32_t find_root(int32_t* parent, int32_t i) {
-  while (parent[i] != i) {
-    parent[i] = parent[parent[i]];  // path halving
-    i = parent[i];
+bool check_generation(unsigned long long generation) {
+  if (generation != scratch.generation || !generation) {
+    PyErr_SetString(PyExc_RuntimeError, "regions kernel: collect() / roots() without the matching clean()");
+    return false;
   }
-  return i;
+  return true;
 }
 
-// clean(pts, lab, plane, mask, pos, inst, root, edge, H, W, erosion_px, ang, min_points, outlier_k,
-//       std_ratio, min_px, gap_px, gap_m, plane_margin, min_cluster_fraction)
+// clean(pts, lab, plane, H, W, erosion_px, ang, min_points, outlier_k, std_ratio, min_px, gap_px,
+//       gap_m, plane_margin, min_cluster_fraction)
 //   pts HxWx3 float32, lab HxW uint16, plane (4,) float64 unit normal + d or None.
-//   Outputs (buffers of H*W entries; the first m are written, pos only at labelled pixels):
-//   mask int32 the labelled pixels in row-major order ("positions" index this list);
-//   pos int32 HxW the position of each labelled pixel; inst int32 the instance (index into ids)
-//   of each position; root int32 the position of the first
-//   point of each inlier's component, -1 for other points; edge uint8 the flags above.
-// Returns (m, ids, per_instance, candidates):
+// Returns (generation, m, ids, per_instance, candidates):
+//   generation    hands this frame's scratch to collect() / roots()
+//   m             the number of labelled pixels ("positions")
 //   ids           instance ids in increasing order
-//   per_instance  one tuple per instance: (mask px, valid, behind, on_plane, uneroded, best root,
-//                 best size, u_min, v_min, u_max, v_max of the mask)
+//   per_instance  per instance: (mask px, valid, behind, on_plane, uneroded, best root, best size,
+//                 ); roots are positions
 //   candidates    (instance index, root, size) of other components that may join the best one
 PyObject* clean(PyObject*, PyObject* args) {
-  PyObject *o_pts, *o_lab, *o_plane, *o_mask, *o_pos, *o_inst, *o_root, *o_edge;
+  PyObject *o_pts, *o_lab, *o_plane;
+  dp::Params prm;
   Py_ssize_t H, W;
-  double ang, std_ratio, min_px, gap_px, gap_m, plane_margin, min_fraction;
-  int erosion, min_points, outlier_k;
-  if (!PyArg_ParseTuple(args, "OOOOOOOOnnidiidddddd", &o_pts, &o_lab, &o_plane, &o_mask, &o_pos, &o_inst, &o_root, &o_edge,
-                        &H, &W, &erosion, &ang, &min_points, &outlier_k, &std_ratio, &min_px, &gap_px, &gap_m,
-                        &plane_margin, &min_fraction))
+  if (!PyArg_ParseTuple(args, "OOOnnidiidddddd", &o_pts, &o_lab, &o_plane, &H, &W, &prm.erosion, &prm.ang,
+                        &prm.min_points, &prm.outlier_k, &prm.std_ratio, &prm.min_px, &prm.gap_px, &prm.gap_m,
+                        &prm.plane_margin, &prm.min_fraction))
     return nullptr;
+  if (!check_size(H, W)) return nullptr;
+  prm.H = H;
+  prm.W = W;
   const int64_t n = static_cast<int64_t>(H) * W;
-  if (H < 1 || W < 1 || n >= (int64_t{1} << 31)) {
-    PyErr_SetString(PyExc_ValueError, "clean: image must have 1 .. 2^31 - 1 pixels");
-    return nullptr;
-  }
-  Buffer b_pts, b_lab, b_plane, b_mask, b_pos, b_inst, b_root, b_edge;
+  Buffer b_pts, b_lab, b_plane;
   if (!b_pts.get(o_pts, n * 12, false, "pts") || !b_lab.get(o_lab, n * 2, false, "lab") ||
-      !b_plane.get(o_plane, 32, false, "plane", true) || !b_mask.get(o_mask, n * 4, true, "mask") ||
-      !b_pos.get(o_pos, n * 4, true, "pos") || !b_inst.get(o_inst, n * 4, true, "inst") ||
-      !b_root.get(o_root, n * 4, true, "root") || !b_edge.get(o_edge, n, true, "edge"))
+      !b_plane.get(o_plane, 32, false, "plane", true))
     return nullptr;
-  const float* P = b_pts.as<float>();
-  const uint16_t* lab = b_lab.as<uint16_t>();
-  const double* plane = b_plane.as<double>();
-  int32_t* mask = b_mask.as<int32_t>();
-  int32_t* pos = b_pos.as<int32_t>();
-  int32_t* inst = b_inst.as<int32_t>();
-  int32_t* root = b_root.as<int32_t>();
-  uint8_t* edge = b_edge.as<uint8_t>();
-
+  std::vector<dp::Instance> instances;
+  std::vector<dp::Candidate> candidates;
+  dp::Scratch& a = scratch;
+  a.generation = 0;  // invalid until this frame is complete
   int64_t m = 0;
-  size_t k = 0;
-  std::vector<int32_t> ids;
-  std::vector<int64_t> mask_n, valid_n, behind_n, low_n, best_size, best_root;
-  std::vector<int64_t> u_lo, v_lo, u_hi, v_hi;
-  std::vector<char> uneroded;
-  std::vector<std::tuple<int64_t, int64_t, int64_t>> candidates;
-
   Py_BEGIN_ALLOW_THREADS;
-  // 1. the labelled pixels; instances (dense index j in id order), mask sizes, bounding boxes,
-  //    erosion survivors
-  m = list_labelled(lab, n, mask);
-  std::vector<int32_t> lut(65536, -1);
-  std::vector<uint16_t> seen;  // ids in order of first appearance
-  std::vector<int64_t> eroded_n;
-  int64_t v = 0, row_end = W;
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t p = mask[i];
-    while (p >= row_end) { ++v; row_end += W; }
-    const int64_t u = p - (row_end - W);
-    const uint16_t l = lab[p];
-    int32_t j = lut[l];
-    if (j < 0) {
-      j = lut[l] = static_cast<int32_t>(seen.size());
-      seen.push_back(l);
-      mask_n.push_back(0);
-      eroded_n.push_back(0);
-      u_lo.push_back(u);
-      u_hi.push_back(u);
-      v_lo.push_back(v);
-      v_hi.push_back(v);
-    }
-    inst[i] = j;
-    pos[p] = static_cast<int32_t>(i);
-    const bool survives = erosion <= 0 || survives_erosion(lab, H, W, v, u, erosion, l);
-    edge[i] = survives ? USE : 0;  // USE here means "survives"; step 2 decides
-    ++mask_n[j];
-    eroded_n[j] += survives;
-    u_lo[j] = std::min(u_lo[j], u);
-    u_hi[j] = std::max(u_hi[j], u);
-    v_hi[j] = v;
-  }
-  k = seen.size();
-  {  // dense indices in id order
-    std::vector<size_t> order(k);
-    std::vector<int32_t> rank(k);
-    for (size_t j = 0; j < k; ++j) order[j] = j;
-    std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return seen[x] < seen[y]; });
-    for (size_t j = 0; j < k; ++j) rank[order[j]] = static_cast<int32_t>(j);
-    auto permute = [&](std::vector<int64_t>& a) {
-      std::vector<int64_t> b(k);
-      for (size_t j = 0; j < k; ++j) b[j] = a[order[j]];
-      a.swap(b);
-    };
-    for (auto* a : {&mask_n, &eroded_n, &u_lo, &u_hi, &v_lo, &v_hi}) permute(*a);
-    for (size_t j = 0; j < k; ++j) {
-      ids.push_back(seen[order[j]]);
-      lut[seen[order[j]]] = static_cast<int32_t>(j);
-      uneroded.push_back(erosion > 0 && eroded_n[j] < min_points);
-    }
-    for (int64_t i = 0; i < m; ++i) inst[i] = rank[inst[i]];
-  }
-  valid_n.assign(k, 0);
-  behind_n.assign(k, 0);
-  low_n.assign(k, 0);
-
-  // 2. points in use: eroded mask, finite, in front of the camera, above the support plane; the
-  //    pixel footprint's inverse and the cluster gap of each
-  const float pn0 = plane ? static_cast<float>(plane[0]) : 0.f, pn1 = plane ? static_cast<float>(plane[1]) : 0.f,
-              pn2 = plane ? static_cast<float>(plane[2]) : 0.f, pd = plane ? static_cast<float>(plane[3]) : 0.f;
-  const float margin = static_cast<float>(plane_margin), angf = static_cast<float>(ang);
-  const float gpx = static_cast<float>(gap_px), gm = static_cast<float>(gap_m);
-  std::unique_ptr<float[]> inv_foot(new float[m]), gap(new float[m]);
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t p = mask[i];
-    const int32_t j = inst[i];
-    const float x = P[3 * p], y = P[3 * p + 1], z = P[3 * p + 2];
-    const bool finite = std::isfinite(x + y + z), front = z > 0;
-    valid_n[j] += finite && front;
-    behind_n[j] += finite && !front;
-    bool use = finite && front && (uneroded[j] || edge[i]);
-    if (use && plane) {
-      const float h = pn0 * x + pn1 * y + pn2 * z + pd;
-      if (h < margin) {
-        ++low_n[j];
-        use = false;
-      }
-    }
-    edge[i] = use ? USE : 0;
-    const float foot = z * angf;
-    inv_foot[i] = 1.0f / foot;
-    gap[i] = std::max(foot * gpx, gm);
-  }
-
-  // 3. grid edges between used points of one instance (right: the next position; down: through
-  //    pos), each length computed once; statistical outlier removal on the mean edge length in
-  //    pixel footprints (accumulated in the order of regions.py: right, left, down, up, then the
-  //    diagonals)
-  std::unique_ptr<float[]> len_r(new float[m]), len_d(new float[m]), rel_dr(nullptr), rel_dl(nullptr);
-  std::unique_ptr<int32_t[]> down(new int32_t[m]), dr(nullptr), dl(nullptr);
-  const bool k8 = outlier_k == 8;
-  if (k8) {
-    rel_dr.reset(new float[m]);
-    rel_dl.reset(new float[m]);
-    dr.reset(new int32_t[m]);
-    dl.reset(new int32_t[m]);
-  }
-  // the position of pixel q when it is a used point of instance label l, else -1
-  auto used_at = [&](int64_t q, uint16_t l) -> int32_t {
-    if (lab[q] != l) return -1;
-    const int32_t t = pos[q];
-    return (edge[t] & USE) ? t : -1;
-  };
-  auto dist = [&](int64_t a, int64_t b) {  // |P[b] - P[a]|, the order of regions._norm3
-    return len3(P[3 * b] - P[3 * a], P[3 * b + 1] - P[3 * a + 1], P[3 * b + 2] - P[3 * a + 2]);
-  };
-  v = 0;
-  row_end = W;
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t p = mask[i];
-    while (p >= row_end) { ++v; row_end += W; }
-    down[i] = -1;
-    if (!(edge[i] & USE)) continue;
-    const int64_t u = p - (row_end - W);
-    const uint16_t l = lab[p];
-    if (u < W - 1 && i + 1 < m && mask[i + 1] == p + 1 && lab[p + 1] == l && (edge[i + 1] & USE)) {
-      edge[i] |= LINK_R;
-      len_r[i] = dist(p, p + 1);
-    }
-    if (v < H - 1) {
-      const int32_t t = used_at(p + W, l);
-      if (t >= 0) {
-        edge[i] |= LINK_D;
-        down[i] = t;
-        len_d[i] = dist(p, p + W);
-      }
-    }
-    if (k8) {
-      dr[i] = dl[i] = -1;
-      if (v < H - 1 && u < W - 1) {
-        const int32_t t = used_at(p + W + 1, l);
-        if (t >= 0) { dr[i] = t; rel_dr[i] = dist(p, p + W + 1) * inv_foot[i]; }
-      }
-      if (v < H - 1 && u > 0) {
-        const int32_t t = used_at(p + W - 1, l);
-        if (t >= 0) { dl[i] = t; rel_dl[i] = dist(p, p + W - 1) * inv_foot[i]; }
-      }
-    }
-  }
-  // incoming edges (from the left and from above) are the outgoing edges of earlier points:
-  // accumulate forward, each edge into both of its ends
-  std::unique_ptr<float[]> nb_sum(new float[m]), nb_up(new float[m]);
-  std::unique_ptr<uint8_t[]> nb_cnt(new uint8_t[m]);
-  std::unique_ptr<float[]> up_dr(nullptr), up_dl(nullptr);
-  for (int64_t i = 0; i < m; ++i) nb_up[i] = 0.f;
-  if (k8) {
-    up_dr.reset(new float[m]);
-    up_dl.reset(new float[m]);
-    for (int64_t i = 0; i < m; ++i) up_dr[i] = up_dl[i] = 0.f;
-  }
-  std::unique_ptr<uint8_t[]> up_cnt(new uint8_t[m]);
-  for (int64_t i = 0; i < m; ++i) up_cnt[i] = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    if (!(edge[i] & USE)) continue;
-    if (edge[i] & LINK_D) { nb_up[down[i]] = len_d[i] * inv_foot[i]; ++up_cnt[down[i]]; }
-    if (k8) {
-      if (dr[i] >= 0) { up_dr[dr[i]] = rel_dr[i]; ++up_cnt[dr[i]]; }
-      if (dl[i] >= 0) { up_dl[dl[i]] = rel_dl[i]; ++up_cnt[dl[i]]; }
-    }
-  }
-  std::vector<double> has_n(k, 0), sum1(k, 0), sum2(k, 0);
-  std::unique_ptr<float[]> mean_dist(new float[m]);
-  for (int64_t i = 0; i < m; ++i) {
-    if (!(edge[i] & USE)) continue;
-    float sum = 0.f;
-    int cnt = up_cnt[i];
-    if (edge[i] & LINK_R) { sum += len_r[i] * inv_foot[i]; ++cnt; }
-    if (i > 0 && (edge[i - 1] & LINK_R)) { sum += len_r[i - 1] * inv_foot[i - 1]; ++cnt; }
-    if (edge[i] & LINK_D) { sum += len_d[i] * inv_foot[i]; ++cnt; }
-    sum += nb_up[i];
-    if (k8) {
-      if (dr[i] >= 0) { sum += rel_dr[i]; ++cnt; }
-      sum += up_dr[i];
-      if (dl[i] >= 0) { sum += rel_dl[i]; ++cnt; }
-      sum += up_dl[i];
-    }
-    if (!cnt) {
-      mean_dist[i] = std::numeric_limits<float>::infinity();  // isolated: never an inlier
-      continue;
-    }
-    const float md = sum / static_cast<float>(cnt);
-    mean_dist[i] = md;
-    const int32_t j = inst[i];
-    has_n[j] += 1;
-    sum1[j] += md;
-    sum2[j] += static_cast<double>(md * md);
-  }
-  std::vector<float> limit(k);
-  for (size_t j = 0; j < k; ++j) {
-    const double mu = sum1[j] / has_n[j];
-    const double sd = std::sqrt(std::max(sum2[j] / has_n[j] - mu * mu, 0.0));
-    const double lim = mu + std_ratio * sd;
-    limit[j] = static_cast<float>(std::isnan(lim) ? lim : std::max(lim, min_px));
-  }
-  for (int64_t i = 0; i < m; ++i)
-    root[i] = ((edge[i] & USE) && mean_dist[i] <= limit[inst[i]]) ? static_cast<int32_t>(i) : -1;
-
-  // 4. connected components of the inliers over edges shorter than the gap of their first point;
-  //    a component's root is its first position (union by smaller root)
-  auto join = [&](int32_t a, int32_t b) {
-    a = find_root(root, a);
-    b = find_root(root, b);
-    if (a < b) root[b] = a;
-    else if (b < a) root[a] = b;
-  };
-  for (int64_t i = 0; i < m; ++i) {
-    if (root[i] < 0) continue;
-    if ((edge[i] & LINK_R) && root[i + 1] >= 0 && len_r[i] < gap[i]) {
-      edge[i] |= SHORT_R;
-      join(static_cast<int32_t>(i), static_cast<int32_t>(i + 1));
-    }
-    if ((edge[i] & LINK_D) && root[down[i]] >= 0 && len_d[i] < gap[i]) {
-      edge[i] |= SHORT_D;
-      join(static_cast<int32_t>(i), down[i]);
-    }
-    if (k8) {  // the diagonals join components but give no tangent
-      const int64_t p = mask[i];
-      if (dr[i] >= 0 && root[dr[i]] >= 0 && dist(p, p + W + 1) < gap[i]) join(static_cast<int32_t>(i), dr[i]);
-      if (dl[i] >= 0 && root[dl[i]] >= 0 && dist(p, p + W - 1) < gap[i]) join(static_cast<int32_t>(i), dl[i]);
-    }
-  }
-  // every inlier to its root: a parent precedes its child, so it is final already
-  std::unique_ptr<int32_t[]> size(new int32_t[m]);
-  for (int64_t i = 0; i < m; ++i) {
-    size[i] = 0;
-    if (root[i] < 0) continue;
-    root[i] = root[root[i]];
-    ++size[root[i]];
-  }
-
-  // 5. the largest component per instance (ties: the later one, as regions.py) and the others
-  //    large enough to join it when they come within the gap (decided in Python)
-  best_root.assign(k, -1);
-  best_size.assign(k, 0);
-  std::vector<int64_t> roots;
-  for (int64_t i = 0; i < m; ++i) {
-    if (root[i] != i) continue;
-    roots.push_back(i);
-    const int32_t j = inst[i];
-    if (size[i] >= best_size[j]) {
-      best_size[j] = size[i];
-      best_root[j] = i;
-    }
-  }
-  for (int64_t r : roots) {
-    const int32_t j = inst[r];
-    if (r != best_root[j] && size[r] > 1 && size[r] >= min_fraction * static_cast<double>(best_size[j]))
-      candidates.emplace_back(j, r, size[r]);
-  }
+  m = dp::clean(b_pts.as<float>(), b_lab.as<uint16_t>(), b_plane.as<double>(), prm, a, instances, candidates);
   Py_END_ALLOW_THREADS;
+  static unsigned long long frames = 0;  // only ever touched with the GIL held
+  a.generation = ++frames;
 
-  PyObject* py_ids = PyList_New(static_cast<Py_ssize_t>(k));
-  PyObject* py_inst = PyList_New(static_cast<Py_ssize_t>(k));
-  PyObject* py_cand = PyList_New(static_cast<Py_ssize_t>(candidates.size()));
-  if (!py_ids || !py_inst || !py_cand) {
-    Py_XDECREF(py_ids);
-    Py_XDECREF(py_inst);
-    Py_XDECREF(py_cand);
+  PyObject* ids = PyList_New(static_cast<Py_ssize_t>(instances.size()));
+  PyObject* per = PyList_New(static_cast<Py_ssize_t>(instances.size()));
+  PyObject* cand = PyList_New(static_cast<Py_ssize_t>(candidates.size()));
+  if (!ids || !per || !cand) {
+    Py_XDECREF(ids);
+    Py_XDECREF(per);
+    Py_XDECREF(cand);
     return nullptr;
   }
-  for (size_t j = 0; j < k; ++j) {
-    PyList_SET_ITEM(py_ids, j, PyLong_FromLong(ids[j]));
-    PyList_SET_ITEM(py_inst, j,
-                    Py_BuildValue("(LLLLNLLLLLL)", (long long)mask_n[j], (long long)valid_n[j],
-                                  (long long)behind_n[j], (long long)low_n[j], PyBool_FromLong(uneroded[j]),
-                                  (long long)best_root[j], (long long)best_size[j], (long long)u_lo[j],
-                                  (long long)v_lo[j], (long long)u_hi[j], (long long)v_hi[j]));
+  for (size_t j = 0; j < instances.size(); ++j) {
+    const dp::Instance& s = instances[j];
+    PyList_SET_ITEM(ids, j, PyLong_FromLong(s.id));
+    PyList_SET_ITEM(per, j,
+                    Py_BuildValue("(LLLLNLL)", (long long)s.mask_n, (long long)s.valid_n, (long long)s.behind_n,
+                                  (long long)s.low_n, PyBool_FromLong(s.uneroded), (long long)s.best_root,
+                                  (long long)s.best_size));
   }
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    auto [j, r, sz] = candidates[i];
-    PyList_SET_ITEM(py_cand, i, Py_BuildValue("(LLL)", (long long)j, (long long)r, (long long)sz));
-  }
-  return Py_BuildValue("(LNNN)", (long long)m, py_ids, py_inst, py_cand);
+  for (size_t i = 0; i < candidates.size(); ++i)
+    PyList_SET_ITEM(cand, i, Py_BuildValue("(LLL)", (long long)candidates[i].j, (long long)candidates[i].root,
+                                           (long long)candidates[i].size));
+  return Py_BuildValue("(KLNNN)", a.generation, (long long)m, ids, per, cand);
 }
 
-// collect(pts, rgb, plane, mask, m, pos, inst, root, edge, keep_roots, k, n_roots, H, W, N, index,
-//         points, normals, colours, ends, counts, end_counts, sums, gram, normal_sums, heights, cols)
-//   mask / pos / inst / root / edge as written by clean(); keep_roots (n_roots,) int32: the
-//   components kept (the first k: each instance's largest, -1 for none; then any that joined one).
-//   Outputs, N = kept points, grouped by instance in id order, row-major inside:
-//   index (N,) int64 pixel, points (N, 3) float32, normals (3, N) float32 (t_u x t_v, not
-//   normalised), colours (N, 3) uint8 or None, ends (N,) int64 indices (into the output) of
-//   row-run ends, grouped by instance, end_counts of them each; counts / end_counts (k,) int64,
-//   sums (k, 3) float64, gram (k, 4, 4) float64 sums of (q, |q|^2) outer products with
-//   q = p - mean, normal_sums (k, 3) float64 of the -unit normals, heights (k, 2) float32 min /
-//   max above the plane (NaN without plane or points), cols (k, 2) int64 min / max column.
+// roots(generation, mask, root): copies the pixel and the component root (-1: not an inlier) of
+// every position into int32 buffers of m entries (for the rare merge of split components).
+PyObject* roots(PyObject*, PyObject* args) {
+  unsigned long long generation;
+  PyObject *o_mask, *o_root;
+  if (!PyArg_ParseTuple(args, "KOO", &generation, &o_mask, &o_root)) return nullptr;
+  if (!check_generation(generation)) return nullptr;
+  const dp::Scratch& a = scratch;
+  Buffer b_mask, b_root;
+  if (!b_mask.get(o_mask, a.m * 4, true, "mask") || !b_root.get(o_root, a.m * 4, true, "root")) return nullptr;
+  std::memcpy(b_mask.view.buf, a.mask.data(), a.m * 4);
+  std::memcpy(b_root.view.buf, a.root.data(), a.m * 4);
+  Py_RETURN_NONE;
+}
+
+// collect(generation, rgb, plane, keep_roots, k, N, index, points, normals, colours, ends, counts,
+//         end_counts, sums, gram, normal_sums, heights, cols)
+//   keep_roots (R,) int32: each instance's kept component (-1: none; the first k), then any that
+//   joined one; N: the number of kept points. Outputs as dp::Collected.
+// Returns (number of kept points, number of row-run ends).
 PyObject* collect(PyObject*, PyObject* args) {
-  PyObject *o_pts, *o_rgb, *o_plane, *o_mask, *o_pos, *o_inst, *o_root, *o_edge, *o_roots;
-  PyObject *o_index, *o_points, *o_normals, *o_colours, *o_ends, *o_counts, *o_end_counts, *o_sums, *o_gram,
-      *o_nsum, *o_heights, *o_cols;
-  Py_ssize_t m, k, n_roots, H, W, N;
-  if (!PyArg_ParseTuple(args, "OOOOnOOOOOnnnnnOOOOOOOOOOOO", &o_pts, &o_rgb, &o_plane, &o_mask, &m, &o_pos,
-                        &o_inst, &o_root, &o_edge, &o_roots, &k, &n_roots, &H, &W, &N, &o_index, &o_points,
-                        &o_normals, &o_colours, &o_ends, &o_counts, &o_end_counts, &o_sums, &o_gram, &o_nsum,
-                        &o_heights, &o_cols))
+  unsigned long long generation;
+  PyObject *o_rgb, *o_plane, *o_roots, *r[12];
+  Py_ssize_t k, N;
+  if (!PyArg_ParseTuple(args, "KOOOnnOOOOOOOOOOOO", &generation, &o_rgb, &o_plane, &o_roots, &k, &N, &r[0], &r[1],
+                        &r[2], &r[3], &r[4], &r[5], &r[6], &r[7], &r[8], &r[9], &r[10], &r[11]))
     return nullptr;
-  const int64_t n = static_cast<int64_t>(H) * W;
-  if (H < 1 || W < 1 || n >= (int64_t{1} << 31) || m < 0 || m > n || k < 0 || n_roots < k) {
-    PyErr_SetString(PyExc_ValueError, "collect: inconsistent sizes");
+  if (!check_generation(generation)) return nullptr;
+  dp::Scratch& a = scratch;
+  const int64_t n = a.H * a.W;
+  if (k < 0 || N < 0) {
+    PyErr_SetString(PyExc_ValueError, "collect: negative sizes");
     return nullptr;
   }
-  Buffer b_pts, b_rgb, b_plane, b_mask, b_pos, b_inst, b_root, b_edge, b_roots;
-  Buffer b_index, b_points, b_normals, b_colours, b_ends, b_counts, b_end_counts, b_sums, b_gram, b_nsum,
-      b_heights, b_cols;
-  if (!b_pts.get(o_pts, n * 12, false, "pts") || !b_rgb.get(o_rgb, n * 3, false, "rgb", true) ||
-      !b_plane.get(o_plane, 32, false, "plane", true) || !b_mask.get(o_mask, m * 4, false, "mask") ||
-      !b_pos.get(o_pos, n * 4, false, "pos") || !b_inst.get(o_inst, m * 4, false, "inst") ||
-      !b_root.get(o_root, m * 4, false, "root") || !b_edge.get(o_edge, m, false, "edge") ||
-      !b_roots.get(o_roots, n_roots * 4, false, "keep_roots") || !b_index.get(o_index, N * 8, true, "index") ||
-      !b_points.get(o_points, N * 12, true, "points") || !b_normals.get(o_normals, N * 12, true, "normals") ||
-      !b_colours.get(o_colours, N * 3, true, "colours", true) || !b_ends.get(o_ends, N * 8, true, "ends") ||
-      !b_counts.get(o_counts, k * 8, true, "counts") || !b_end_counts.get(o_end_counts, k * 8, true, "end_counts") ||
-      !b_sums.get(o_sums, k * 24, true, "sums") || !b_gram.get(o_gram, k * 128, true, "gram") ||
-      !b_nsum.get(o_nsum, k * 24, true, "normal_sums") || !b_heights.get(o_heights, k * 8, true, "heights") ||
-      !b_cols.get(o_cols, k * 16, true, "cols"))
+  Buffer b_rgb, b_plane, b_roots, out[12];
+  if (!b_rgb.get(o_rgb, n * 3, false, "rgb", true) || !b_plane.get(o_plane, 32, false, "plane", true) ||
+      !b_roots.get(o_roots, k * 4, false, "keep_roots"))
     return nullptr;
-  if (b_rgb.held != b_colours.held) {
+  const int64_t n_roots = b_roots.view.len / 4;
+  const char* names[12] = {"index", "points", "normals", "colours", "ends", "counts",
+                           "end_counts", "sums", "gram", "normal_sums", "heights", "cols"};
+  const Py_ssize_t bytes[12] = {N * 8, N * 12, N * 12, N * 3, N * 8, k * 8, k * 8, k * 24, k * 128, k * 24, k * 8, k * 16};
+  for (int i = 0; i < 12; ++i)
+    if (!out[i].get(r[i], bytes[i], true, names[i], i == 3)) return nullptr;
+  if (b_rgb.held != out[3].held) {
     PyErr_SetString(PyExc_ValueError, "collect: rgb and colours, both or neither");
     return nullptr;
   }
-  const float* P = b_pts.as<float>();
-  const uint8_t* rgb = b_rgb.as<uint8_t>();
-  const double* plane = b_plane.as<double>();
-  const int32_t* mask = b_mask.as<int32_t>();
-  const int32_t* pos = b_pos.as<int32_t>();
-  const int32_t* inst = b_inst.as<int32_t>();
-  const int32_t* root = b_root.as<int32_t>();
-  const uint8_t* edge = b_edge.as<uint8_t>();
-  const int32_t* keep_roots = b_roots.as<int32_t>();
-  int64_t* index = b_index.as<int64_t>();
-  float* points = b_points.as<float>();
-  float* normals = b_normals.as<float>();
-  uint8_t* colours = b_colours.as<uint8_t>();
-  int64_t* ends = b_ends.as<int64_t>();
-  int64_t* counts = b_counts.as<int64_t>();
-  int64_t* end_counts = b_end_counts.as<int64_t>();
-  double* sums = b_sums.as<double>();
-  double* gram = b_gram.as<double>();
-  double* nsum = b_nsum.as<double>();
-  float* heights = b_heights.as<float>();
-  int64_t* cols = b_cols.as<int64_t>();
-  int64_t total = 0, total_ends = 0;
-
+  const dp::Collected c{out[0].as<int64_t>(), out[1].as<float>(),  out[2].as<float>(),  out[3].as<uint8_t>(),
+                        out[4].as<int64_t>(), out[5].as<int64_t>(), out[6].as<int64_t>(), out[7].as<double>(),
+                        out[8].as<double>(),  out[9].as<double>(),  out[10].as<float>(), out[11].as<int64_t>()};
+  int64_t total = 0;
   Py_BEGIN_ALLOW_THREADS;
-  std::unique_ptr<uint8_t[]> root_kept(new uint8_t[m]());
-  for (Py_ssize_t r = 0; r < n_roots; ++r)
-    if (keep_roots[r] >= 0 && keep_roots[r] < m) root_kept[keep_roots[r]] = 1;
-  auto kept = [&](int64_t i) { return root[i] >= 0 && root_kept[root[i]]; };
-  // a row-run end: not both grid neighbours in the row are kept points of the instance
-  auto is_end = [&](int64_t i) {
-    return !(i > 0 && (edge[i - 1] & LINK_R) && kept(i - 1) && (edge[i] & LINK_R) && kept(i + 1));
-  };
-
-  // counts first, so that every instance's points are written in place
-  std::fill(counts, counts + k, 0);
-  std::fill(end_counts, end_counts + k, 0);
-  for (int64_t i = 0; i < m; ++i) {
-    if (!kept(i)) continue;
-    ++counts[inst[i]];
-    end_counts[inst[i]] += is_end(i);
-  }
-  std::vector<int64_t> at(k), end_at(k);
-  for (Py_ssize_t j = 0; j < k; ++j) {
-    at[j] = total;
-    end_at[j] = total_ends;
-    total += counts[j];
-    total_ends += end_counts[j];
-  }
-  if (total <= N) {
-    std::fill(sums, sums + 3 * k, 0.0);
-    std::fill(gram, gram + 16 * k, 0.0);
-    std::fill(nsum, nsum + 3 * k, 0.0);
-    std::fill(heights, heights + 2 * k, std::numeric_limits<float>::quiet_NaN());
-    for (Py_ssize_t j = 0; j < k; ++j) {
-      cols[2 * j] = W;
-      cols[2 * j + 1] = -1;
-    }
-    const float pn0 = plane ? static_cast<float>(plane[0]) : 0.f, pn1 = plane ? static_cast<float>(plane[1]) : 0.f,
-                pn2 = plane ? static_cast<float>(plane[2]) : 0.f, pd = plane ? static_cast<float>(plane[3]) : 0.f;
-    // the point above each one along a short edge (its predecessor in t_v), -1 for none
-    std::unique_ptr<int32_t[]> above(new int32_t[m]);
-    for (int64_t i = 0; i < m; ++i) above[i] = -1;
-    int64_t row_end = W;
-    for (int64_t i = 0; i < m; ++i) {
-      if (!kept(i)) continue;
-      const int64_t p = mask[i];
-      while (p >= row_end) row_end += W;
-      const int64_t u = p - (row_end - W);
-      const int32_t j = inst[i];
-      const int64_t o = at[j]++;
-      const float x = P[3 * p], y = P[3 * p + 1], z = P[3 * p + 2];
-      index[o] = p;
-      points[3 * o] = x;
-      points[3 * o + 1] = y;
-      points[3 * o + 2] = z;
-      if (colours) std::memcpy(colours + 3 * o, rgb + 3 * p, 3);
-      if (is_end(i)) ends[end_at[j]++] = o;
-      // tangents as regions.py: t_u = (edge to the right) + (edge from the left), t_v = (edge from
-      // above) + (edge below); an edge that is missing or not short counts as zero (a short edge
-      // never leaves its component, so both ends of it are kept)
-      float er[3] = {0.f, 0.f, 0.f}, el[3] = {0.f, 0.f, 0.f}, ea[3] = {0.f, 0.f, 0.f}, eb[3] = {0.f, 0.f, 0.f};
-      if (edge[i] & SHORT_R)
-        for (int c = 0; c < 3; ++c) er[c] = P[3 * (p + 1) + c] - P[3 * p + c];
-      if (i > 0 && (edge[i - 1] & SHORT_R))
-        for (int c = 0; c < 3; ++c) el[c] = P[3 * p + c] - P[3 * (p - 1) + c];
-      if (above[i] >= 0) {
-        const int64_t q = mask[above[i]];
-        for (int c = 0; c < 3; ++c) ea[c] = P[3 * p + c] - P[3 * q + c];
-      }
-      if (edge[i] & SHORT_D) {
-        const int64_t q = p + W;
-        above[pos[q]] = static_cast<int32_t>(i);
-        for (int c = 0; c < 3; ++c) eb[c] = P[3 * q + c] - P[3 * p + c];
-      }
-      const float tu0 = er[0] + el[0], tu1 = er[1] + el[1], tu2 = er[2] + el[2];
-      const float tv0 = ea[0] + eb[0], tv1 = ea[1] + eb[1], tv2 = ea[2] + eb[2];
-      float nx = tu1 * tv2;
-      nx -= tu2 * tv1;
-      float ny = tu2 * tv0;
-      ny -= tu0 * tv2;
-      float nz = tu0 * tv1;
-      nz -= tu1 * tv0;
-      normals[o] = nx;
-      normals[N + o] = ny;
-      normals[2 * N + o] = nz;
-      float inv = -1.0f / len3(nx, ny, nz);
-      if (!std::isfinite(inv)) inv = 0.f;
-      nsum[3 * j] += nx * inv;
-      nsum[3 * j + 1] += ny * inv;
-      nsum[3 * j + 2] += nz * inv;
-      sums[3 * j] += x;
-      sums[3 * j + 1] += y;
-      sums[3 * j + 2] += z;
-      if (plane) {
-        const float h = pn0 * x + pn1 * y + pn2 * z + pd;
-        float* hj = heights + 2 * j;
-        if (!(h >= hj[0])) hj[0] = h;  // NaN start: the first point sets both
-        if (!(h <= hj[1])) hj[1] = h;
-      }
-      cols[2 * j] = std::min(cols[2 * j], u);
-      cols[2 * j + 1] = std::max(cols[2 * j + 1], u);
-    }
-    // centred second moments per instance, from its grouped points
-    int64_t start = 0;
-    for (Py_ssize_t j = 0; j < k; ++j) {
-      const int64_t c = counts[j];
-      if (c) {
-        const double mx = sums[3 * j] / c, my = sums[3 * j + 1] / c, mz = sums[3 * j + 2] / c;
-        double s[10] = {0};
-        for (int64_t o = start; o < start + c; ++o) {
-          const double qx = points[3 * o] - mx, qy = points[3 * o + 1] - my, qz = points[3 * o + 2] - mz;
-          const double q2 = qx * qx + qy * qy + qz * qz;
-          s[0] += qx * qx; s[1] += qx * qy; s[2] += qx * qz; s[3] += qx * q2;
-          s[4] += qy * qy; s[5] += qy * qz; s[6] += qy * q2;
-          s[7] += qz * qz; s[8] += qz * q2;
-          s[9] += q2 * q2;
-        }
-        static const int at4[4][4] = {{0, 1, 2, 3}, {1, 4, 5, 6}, {2, 5, 7, 8}, {3, 6, 8, 9}};
-        for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b) gram[16 * j + 4 * a + b] = s[at4[a][b]];
-      }
-      start += c;
-    }
-  }
+  total = dp::collect(b_rgb.as<uint8_t>(), b_plane.as<double>(), a, k, b_roots.as<int32_t>(), n_roots, N, c);
   Py_END_ALLOW_THREADS;
-  if (total > N) {
-    PyErr_Format(PyExc_ValueError, "collect: %lld kept points, only %zd allotted", (long long)total, N);
+  if (total < 0) {
+    PyErr_Format(PyExc_ValueError, "collect: more kept points than the %zd allotted", N);
     return nullptr;
   }
-  return Py_BuildValue("(LL)", (long long)total, (long long)total_ends);
+  int64_t ends = 0;
+  for (Py_ssize_t j = 0; j < k; ++j) ends += c.end_counts[j];
+  return Py_BuildValue("(LL)", (long long)total, (long long)ends);
 }
 
 PyMethodDef methods[] = {
-    {"clean", clean, METH_VARARGS, "Masks, outliers and components of extract_regions (see the source)."},
-    {"collect", collect, METH_VARARGS, "Kept points and per-instance sums of extract_regions (see the source)."},
+    {"clean", clean, METH_VARARGS, "Steps 1-6 of regions.extract_regions (see the source)."},
+    {"roots", roots, METH_VARARGS, "Pixels and component roots of the positions (see the source)."},
+    {"collect", collect, METH_VARARGS, "Steps 7-8 of regions.extract_regions (see the source)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -651,3 +848,4 @@ PyModuleDef module = {PyModuleDef_HEAD_INIT, "_regions_kernel",
 }  // namespace
 
 PyMODINIT_FUNC PyInit__regions_kernel(void) { return PyModule_Create(&module); }
+#endif

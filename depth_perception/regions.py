@@ -701,21 +701,19 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
     """Steps 1-8 in depth_perception/_regions_kernel.cpp (same arithmetic as :func:`_clean_numpy`)."""
     H, W = lab.shape
     pts = np.ascontiguousarray(pts)
-    # per labelled pixel ("position", row-major): only the first m entries are written
-    mask, pos, inst, root = (np.empty(H * W, dtype=np.int32) for _ in range(4))
-    edge = np.empty(H * W, dtype=np.uint8)
-    m, ids, per, candidates = kernel.clean(
-        pts, lab, plane, mask, pos, inst, root, edge, H, W, int(params.erosion_px), ang, int(gripper.min_points),
-        int(params.outlier_k), float(params.outlier_std_ratio), float(params.outlier_min_px),
-        float(params.cluster_gap_px), float(params.cluster_gap_m), float(params.plane_margin_m),
-        float(params.min_cluster_fraction))
+    generation, m, ids, per, candidates = kernel.clean(
+        pts, lab, plane, H, W, int(params.erosion_px), ang, int(gripper.min_points), int(params.outlier_k),
+        float(params.outlier_std_ratio), float(params.outlier_min_px), float(params.cluster_gap_px),
+        float(params.cluster_gap_m), float(params.plane_margin_m), float(params.min_cluster_fraction))
     k = len(ids)
     if not k:
         return _Cleaned.empty()
     keep = [p[5] for p in per]  # the largest component of each instance (-1: none)
     n_keep = sum(p[6] for p in per)
     if candidates:  # rare: an object split by an occluder
-        joined, n_joined = _merge_near_roots(candidates, per, mask[:m], root[:m], pts, ang, params)
+        mask, root = np.empty(m, np.int32), np.empty(m, np.int32)
+        kernel.roots(generation, mask, root)
+        joined, n_joined = _merge_near_roots(candidates, per, mask, root, pts, ang, params)
         keep += joined
         n_keep += n_joined
     index = np.empty(n_keep, np.int64)
@@ -727,9 +725,8 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
     sums, gram, normal_sums = np.empty((k, 3)), np.empty((k, 4, 4)), np.empty((k, 3))
     heights, cols = np.empty((k, 2), np.float32), np.empty((k, 2), np.int64)
     _, n_ends = kernel.collect(
-        pts, None if colours is None else np.ascontiguousarray(colours), plane, mask, m, pos, inst, root, edge,
-        np.array(keep, np.int32), k, len(keep), H, W, n_keep, index, points, normals, rgb, ends, counts,
-        end_counts, sums, gram, normal_sums, heights, cols)
+        generation, None if colours is None else np.ascontiguousarray(colours), plane, np.array(keep, np.int32),
+        k, n_keep, index, points, normals, rgb, ends, counts, end_counts, sums, gram, normal_sums, heights, cols)
     count, n_end = counts.tolist(), end_counts.tolist()
     start, end_start = [0] * k, [0] * k
     for j in range(1, k):
@@ -737,14 +734,18 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
     footprint, basis = _footprints(plane, points, ends[:n_ends], end_start, n_end)
     cnt = np.maximum(counts, 1)
     stats = [dict(mask=p[0], valid=p[1], behind=p[2], on_plane=p[3]) for p in per]
-    rois = [(p[7], p[8], p[9] - p[7] + 1, p[10] - p[8] + 1) for p in per]
+
+    def mask_roi(j: int) -> tuple[int, int, int, int]:  # only for instances without points
+        v, u = np.nonzero(lab == ids[j])
+        return int(u.min()), int(v.min()), int(u.max() - u.min()) + 1, int(v.max() - v.min()) + 1
+
     return _Cleaned(
         ids=list(ids), start=start, count=count, pixel=index, points=points, colours=rgb,
         normal_vectors=normals,
         moments=_moments_from(sums.T / cnt, gram / cnt[:, None, None], counts, params),
         mean_normal=normal_sums.T / cnt, heights=heights if plane is not None else None,
         cols=[tuple(c) for c in cols.tolist()], footprint=footprint, basis=basis,
-        uneroded=[bool(p[4]) for p in per], mask_roi=rois.__getitem__, stats=stats.__getitem__,
+        uneroded=[bool(p[4]) for p in per], mask_roi=mask_roi, stats=stats.__getitem__,
     )
 
 
