@@ -52,7 +52,8 @@ struct Candidate {
 struct Scratch {
   uint64_t generation = 0;
   int64_t H = 0, W = 0, m = 0;
-  std::vector<int32_t> lut, pos;                         // per id, per pixel
+  std::vector<int32_t> lut;  // per label id
+  std::vector<int64_t> row_start;  // first position of each row (H + 1)
   std::vector<int32_t> mask, inst, col, down, root, size, above;
   std::vector<uint8_t> edge, state, cnt, inlier, kept, root_kept, is_end;
   std::vector<float> x, y, z, inv_foot, gap, xd, yd, zd, len_r, len_d, rel_r, rel_d, rel_u, mean_dist;
@@ -158,6 +159,13 @@ void neighbour_sums(const float* __restrict rel_r, const float* __restrict rel_d
   }
 }
 
+// count[i] += the links right, left and down of each point
+void link_counts(const uint8_t* __restrict edge, int64_t n, uint8_t* __restrict count) {
+  for (int64_t i = 0; i < n; ++i)
+    count[i] += static_cast<uint8_t>((edge[i] & LINK_R) + ((edge[i] & LINK_D) >> 1) +
+                                     (i > 0 ? (edge[i - 1] & LINK_R) : 0));
+}
+
 // sum[i] / max(count[i], 1), in place or not
 void mean_of(const float* sum, const uint8_t* __restrict count, int64_t n, float* mean) {
   for (int64_t i = 0; i < n; ++i) mean[i] = sum[i] / static_cast<float>(count[i] > 1 ? count[i] : 1);
@@ -204,15 +212,19 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   int32_t* __restrict inst = sized(a.inst, n);
   int32_t* __restrict col = sized(a.col, n);
   uint8_t* __restrict edge = sized(a.edge, n);
-  int32_t* __restrict pos = sized(a.pos, n);
+  int64_t* __restrict row_start = sized(a.row_start, H + 1);
+  float* __restrict x = sized(a.x, n);
+  float* __restrict y = sized(a.y, n);
+  float* __restrict z = sized(a.z, n);
 
   // 1. the labelled pixels, row by row (zero words skipped four pixels at a time); instances in
-  //    order of first appearance; mask sizes, bounding boxes and erosion survivors
+  //    order of first appearance; mask sizes and erosion survivors
   int32_t* __restrict lut = filled(a.lut, 65536, -1);
   std::vector<Instance> seen;
   int64_t m = 0;
   for (int64_t v = 0; v < H; ++v) {
     const uint16_t* __restrict row = lab + v * W;
+    row_start[v] = m;
     for (int64_t u = 0; u < W;) {
       if (u + 4 <= W) {
         uint64_t word;
@@ -239,7 +251,9 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
         s.eroded_n += survives;
         const int64_t p = v * W + u;
         mask[m] = static_cast<int32_t>(p);
-        pos[p] = static_cast<int32_t>(m);
+        x[m] = P[3 * p];
+        y[m] = P[3 * p + 1];
+        z[m] = P[3 * p + 2];
         inst[m] = j;
         col[m] = static_cast<int32_t>(u);
         edge[m] = survives ? USE : 0;  // "survives" for now; step 2 decides
@@ -247,6 +261,8 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
       }
     }
   }
+  row_start[H] = m;
+  a.m = m;
   const size_t k = seen.size();
   if (!k) {
     instances.clear();
@@ -266,17 +282,8 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
     for (int64_t i = 0; i < m; ++i) inst[i] = rank[inst[i]];
   }
 
-  // 2. coordinates (SoA), validity, support plane, footprints; then the points in use
-  a.m = m;
-  float* __restrict x = sized(a.x, m);
-  float* __restrict y = sized(a.y, m);
-  float* __restrict z = sized(a.z, m);
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t p = mask[i];
-    x[i] = P[3 * p];
-    y[i] = P[3 * p + 1];
-    z[i] = P[3 * p + 2];
-  }
+  // 2. validity, support plane, footprints (coordinates were copied while listing); then the
+  //    points in use
   const float pn0 = plane ? static_cast<float>(plane[0]) : 0.f, pn1 = plane ? static_cast<float>(plane[1]) : 0.f,
               pn2 = plane ? static_cast<float>(plane[2]) : 0.f, pd = plane ? static_cast<float>(plane[3]) : 0.f;
   const float margin = static_cast<float>(prm.plane_margin), angf = static_cast<float>(prm.ang);
@@ -318,8 +325,8 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
     flush();
   }
 
-  // 3. grid edges between used points of one instance: right is the next position, down comes
-  //    through pos; each length once (vectorised after the look-ups)
+  // 3. grid edges between used points of one instance: right is the next position, down is
+  //    found by walking the next row; each length once (vectorised after the look-ups)
   int32_t* __restrict down = sized(a.down, m);
   for (int64_t i = 0; i + 1 < m; ++i) {
     const bool r = mask[i + 1] == mask[i] + 1 && col[i] != W - 1 && inst[i + 1] == inst[i] &&
@@ -329,19 +336,20 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   float* __restrict xd = sized(a.xd, m);
   float* __restrict yd = sized(a.yd, m);
   float* __restrict zd = sized(a.zd, m);
-  for (int64_t i = 0; i < m; ++i) {
-    // branch-free: the pixel below is read clamped, pos[] only trusted where its label matches
-    const int64_t p = mask[i], below = p + W < n;
-    const int64_t q = below ? p + W : p;
-    const bool same = below & (lab[q] == lab[p]) & ((edge[i] & USE) != 0);
-    const int32_t t = same ? pos[q] : static_cast<int32_t>(i);
-    const bool linked = same & ((edge[t] & USE) != 0);
-    down[i] = linked ? t : -1;
-    const int32_t s = linked ? t : static_cast<int32_t>(i);
-    xd[i] = x[s];
-    yd[i] = y[s];
-    zd[i] = z[s];
-    edge[i] |= linked ? LINK_D : 0;
+  // positions are sorted by (row, column): walk the row below alongside each row
+  for (int64_t v = 0; v < H; ++v) {
+    int64_t j = row_start[v + 1];
+    const int64_t end = v + 1 < H ? row_start[v + 2] : j;
+    for (int64_t i = row_start[v]; i < row_start[v + 1]; ++i) {
+      while (j < end && col[j] < col[i]) ++j;
+      const bool linked = j < end && col[j] == col[i] && inst[j] == inst[i] && (edge[i] & USE) && (edge[j] & USE);
+      const int32_t t = linked ? static_cast<int32_t>(j) : static_cast<int32_t>(i);
+      down[i] = linked ? t : -1;
+      xd[i] = x[t];
+      yd[i] = y[t];
+      zd[i] = z[t];
+      edge[i] |= linked ? LINK_D : 0;
+    }
   }
   float* __restrict len_r = sized(a.len_r, m);
   float* __restrict len_d = sized(a.len_d, m);
@@ -363,17 +371,19 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   std::vector<float>*rel_diag = a.rel_diag, *rel_diag_in = a.rel_diag_in;
   if (prm.outlier_k == 8) {
     for (int d = 0; d < 2; ++d) {
-      const int64_t step = d == 0 ? W + 1 : W - 1;
       diag[d].assign(m, -1);
       rel_diag[d].assign(m, 0.f);
       rel_diag_in[d].assign(m, 0.f);
       for (int64_t i = 0; i < m; ++i) {
         if (!(edge[i] & USE)) continue;
         if (d == 0 ? col[i] >= W - 1 : col[i] <= 0) continue;
-        const int64_t q = static_cast<int64_t>(mask[i]) + step;
-        if (q >= n || lab[q] != lab[mask[i]]) continue;
-        const int32_t t = pos[q];
-        if (!(edge[t] & USE)) continue;
+        const int64_t v = (mask[i] - col[i]) / W;
+        if (v + 1 >= H) continue;
+        const int32_t* b = col + row_start[v + 1], *e = col + row_start[v + 2];
+        const int32_t* at = std::lower_bound(b, e, col[i] + (d == 0 ? 1 : -1));
+        if (at == e || *at != col[i] + (d == 0 ? 1 : -1)) continue;
+        const int32_t t = static_cast<int32_t>(at - col);
+        if (inst[t] != inst[i] || !(edge[t] & USE)) continue;
         diag[d][i] = t;
         const float dx = x[t] - x[i], dy = y[t] - y[i], dz = z[t] - z[i];
         rel_diag[d][i] = std::sqrt(dx * dx + dy * dy + dz * dz) * inv_foot[i];
@@ -387,10 +397,7 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   //    regions.py (right, left, down, up, then per diagonal out and in)
   float* __restrict mean_dist = sized(a.mean_dist, m);
   neighbour_sums(rel_r, rel_d, rel_u, m, mean_dist);
-  for (int64_t i = 0; i < m; ++i) {
-    const bool left = i > 0 && (edge[i - 1] & LINK_R);
-    cnt[i] += ((edge[i] & LINK_R) != 0) + left + ((edge[i] & LINK_D) != 0);
-  }
+  link_counts(edge, m, cnt);
   if (prm.outlier_k == 8) {
     for (int64_t i = 0; i < m; ++i) {
       float sum = mean_dist[i];
@@ -598,37 +605,73 @@ inline int64_t collect(const uint8_t* __restrict rgb, const double* plane, Scrat
               pn2 = plane ? static_cast<float>(plane[2]) : 0.f, pd = plane ? static_cast<float>(plane[3]) : 0.f;
   const int32_t* __restrict mask = a.mask.data();
   const int32_t* __restrict col = a.col.data();
+  int64_t* __restrict index = out.index;
+  float* __restrict points = out.points;
+  float* __restrict normals = out.normals;
+  uint8_t* __restrict colours = out.colours;
+  int64_t* __restrict ends = out.ends;
+  // the current instance's write cursors and sums live in registers (positions are row-major:
+  // the instance changes a few times per row) and are flushed when it changes
+  struct Running {
+    int32_t j = -1;
+    int64_t o = 0, e = 0, c0 = 0, c1 = 0;
+    double s[3] = {0, 0, 0}, ns[3] = {0, 0, 0};
+    float h0 = 0, h1 = 0;
+  } r;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto flush = [&]() {
+    if (r.j < 0) return;
+    const int32_t j = r.j;
+    at[j] = r.o;
+    end_at[j] = r.e;
+    for (int c = 0; c < 3; ++c) {
+      out.sums[3 * j + c] += r.s[c];
+      out.normal_sums[3 * j + c] += r.ns[c];
+    }
+    float* hj = out.heights + 2 * j;
+    if (plane && !(r.h0 >= hj[0])) hj[0] = r.h0;  // NaN start: the first flush sets both
+    if (plane && !(r.h1 <= hj[1])) hj[1] = r.h1;
+    out.cols[2 * j] = std::min<int64_t>(out.cols[2 * j], r.c0);
+    out.cols[2 * j + 1] = std::max<int64_t>(out.cols[2 * j + 1], r.c1);
+  };
   for (int64_t i = 0; i < m; ++i) {
     if (!kept[i]) continue;
-    const int32_t j = inst[i];
-    const int64_t o = at[j]++, p = mask[i];
+    if (inst[i] != r.j) {
+      flush();
+      r = Running();
+      r.j = inst[i];
+      r.o = at[r.j];
+      r.e = end_at[r.j];
+      r.c0 = W;
+      r.c1 = -1;
+      r.h0 = r.h1 = nan;
+    }
+    const int64_t o = r.o++, p = mask[i];
     const float px = x[i], py = y[i], pz = z[i];
-    out.index[o] = p;
-    out.points[3 * o] = px;
-    out.points[3 * o + 1] = py;
-    out.points[3 * o + 2] = pz;
-    if (out.colours) std::memcpy(out.colours + 3 * o, rgb + 3 * p, 3);
-    if (is_end[i]) out.ends[end_at[j]++] = o;
-    out.normals[o] = nx[i];
-    out.normals[N + o] = ny[i];
-    out.normals[2 * N + o] = nz[i];
-    double* __restrict ns = out.normal_sums + 3 * j;
-    ns[0] += nx[i] * inv[i];
-    ns[1] += ny[i] * inv[i];
-    ns[2] += nz[i] * inv[i];
-    double* __restrict s = out.sums + 3 * j;
-    s[0] += px;
-    s[1] += py;
-    s[2] += pz;
+    index[o] = p;
+    points[3 * o] = px;
+    points[3 * o + 1] = py;
+    points[3 * o + 2] = pz;
+    if (colours) std::memcpy(colours + 3 * o, rgb + 3 * p, 3);
+    if (is_end[i]) ends[r.e++] = o;
+    normals[o] = nx[i];
+    normals[N + o] = ny[i];
+    normals[2 * N + o] = nz[i];
+    r.ns[0] += nx[i] * inv[i];
+    r.ns[1] += ny[i] * inv[i];
+    r.ns[2] += nz[i] * inv[i];
+    r.s[0] += px;
+    r.s[1] += py;
+    r.s[2] += pz;
     if (plane) {
       const float h = pn0 * px + pn1 * py + pn2 * pz + pd;
-      float* __restrict hj = out.heights + 2 * j;
-      if (!(h >= hj[0])) hj[0] = h;  // NaN start: the first point sets both
-      if (!(h <= hj[1])) hj[1] = h;
+      if (!(h >= r.h0)) r.h0 = h;  // NaN start: the first point sets both
+      if (!(h <= r.h1)) r.h1 = h;
     }
-    out.cols[2 * j] = std::min<int64_t>(out.cols[2 * j], col[i]);
-    out.cols[2 * j + 1] = std::max<int64_t>(out.cols[2 * j + 1], col[i]);
+    r.c0 = std::min<int64_t>(r.c0, col[i]);
+    r.c1 = std::max<int64_t>(r.c1, col[i]);
   }
+  flush();
   // centred second moments per instance, from its grouped points
   int64_t start = 0;
   for (int64_t j = 0; j < k; ++j) {
@@ -688,6 +731,7 @@ struct Buffer {
     return held ? static_cast<T*>(view.buf) : nullptr;
   }
 };
+
 
 // The scratch of this thread: clean() fills it, collect() and roots() read it (checked by the
 // generation number clean() returns, so a stale or foreign hand-over raises instead of reading

@@ -1091,11 +1091,14 @@ def _moments_from(mean: np.ndarray, gram: np.ndarray, count: np.ndarray, params:
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.sqrt(r2)
             rms = np.sqrt(np.maximum(f2, 0.0)) / (2 * r)
-        for j, cj, rj, ej in zip(np.flatnonzero(fit), c, r.tolist(), rms.tolist()):
-            if np.isfinite(rj) and rj > 0 and np.isfinite(ej):
+        for j, cj, rj, ej in zip(np.flatnonzero(fit).tolist(), c, r.tolist(), rms.tolist()):
+            if math.isfinite(rj) and rj > 0 and math.isfinite(ej):
                 spheres[j] = (mean[:, j] + cj, rj, ej)
     axes = eigvec[:, :, ::-1].copy()
-    axes[:, :, 2] = np.cross(axes[:, :, 0], axes[:, :, 1])
+    a, b = axes[:, :, 0], axes[:, :, 1]  # third axis = first x second: right-handed (np.cross is slow)
+    axes[:, 0, 2] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    axes[:, 1, 2] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    axes[:, 2, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
     return [_Moments(int(n), mean[:, j], cov[j], eigval[j], axes[j], spheres[j])
             for j, n in enumerate(count.tolist())]
 
