@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 
 .PHONY: demo test msgs clean
 
-$(VENV)/.base: setup.py requirements/ci.txt
+$(VENV)/.base: setup.py requirements/ci.txt depth_perception/_regions_kernel.cpp
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements/ci.txt
 	$(PIP) install --no-deps -e .
@@ -27,10 +27,11 @@ msgs: $(VENV)/.ros
 	@echo "vision_msgs: building the TEST STAND-IN (on a robot, ros-<distro>-vision-msgs is used)"
 	PYTHON=$(PY) scripts/build_vision_msgs.sh
 
-# DP_REQUIRE_ROS=1 / DP_REQUIRE_TYPECHECK=1: the rclpy tests and the TensorRT type check must run
-# here, not skip.
+# DP_REQUIRE_ROS=1 / DP_REQUIRE_TYPECHECK=1 / DP_REQUIRE_KERNEL=1: the rclpy tests, the TensorRT
+# type check and the compiled regions kernel must run here, not skip.
 test: msgs
-	DP_REQUIRE_ROS=1 DP_REQUIRE_TYPECHECK=1 scripts/netns.sh $(PY) -m pytest -q -p no:cacheprovider
+	DP_REQUIRE_ROS=1 DP_REQUIRE_TYPECHECK=1 DP_REQUIRE_KERNEL=1 scripts/netns.sh $(PY) -m pytest -q \
+		-p no:cacheprovider
 
 clean:
 	rm -rf build install log demo_out

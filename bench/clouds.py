@@ -6,7 +6,9 @@ One 640x480 frame, in the node's order: depth → organised cloud → 10 regions
 scene PointCloud2 (xyz, packed rgb, uint16 label) → MarkerArray: the issue's set, target <= 5 ms;
 then GraspableRegionArray, regions/points and regions/labels (rosbags classes), reported on top.
 Prints per-stage milliseconds (median and best of --frames runs), the memory-copy floor measured
-in the same run, and the ratio to a straightforward per-point reference written below.
+in the same run, the numpy implementation of extract_regions on the same frames (the product runs
+the compiled kernel where it is built), and the ratio to a straightforward per-point reference
+written below.
 The machine is shared and noisy: compare numbers from one run only; --cpu times with this thread's
 CPU time (time.thread_time), which ignores the time other processes hold the core.
 """
@@ -20,6 +22,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import math  # noqa: E402
+from dataclasses import replace  # noqa: E402
 import statistics  # noqa: E402
 import struct  # noqa: E402
 import time  # noqa: E402
@@ -32,6 +35,7 @@ from depth_perception.regions import (  # noqa: E402
     GripperParams,
     RegionParams,
     extract_regions,
+    implementation_in_use,
     scene_cloud,
 )
 from depth_perception.ros import messages as M  # noqa: E402
@@ -152,6 +156,7 @@ def product_frame(depth_m, camera, rays, rgb, labels, plane, types, region_types
     return cloud, regions, array, region_cloud, label_msg, markers
 
 
+NUMPY = "extract_regions (numpy)"
 TARGET = "= issue's set"  # depth → scene PointCloud2 bytes + regions with all descriptors + markers
 ALL = "= all outputs"  # + GraspableRegionArray (a cloud per region), regions/points, regions/labels
 
@@ -196,9 +201,15 @@ def main() -> None:
 
     times: dict[str, list[float]] = {}
     out = None
+    numpy_params = replace(params, implementation="numpy")
+    pts = camera.backproject(scene.depth_m, rays)
     for _ in range(args.frames + 2):
         out = product_frame(scene.depth_m, camera, rays, scene.rgb, labels, plane, types, region_types,
                             marker_types, header, gripper, params, names, times, clock)
+        # the numpy implementation on the same frame, interleaved so both see the same machine
+        t = clock()
+        extract_regions(pts, labels, gripper, numpy_params, rgb=scene.rgb, names=names, support_plane=plane)
+        times.setdefault(NUMPY, []).append((clock() - t) * 1e3)
     times = {k: v[2:] for k, v in times.items()}  # warm-up frames out
     cloud, regions, array, *_ = out
     store = types.typestore
@@ -209,7 +220,11 @@ def main() -> None:
 
     print(f"{'stage':26s} {'median ms':>10s} {'best ms':>9s}")
     for name, vals in times.items():
-        print(f"{name:26s} {statistics.median(vals):10.2f} {min(vals):9.2f}")
+        if name != NUMPY:
+            print(f"{name:26s} {statistics.median(vals):10.2f} {min(vals):9.2f}")
+    kernel_ms, numpy_ms = statistics.median(times["extract_regions"]), statistics.median(times[NUMPY])
+    print(f"extract_regions runs {implementation_in_use(params)}; the numpy implementation takes "
+          f"{numpy_ms:.2f} ms median on the same frames ({numpy_ms / kernel_ms:.2f}x)")
     floor = copy_floor_ms(len(cloud.data), clock)
     print(f"floor: one copy of the {len(cloud.data) / 1e6:.1f} MB scene cloud takes {floor:.2f} ms here now; "
           f"the issue's set is {statistics.median(times[TARGET]) / floor:.1f}x that "

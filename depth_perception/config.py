@@ -10,7 +10,7 @@ from typing import Any, Callable
 from .metric import MODES as METRIC_MODES
 from .metric import MetricConfig
 from .pipeline import SEGMENTATION_SOURCES, PipelineConfig
-from .regions import GripperParams, RegionParams
+from .regions import REGION_IMPLEMENTATIONS, GripperParams, RegionParams, kernel_available
 from .stereo import StereoParams
 
 
@@ -138,6 +138,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("regions.cluster_gap_m", _REG.cluster_gap_m,
                   "depth gap that splits a region's clusters, metres", min_value=0.0001,
                   max_value=1.0),
+    ParameterSpec("regions.implementation", _REG.implementation,
+                  "auto: the compiled kernel when it is built, else numpy; compiled or numpy to "
+                  "insist on one (same results; see the `regions implementation` diagnostic)"),
 )
 
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
@@ -188,6 +191,12 @@ def validate_parameters(values: dict[str, Any]) -> str | None:
                 f"{SAM_BACKENDS[-1]}, not {v['segmentation.sam.backend']!r}")
     if v["gripper.min_range"] >= v["gripper.max_range"]:
         return "need gripper.min_range < gripper.max_range"
+    if v["regions.implementation"] not in REGION_IMPLEMENTATIONS:
+        return (f"regions.implementation must be auto, compiled or numpy, not "
+                f"{v['regions.implementation']!r}")
+    if v["regions.implementation"] == "compiled" and not kernel_available():
+        return ("regions.implementation is compiled, but depth_perception._regions_kernel is not "
+                "built (reinstall the package with a C++ compiler)")
     return None
 
 
@@ -206,7 +215,8 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
     region_params = replace(RegionParams(), erosion_px=int(v["regions.erosion_px"]),
                             stride=int(v["regions.stride"]),
                             outlier_std_ratio=float(v["regions.outlier_std_ratio"]),
-                            cluster_gap_m=float(v["regions.cluster_gap_m"]))
+                            cluster_gap_m=float(v["regions.cluster_gap_m"]),
+                            implementation=str(v["regions.implementation"]))
     metric = replace(MetricConfig(), mode=str(v["metric.mode"]),
                      camera_height_m=float(v["metric.camera_height"]),
                      fixed_scale=float(v["metric.fixed_scale"]),

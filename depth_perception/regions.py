@@ -53,6 +53,10 @@ from typing import Callable
 import numpy as np
 
 
+#: values of RegionParams.implementation
+REGION_IMPLEMENTATIONS = ("auto", "compiled", "numpy")
+
+
 class RegionError(ValueError):
     """Input that region extraction cannot use; the message names the argument and the problem."""
 
@@ -133,7 +137,7 @@ class RegionParams:
             raise RegionError(f"stride must be >= 1, got {self.stride!r}")
         if int(self.erosion_px) < 0:
             raise RegionError(f"erosion_px must be >= 0, got {self.erosion_px!r}")
-        if self.implementation not in ("auto", "compiled", "numpy"):
+        if self.implementation not in REGION_IMPLEMENTATIONS:
             raise RegionError(f"implementation must be auto, compiled or numpy, got {self.implementation!r}")
         if self.outlier_k not in (4, 8):
             raise RegionError(f"outlier_k must be 4 or 8 (grid neighbourhood), got {self.outlier_k!r}")
@@ -672,6 +676,21 @@ class _Cleaned:
                         uneroded=[], mask_roi=lambda j: (0, 0, 0, 0), stats=lambda j: {})
 
 
+def kernel_available() -> bool:
+    """Whether the compiled kernel (depth_perception/_regions_kernel.cpp) was built with the package."""
+    try:
+        from . import _regions_kernel  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def implementation_in_use(params: RegionParams | None = None) -> str:
+    """"compiled" or "numpy": what :func:`extract_regions` runs with these params (RegionError when
+    "compiled" is asked for and not built)."""
+    return "numpy" if _kernel((params or RegionParams()).implementation) is None else "compiled"
+
+
 def _kernel(implementation: str):
     """The compiled module, or None for the numpy implementation."""
     if implementation == "numpy":
@@ -1048,24 +1067,26 @@ def _moments(P: np.ndarray, seg: _Segments, params: RegionParams) -> list[_Momen
     cov · c = ½ mean(q s) and k = mean(s), so r² = mean(s) + |c|². The algebraic residual
     f = |q - c|² - r² then has mean(f²) = var(s) - 2 c·mean(q s), and |q - c| - r ≈ f / 2r (to within
     (|q - c| - r) / 2r: 1.5 % at the default tolerance), so the RMS distance to the sphere needs no
-    second pass over the points. float32 sums put a floor of ~5e-4 r under that RMS, far below the
-    3 % tolerance (the generator's spheres: < 5e-4 r; its boxes and cylinders: > 0.1 r).
+    second pass over the points (float64 sums: the cancellation in var(s) costs nothing that
+    matters; the generator's spheres fit to < 5e-4 r, its boxes and cylinders > 0.1 r, against
+    the 3 % tolerance). The compiled kernel hands over the same Gram matrices.
     """
     k = seg.count.size
     cnt = np.maximum(seg.count, 1)
     mean = seg.sum(P) / cnt  # (3, k)
-    # centred float32 (micrometres at object scale); BLAS sums in blocks: ~1e-6 relative
-    q = np.empty((4, P.shape[1]), dtype=np.float32)
-    np.subtract(P, seg.repeat(mean.astype(np.float32)), out=q[:3])
+    # centred in float64, as the compiled kernel does (float32 sums of near-degenerate spreads
+    # move PCA axes by ~1e-4)
+    q = np.empty((4, P.shape[1]), dtype=np.float64)
+    np.subtract(P, seg.repeat(mean), out=q[:3])
     np.multiply(q[0], q[0], out=q[3])
     q[3] += q[1] * q[1]
     q[3] += q[2] * q[2]
-    gram32 = np.zeros((k, 4, 4), dtype=np.float32)
+    gram = np.zeros((k, 4, 4), dtype=np.float64)
     for j, a, b in zip(range(k), seg.start.tolist(), (seg.start + seg.count).tolist()):
         if b > a:
             part = q[:, a:b]
-            np.matmul(part, part.T, out=gram32[j])
-    return _moments_from(mean, gram32 / cnt[:, None, None], seg.count, params)
+            np.matmul(part, part.T, out=gram[j])
+    return _moments_from(mean, gram / cnt[:, None, None], seg.count, params)
 
 
 def _moments_from(mean: np.ndarray, gram: np.ndarray, count: np.ndarray, params: RegionParams) -> list[_Moments]:

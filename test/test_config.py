@@ -34,12 +34,22 @@ def test_nested_groups_become_dotted_names(tmp_path):
         ({"max_depht": 3.0}, "unknown parameter"),
         ({"queue_size": 0}, "queue_size must be in"),
         ({"stereo": "yes"}, "stereo must be a bool"),
+        ({"regions.implementation": "fast"}, "regions.implementation must be auto, compiled or numpy"),
     ],
 )
 def test_invalid_values_are_named(values, reason):
     assert reason in validate_parameters(values)
     with pytest.raises(ValueError, match=reason.split()[0]):
         pipeline_config(values)
+
+
+def test_regions_implementation_reaches_the_region_params(monkeypatch):
+    from depth_perception import config
+
+    assert pipeline_config({"regions.implementation": "numpy"}).region_params.implementation == "numpy"
+    monkeypatch.setattr(config, "kernel_available", lambda: False)
+    assert "not built" in validate_parameters({"regions.implementation": "compiled"})
+    assert validate_parameters({"regions.implementation": "auto"}) is None
 
 
 def test_bad_files_are_clear_errors(tmp_path):

@@ -7,14 +7,20 @@ those of the full solid. With the table plane known the box is completed down to
 from a sphere fit, so the full-solid targets hold for every kind that the camera sees unoccluded.
 Without the plane a PCA box of the visible shell is all there is: its centre sits ~1.5 cm too close
 to the camera (tested as a bound, below).
+
+Every test runs twice: with the compiled kernel (the product path where it is built) and with the
+numpy implementation (its reference and fallback).
 """
 
 from __future__ import annotations
+
+import os
 
 import cv2
 import numpy as np
 import pytest
 
+from depth_perception import regions
 from depth_perception.camera import CameraModel
 from depth_perception.files import read_ply
 from depth_perception.regions import (
@@ -61,13 +67,30 @@ def axis_matched_errors(region: Region, obj) -> np.ndarray:
     return np.array(errs)
 
 
+@pytest.fixture(scope="module", autouse=True, params=["compiled", "numpy"])
+def implementation(request):
+    """extract_regions with params.implementation "auto" runs this implementation."""
+    if request.param == "compiled" and not regions.kernel_available():
+        if os.environ.get("DP_REQUIRE_KERNEL") == "1":
+            pytest.fail("DP_REQUIRE_KERNEL=1 but depth_perception._regions_kernel is not built")
+        pytest.skip("the compiled regions kernel is not built")
+    choose = regions._kernel
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(regions, "_kernel", lambda asked: choose(request.param if asked == "auto" else asked))
+        yield request.param
+
+
+def test_the_implementation_under_test_runs(implementation):
+    assert regions.implementation_in_use() == implementation
+
+
 @pytest.fixture(scope="module")
 def scenes():
     return [generate_tabletop(seed) for seed in SEEDS]
 
 
 @pytest.fixture(scope="module")
-def measured(scenes):
+def measured(scenes, implementation):
     """(kind, centroid error m, extent errors, region, object) of unoccluded objects at 0.4-1.0 m."""
     rows = {"plane": [], "noplane": []}
     for scene in scenes:

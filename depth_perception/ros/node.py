@@ -43,6 +43,7 @@ from ..config import (
     validate_parameters,
 )
 from ..pipeline import Pipeline
+from ..regions import implementation_in_use
 from ..sync import LatestSlot, StampSynchronizer
 from . import messages as M
 from .conversion import group_to_frame, iter_result_messages, output_options
@@ -329,6 +330,7 @@ class DepthPerceptionNode(Node):
                for name, n in stats.released_without.items()},
             "depth source": self._last_source or "none yet",
             "regions (last frame)": str(self._last_region_count),
+            "regions implementation": implementation_in_use(self._pipeline.config.region_params),
             "segmentation": self._last_segmentation,
             "last error": self.last_error,
         }
