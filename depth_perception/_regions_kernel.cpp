@@ -55,7 +55,8 @@ struct Scratch {
   std::vector<int32_t> lut;  // per label id
   std::vector<int64_t> row_start;  // first position of each row (H + 1)
   std::vector<int32_t> mask, inst, col, down, root, size, above;
-  std::vector<uint8_t> edge, state, cnt, inlier, kept, root_kept, is_end;
+  std::vector<uint8_t> edge, use, state, cnt, inlier, inlier_below, kept, root_kept, is_end;
+  std::vector<float> limit_at;  // the outlier limit of each position's instance
   std::vector<float> x, y, z, inv_foot, gap, xd, yd, zd, len_r, len_d, rel_r, rel_d, rel_u, mean_dist;
   std::vector<float> erx, ery, erz, edx, edy, edz, eux, euy, euz, nx, ny, nz, inv;
   std::vector<int32_t> diag[2];
@@ -150,20 +151,53 @@ void edge_terms(const float* __restrict ax, const float* __restrict ay, const fl
 // left, down, up; rel_r[-1] and rel_r of unlinked edges are 0
 void neighbour_sums(const float* __restrict rel_r, const float* __restrict rel_d, const float* __restrict rel_u,
                     int64_t count, float* __restrict sum) {
-  for (int64_t i = 0; i < count; ++i) {
+  if (count) sum[0] = ((rel_r[0] + 0.f) + rel_d[0]) + rel_u[0];
+  for (int64_t i = 1; i < count; ++i) {
     float s = rel_r[i];
-    s += i > 0 ? rel_r[i - 1] : 0.f;
+    s += rel_r[i - 1];
     s += rel_d[i];
     s += rel_u[i];
     sum[i] = s;
   }
 }
 
+// edge[i] = USE | LINK_R where the next position is the next pixel of the row, of the same
+// instance, and both are used (use has count + 1 entries, the last 0)
+void right_links(const int32_t* __restrict mask, const int32_t* __restrict col, const int32_t* __restrict inst,
+                 const uint8_t* __restrict use, int32_t W, int64_t count, uint8_t* __restrict edge) {
+  for (int64_t i = 0; i + 1 < count; ++i) {
+    const bool r = (mask[i + 1] == mask[i] + 1) & (col[i] != W - 1) & (inst[i + 1] == inst[i]) & (use[i] != 0) &
+                   (use[i + 1] != 0);
+    edge[i] = static_cast<uint8_t>((use[i] ? USE : 0) | (r ? LINK_R : 0));
+  }
+  if (count) edge[count - 1] = use[count - 1] ? USE : 0;
+}
+
+// SHORT_R / SHORT_D where a link joins two inliers closer than the first one's gap (inlier has
+// count + 1 entries, the last 0; inlier_below: the point below is an inlier)
+void short_edges(const uint8_t* __restrict inlier, const uint8_t* __restrict inlier_below,
+                 const float* __restrict len_r, const float* __restrict len_d, const float* __restrict gap,
+                 int64_t count, uint8_t* __restrict edge) {
+  for (int64_t i = 0; i < count; ++i) {
+    const bool both = inlier[i] != 0;
+    const bool r = ((edge[i] & LINK_R) != 0) & both & (inlier[i + 1] != 0) & (len_r[i] < gap[i]);
+    const bool d = ((edge[i] & LINK_D) != 0) & both & (inlier_below[i] != 0) & (len_d[i] < gap[i]);
+    edge[i] = static_cast<uint8_t>(edge[i] | (r ? SHORT_R : 0) | (d ? SHORT_D : 0));
+  }
+}
+
 // count[i] += the links right, left and down of each point
 void link_counts(const uint8_t* __restrict edge, int64_t n, uint8_t* __restrict count) {
+  if (n) count[0] += static_cast<uint8_t>((edge[0] & LINK_R) + ((edge[0] & LINK_D) >> 1));
+  for (int64_t i = 1; i < n; ++i)
+    count[i] += static_cast<uint8_t>((edge[i] & LINK_R) + ((edge[i] & LINK_D) >> 1) + (edge[i - 1] & LINK_R));
+}
+
+// inlier[i]: used, with grid neighbours, mean edge length within its instance's limit
+void inliers(const uint8_t* __restrict edge, const uint8_t* __restrict count, const float* __restrict mean_dist,
+             const float* __restrict limit, int64_t n, uint8_t* __restrict inlier) {
   for (int64_t i = 0; i < n; ++i)
-    count[i] += static_cast<uint8_t>((edge[i] & LINK_R) + ((edge[i] & LINK_D) >> 1) +
-                                     (i > 0 ? (edge[i - 1] & LINK_R) : 0));
+    inlier[i] = static_cast<uint8_t>(((edge[i] & USE) != 0) & (count[i] != 0) & (mean_dist[i] <= limit[i]));
 }
 
 // sum[i] / max(count[i], 1), in place or not
@@ -212,6 +246,7 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   int32_t* __restrict inst = sized(a.inst, n);
   int32_t* __restrict col = sized(a.col, n);
   uint8_t* __restrict edge = sized(a.edge, n);
+  uint8_t* __restrict use = sized(a.use, n + 1);
   int64_t* __restrict row_start = sized(a.row_start, H + 1);
   float* __restrict x = sized(a.x, n);
   float* __restrict y = sized(a.y, n);
@@ -222,6 +257,15 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   int32_t* __restrict lut = filled(a.lut, 65536, -1);
   std::vector<Instance> seen;
   int64_t m = 0;
+  uint16_t last = 0;  // the current instance's label, index and counts, held in registers
+  int32_t j = -1;
+  int64_t mask_n = 0, eroded_n = 0;
+  auto flush = [&]() {
+    if (j < 0) return;
+    seen[j].mask_n += mask_n;
+    seen[j].eroded_n += eroded_n;
+    mask_n = eroded_n = 0;
+  };
   for (int64_t v = 0; v < H; ++v) {
     const uint16_t* __restrict row = lab + v * W;
     row_start[v] = m;
@@ -238,17 +282,20 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
       for (; u < stop; ++u) {
         const uint16_t l = row[u];
         if (!l) continue;
-        int32_t j = lut[l];
-        if (j < 0) {
-          j = lut[l] = static_cast<int32_t>(seen.size());
-          Instance s;
-          s.id = l;
-          seen.push_back(s);
+        if (l != last) {  // counts of the last instance to its record, the new one's looked up
+          flush();
+          last = l;
+          j = lut[l];
+          if (j < 0) {
+            j = lut[l] = static_cast<int32_t>(seen.size());
+            Instance s;
+            s.id = l;
+            seen.push_back(s);
+          }
         }
-        Instance& s = seen[j];
         const bool survives = prm.erosion <= 0 || survives_erosion(lab, H, W, v, u, prm.erosion, l);
-        ++s.mask_n;
-        s.eroded_n += survives;
+        ++mask_n;
+        eroded_n += survives;
         const int64_t p = v * W + u;
         mask[m] = static_cast<int32_t>(p);
         x[m] = P[3 * p];
@@ -256,11 +303,12 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
         z[m] = P[3 * p + 2];
         inst[m] = j;
         col[m] = static_cast<int32_t>(u);
-        edge[m] = survives ? USE : 0;  // "survives" for now; step 2 decides
+        use[m] = survives;  // for now; step 2 decides
         ++m;
       }
     }
   }
+  flush();
   row_start[H] = m;
   a.m = m;
   const size_t k = seen.size();
@@ -317,10 +365,10 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
       const bool valid = (st & 3) == 3;
       valid_n += valid;
       behind_n += (st & 3) == 1;  // finite, not in front
-      const bool eroded_ok = uneroded || (edge[i] & USE);
+      const bool eroded_ok = uneroded || use[i];
       const bool low = valid && eroded_ok && (st & 4);
       low_n += low;
-      edge[i] = (valid && eroded_ok && !low) ? USE : 0;
+      use[i] = valid && eroded_ok && !low;
     }
     flush();
   }
@@ -328,11 +376,8 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   // 3. grid edges between used points of one instance: right is the next position, down is
   //    found by walking the next row; each length once (vectorised after the look-ups)
   int32_t* __restrict down = sized(a.down, m);
-  for (int64_t i = 0; i + 1 < m; ++i) {
-    const bool r = mask[i + 1] == mask[i] + 1 && col[i] != W - 1 && inst[i + 1] == inst[i] &&
-                   (edge[i] & USE) && (edge[i + 1] & USE);
-    edge[i] |= r ? LINK_R : 0;
-  }
+  use[m] = 0;
+  right_links(mask, col, inst, use, static_cast<int32_t>(W), m, edge);
   float* __restrict xd = sized(a.xd, m);
   float* __restrict yd = sized(a.yd, m);
   float* __restrict zd = sized(a.zd, m);
@@ -440,19 +485,20 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
     limit[j] = static_cast<float>(std::isnan(lim) ? lim : std::max(lim, prm.min_px));
   }
   uint8_t* __restrict inlier = filled(a.inlier, m + 1, 0);
-  for (int64_t i = 0; i < m; ++i) inlier[i] = (edge[i] & USE) && cnt[i] && mean_dist[i] <= limit[inst[i]];
+  float* __restrict limit_at = sized(a.limit_at, m);
+  for (int64_t i = 0; i < m; ++i) limit_at[i] = limit[inst[i]];
+  inliers(edge, cnt, mean_dist, limit_at, m, inlier);
 
   // 5. connected components of the inliers over edges shorter than the gap of their first point.
   //    Right-linked inliers form runs (parent = the run's first position); down edges join runs,
   //    one union per pair of runs where a link starts; the root is a component's first position.
   int32_t* __restrict root = sized(a.root, m);
-  for (int64_t i = 0; i < m; ++i) {
-    const bool r = (edge[i] & LINK_R) && inlier[i] && inlier[i + 1] && len_r[i] < gap[i];
-    const bool d = (edge[i] & LINK_D) && inlier[i] && inlier[down[i]] && len_d[i] < gap[i];
-    edge[i] |= (r ? SHORT_R : 0) | (d ? SHORT_D : 0);
-  }
-  for (int64_t i = 0; i < m; ++i)
-    root[i] = !inlier[i] ? -1 : (i > 0 && (edge[i - 1] & SHORT_R)) ? root[i - 1] : static_cast<int32_t>(i);
+  uint8_t* __restrict inlier_below = sized(a.inlier_below, m);
+  for (int64_t i = 0; i < m; ++i) inlier_below[i] = down[i] >= 0 && inlier[down[i]];
+  short_edges(inlier, inlier_below, len_r, len_d, gap, m, edge);
+  root[0] = inlier[0] ? 0 : -1;
+  for (int64_t i = 1; i < m; ++i)
+    root[i] = !inlier[i] ? -1 : (edge[i - 1] & SHORT_R) ? root[i - 1] : static_cast<int32_t>(i);
   auto join = [&](int32_t p, int32_t q) {
     p = find_root(root, p);
     q = find_root(root, q);
