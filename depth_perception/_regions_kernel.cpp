@@ -8,7 +8,7 @@
 //
 // Arithmetic follows regions.py operation by operation in float32 (built with -ffp-contract=off),
 // so both implementations keep the same points; per-instance sums are float64 and may differ from
-// numpy's in the last bits. tests/test_regions_kernel.py holds the two against each other.
+// numpy's in the last bits. test/test_regions_kernel.py holds the two against each other.
 //
 // Only the CPython C API and the buffer protocol are used (no numpy headers, no pybind11). Two
 // calls per frame, with Python in between for the rare merge of split components (k-d tree):
@@ -23,7 +23,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <tuple>
 #include <vector>
 
 namespace dp {
@@ -47,8 +46,9 @@ struct Candidate {
 
 // Per-position arrays of one frame ("positions": the labelled pixels in row-major order), written
 // by clean() and read by collect(), plus the temporaries of both. Kept from frame to frame (one per
-// thread) because first-touch page faults of fresh allocations cost as much as the arithmetic
-// (measured: ~740 faults per VGA frame, 40 % of the kernel's time); resize() keeps the capacity.
+// thread): fresh allocations of this size can come back from the allocator as untouched pages, and
+// their first-touch faults cost as much as the arithmetic (a C++ benchmark of this file: ~740
+// faults per VGA frame, 40 % of its time). resize() keeps the capacity.
 struct Scratch {
   uint64_t generation = 0;
   int64_t H = 0, W = 0, m = 0;
@@ -252,63 +252,65 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   float* __restrict y = sized(a.y, n);
   float* __restrict z = sized(a.z, n);
 
-  // 1. the labelled pixels, row by row (zero words skipped four pixels at a time); instances in
-  //    order of first appearance; mask sizes and erosion survivors
+  // 1. the labelled pixels, row by row (zero words skipped four pixels at a time), with their
+  //    coordinates (SoA); instances in order of first appearance; mask sizes, erosion survivors
   int32_t* __restrict lut = filled(a.lut, 65536, -1);
   std::vector<Instance> seen;
   int64_t m = 0;
-  uint16_t last = 0;  // the current instance's label, index and counts, held in registers
-  int32_t j = -1;
-  int64_t mask_n = 0, eroded_n = 0;
-  auto flush = [&]() {
-    if (j < 0) return;
-    seen[j].mask_n += mask_n;
-    seen[j].eroded_n += eroded_n;
-    mask_n = eroded_n = 0;
-  };
-  for (int64_t v = 0; v < H; ++v) {
-    const uint16_t* __restrict row = lab + v * W;
-    row_start[v] = m;
-    for (int64_t u = 0; u < W;) {
-      if (u + 4 <= W) {
-        uint64_t word;
-        std::memcpy(&word, row + u, 8);
-        if (!word) {
-          u += 4;
-          continue;
-        }
-      }
-      const int64_t stop = std::min<int64_t>(u + 4, W);
-      for (; u < stop; ++u) {
-        const uint16_t l = row[u];
-        if (!l) continue;
-        if (l != last) {  // counts of the last instance to its record, the new one's looked up
-          flush();
-          last = l;
-          j = lut[l];
-          if (j < 0) {
-            j = lut[l] = static_cast<int32_t>(seen.size());
-            Instance s;
-            s.id = l;
-            seen.push_back(s);
+  {
+    uint16_t last = 0;  // the current instance's label, index and counts, held in registers
+    int32_t cur = -1;
+    int64_t mask_n = 0, eroded_n = 0;
+    auto flush = [&]() {
+      if (cur < 0) return;
+      seen[cur].mask_n += mask_n;
+      seen[cur].eroded_n += eroded_n;
+      mask_n = eroded_n = 0;
+    };
+    for (int64_t v = 0; v < H; ++v) {
+      const uint16_t* __restrict row = lab + v * W;
+      row_start[v] = m;
+      for (int64_t u = 0; u < W;) {
+        if (u + 4 <= W) {
+          uint64_t word;
+          std::memcpy(&word, row + u, 8);
+          if (!word) {
+            u += 4;
+            continue;
           }
         }
-        const bool survives = prm.erosion <= 0 || survives_erosion(lab, H, W, v, u, prm.erosion, l);
-        ++mask_n;
-        eroded_n += survives;
-        const int64_t p = v * W + u;
-        mask[m] = static_cast<int32_t>(p);
-        x[m] = P[3 * p];
-        y[m] = P[3 * p + 1];
-        z[m] = P[3 * p + 2];
-        inst[m] = j;
-        col[m] = static_cast<int32_t>(u);
-        use[m] = survives;  // for now; step 2 decides
-        ++m;
+        const int64_t stop = std::min<int64_t>(u + 4, W);
+        for (; u < stop; ++u) {
+          const uint16_t l = row[u];
+          if (!l) continue;
+          if (l != last) {  // counts of the last instance to its record, the new one's looked up
+            flush();
+            last = l;
+            cur = lut[l];
+            if (cur < 0) {
+              cur = lut[l] = static_cast<int32_t>(seen.size());
+              Instance s;
+              s.id = l;
+              seen.push_back(s);
+            }
+          }
+          const bool survives = prm.erosion <= 0 || survives_erosion(lab, H, W, v, u, prm.erosion, l);
+          ++mask_n;
+          eroded_n += survives;
+          const int64_t p = v * W + u;
+          mask[m] = static_cast<int32_t>(p);
+          x[m] = P[3 * p];
+          y[m] = P[3 * p + 1];
+          z[m] = P[3 * p + 2];
+          inst[m] = cur;
+          col[m] = static_cast<int32_t>(u);
+          use[m] = survives;  // for now; step 2 decides
+          ++m;
+        }
       }
     }
+    flush();
   }
-  flush();
   row_start[H] = m;
   a.m = m;
   const size_t k = seen.size();
@@ -320,7 +322,7 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   {  // dense instance indices in id order
     std::vector<int32_t> order(k), rank(k);
     for (size_t j = 0; j < k; ++j) order[j] = static_cast<int32_t>(j);
-    std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return seen[x].id < seen[y].id; });
+    std::sort(order.begin(), order.end(), [&](int32_t p, int32_t q) { return seen[p].id < seen[q].id; });
     instances.resize(k);
     for (size_t j = 0; j < k; ++j) {
       rank[order[j]] = static_cast<int32_t>(j);
@@ -734,8 +736,8 @@ inline int64_t collect(const uint8_t* __restrict rgb, const double* plane, Scrat
         s[9] += q2 * q2;
       }
       static const int at4[4][4] = {{0, 1, 2, 3}, {1, 4, 5, 6}, {2, 5, 7, 8}, {3, 6, 8, 9}};
-      for (int r = 0; r < 4; ++r)
-        for (int c2 = 0; c2 < 4; ++c2) out.gram[16 * j + 4 * r + c2] = s[at4[r][c2]];
+      for (int row = 0; row < 4; ++row)
+        for (int c2 = 0; c2 < 4; ++c2) out.gram[16 * j + 4 * row + c2] = s[at4[row][c2]];
     }
     start += c;
   }

@@ -56,7 +56,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -724,6 +724,18 @@ def _footprints(plane, points: np.ndarray, ends: np.ndarray, end_start, end_coun
     return [uv[:, a:a + n] for a, n in zip(end_start, end_count)], basis
 
 
+class _KernelInstance(NamedTuple):
+    """What the kernel's clean() reports per instance (pixel counts; roots are mask positions)."""
+
+    mask: int
+    valid: int
+    behind: int
+    on_plane: int
+    uneroded: bool
+    best_root: int
+    best_size: int
+
+
 def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _Cleaned:
     """Steps 1-8 in depth_perception/_regions_kernel.cpp (same arithmetic as :func:`_clean_numpy`)."""
     H, W = lab.shape
@@ -735,8 +747,9 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
     k = len(ids)
     if not k:
         return _Cleaned.empty()
-    keep = [p[5] for p in per]  # the largest component of each instance (-1: none)
-    n_keep = sum(p[6] for p in per)
+    per = [_KernelInstance._make(p) for p in per]
+    keep = [p.best_root for p in per]  # the largest component of each instance (-1: none)
+    n_keep = sum(p.best_size for p in per)
     if candidates:  # rare: an object split by an occluder
         mask, root = np.empty(m, np.int32), np.empty(m, np.int32)
         kernel.roots(generation, mask, root)
@@ -760,7 +773,7 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
         start[j], end_start[j] = start[j - 1] + count[j - 1], end_start[j - 1] + n_end[j - 1]
     footprint, basis = _footprints(plane, points, ends[:n_ends], end_start, n_end)
     cnt = np.maximum(counts, 1)
-    stats = [dict(mask=p[0], valid=p[1], behind=p[2], on_plane=p[3]) for p in per]
+    stats = [dict(mask=p.mask, valid=p.valid, behind=p.behind, on_plane=p.on_plane) for p in per]
 
     def mask_roi(j: int) -> tuple[int, int, int, int]:  # only for instances without points
         v, u = np.nonzero(lab == ids[j])
@@ -772,7 +785,7 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
         moments=_moments_from(sums.T / cnt, gram / cnt[:, None, None], counts, params),
         mean_normal=normal_sums.T / cnt, heights=heights if plane is not None else None,
         cols=[tuple(c) for c in cols.tolist()], footprint=footprint, basis=basis,
-        uneroded=[bool(p[4]) for p in per], mask_roi=mask_roi, stats=stats.__getitem__,
+        uneroded=[p.uneroded for p in per], mask_roi=mask_roi, stats=stats.__getitem__,
     )
 
 
@@ -784,7 +797,7 @@ def _merge_near_roots(candidates, per, mask, root_of, pts, ang, params) -> tuple
     flat = pts.reshape(-1, 3)
     roots, total = [], 0
     for j, root, size in candidates:
-        a = mask[root_of == per[j][5]]
+        a = mask[root_of == per[j].best_root]
         b = mask[root_of == root]
         pb = flat[b]
         gap = np.maximum(pb[:, 2] * np.float32(ang) * np.float32(params.cluster_gap_px),
