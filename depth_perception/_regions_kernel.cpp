@@ -178,11 +178,14 @@ void right_links(const int32_t* __restrict mask, const int32_t* __restrict col, 
 void short_edges(const uint8_t* __restrict inlier, const uint8_t* __restrict inlier_below,
                  const float* __restrict len_r, const float* __restrict len_d, const float* __restrict gap,
                  int64_t count, uint8_t* __restrict edge) {
+  // written with 0/1 bytes and shifts: the compiler vectorises that, not the same with bools
+  static_assert(LINK_R == 1 && LINK_D == 2 && SHORT_R == 4 && SHORT_D == 8, "flag bits");
   for (int64_t i = 0; i < count; ++i) {
-    const bool both = inlier[i] != 0;
-    const bool r = ((edge[i] & LINK_R) != 0) & both & (inlier[i + 1] != 0) & (len_r[i] < gap[i]);
-    const bool d = ((edge[i] & LINK_D) != 0) & both & (inlier_below[i] != 0) & (len_d[i] < gap[i]);
-    edge[i] = static_cast<uint8_t>(edge[i] | (r ? SHORT_R : 0) | (d ? SHORT_D : 0));
+    const uint8_t near_r = static_cast<uint8_t>(len_r[i] < gap[i]);
+    const uint8_t near_d = static_cast<uint8_t>(len_d[i] < gap[i]);
+    const uint8_t r = (edge[i] & 1) & inlier[i] & inlier[i + 1] & near_r;
+    const uint8_t d = ((edge[i] >> 1) & 1) & inlier[i] & inlier_below[i] & near_d;
+    edge[i] = static_cast<uint8_t>(edge[i] | (r << 2) | (d << 3));
   }
 }
 
