@@ -63,16 +63,44 @@ struct Scratch {
   std::vector<float> rel_diag[2], rel_diag_in[2];
 };
 
-// v resized to n elements (values unspecified) / set to n copies of value; capacity never shrinks
+// v resized to n elements (values unspecified) / set to n copies of value. The capacity is kept
+// from frame to frame, and given back when a frame needs much less than it holds (one large frame
+// must not pin its memory for good).
+template <class V>
+inline void fit(V& v, size_t n) {
+  if (v.capacity() > 4 * n + (size_t{1} << 16)) V().swap(v);
+}
 template <class V>
 inline auto* sized(V& v, size_t n) {
+  fit(v, n);
   v.resize(n);
   return v.data();
 }
 template <class V, class T>
 inline auto* filled(V& v, size_t n, T value) {
+  fit(v, n);
   v.assign(n, value);
   return v.data();
+}
+
+// The number of labelled pixels of each row (zero words skipped four pixels at a time: masks cover
+// a small part of the image) as running totals: row_start[v] = first position of row v.
+inline int64_t count_labelled(const uint16_t* __restrict lab, int64_t H, int64_t W, int64_t* __restrict row_start) {
+  int64_t m = 0;
+  for (int64_t v = 0; v < H; ++v) {
+    row_start[v] = m;
+    const uint16_t* row = lab + v * W;
+    int64_t u = 0;
+    for (; u + 4 <= W; u += 4) {
+      uint64_t word;
+      std::memcpy(&word, row + u, 8);
+      if (!word) continue;
+      m += (row[u] != 0) + (row[u + 1] != 0) + (row[u + 2] != 0) + (row[u + 3] != 0);
+    }
+    for (; u < W; ++u) m += row[u] != 0;
+  }
+  row_start[H] = m;
+  return m;
 }
 
 // c ? v : 0 without a branch (GCC 12 vectorises bit operations but not float selects)
@@ -242,21 +270,22 @@ void right_edges(const float* __restrict x, const uint8_t* __restrict edge, uint
 // `candidates` (other components large enough to join their instance's largest one).
 inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, const double* plane, const Params& prm, Scratch& a,
                      std::vector<Instance>& instances, std::vector<Candidate>& candidates) {
-  const int64_t H = prm.H, W = prm.W, n = H * W;
+  const int64_t H = prm.H, W = prm.W;
   a.H = H;
   a.W = W;
-  int32_t* __restrict mask = sized(a.mask, n);
-  int32_t* __restrict inst = sized(a.inst, n);
-  int32_t* __restrict col = sized(a.col, n);
-  uint8_t* __restrict edge = sized(a.edge, n);
-  uint8_t* __restrict use = sized(a.use, n + 1);
   int64_t* __restrict row_start = sized(a.row_start, H + 1);
-  float* __restrict x = sized(a.x, n);
-  float* __restrict y = sized(a.y, n);
-  float* __restrict z = sized(a.z, n);
+  const int64_t m_all = count_labelled(lab, H, W, row_start);  // every array below is sized to it
+  int32_t* __restrict mask = sized(a.mask, m_all);
+  int32_t* __restrict inst = sized(a.inst, m_all);
+  int32_t* __restrict col = sized(a.col, m_all);
+  uint8_t* __restrict edge = sized(a.edge, m_all);
+  uint8_t* __restrict use = sized(a.use, m_all + 1);
+  float* __restrict x = sized(a.x, m_all);
+  float* __restrict y = sized(a.y, m_all);
+  float* __restrict z = sized(a.z, m_all);
 
-  // 1. the labelled pixels, row by row (zero words skipped four pixels at a time), with their
-  //    coordinates (SoA); instances in order of first appearance; mask sizes, erosion survivors
+  // 1. the labelled pixels, row by row (the rows counted above), with their coordinates (SoA);
+  //    instances in order of first appearance; mask sizes, erosion survivors
   int32_t* __restrict lut = filled(a.lut, 65536, -1);
   std::vector<Instance> seen;
   int64_t m = 0;
@@ -271,8 +300,8 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
       mask_n = eroded_n = 0;
     };
     for (int64_t v = 0; v < H; ++v) {
+      if (row_start[v + 1] == row_start[v]) continue;  // nothing labelled in this row
       const uint16_t* __restrict row = lab + v * W;
-      row_start[v] = m;
       for (int64_t u = 0; u < W;) {
         if (u + 4 <= W) {
           uint64_t word;
@@ -314,8 +343,7 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
     }
     flush();
   }
-  row_start[H] = m;
-  a.m = m;
+  a.m = m;  // == m_all
   const size_t k = seen.size();
   if (!k) {
     instances.clear();
