@@ -9,6 +9,7 @@ import pytest
 
 from depth_perception.camera import CameraModel
 from depth_perception.metrics import depth_metrics
+from depth_perception.regions import kernel_available
 from depth_perception.scene import generate_tabletop
 from node_harness import FRAME_ID
 from node_harness import NodeHarness as Harness
@@ -134,6 +135,8 @@ def test_diagnostics_report_counts_and_stage_latency(harness, scene):
     keys = {kv.key: kv.value for kv in got[-1].status[0].values}
     assert keys["depth source"] == "stereo"
     assert float(keys["depth latency mean (ms)"]) > 0
+    # which regions implementation runs: the compiled kernel wherever the package built it
+    assert keys["regions implementation"] == ("compiled" if kernel_available() else "numpy")
 
 
 def test_compressed_input(rclpy_context, scene):
