@@ -26,7 +26,7 @@ Two implementations of steps 1-5's per-point work give the same points and descr
 - the compiled kernel ``depth_perception/_regions_kernel.cpp``, built with the package where a
   C++ compiler exists and used by default: a few vectorised passes over the mask pixels
   (bench/clouds.py: extract_regions 1.6x faster than numpy; depth → scene cloud + 10 regions +
-  markers in 3.3-4.8 ms on one core of this VM);
+  markers in 2.9-4.7 ms on one core of this VM);
 - numpy (the reference and the fallback): the mask pixels only, grouped by instance (per-instance
   sums are ``reduceat`` calls and a pixel's right-hand neighbour is the next point), (3, N) float32
   arrays, and cv2 for the interleaving of (N, 3) outputs.
