@@ -127,7 +127,8 @@ inline int32_t find_root(int32_t* parent, int32_t i) {
 // True when the (2e+1)^2 window around (v, u) (clipped to the image, as cv2.erode's default
 // border) holds label l only: the pixel survives the erosion of its mask.
 inline bool survives_erosion(const uint16_t* lab, int64_t H, int64_t W, int64_t v, int64_t u, int e, uint16_t l) {
-  if (e == 1 && u >= 1 && u + 3 <= W && v >= 1 && v + 1 < H) {
+  constexpr bool little_endian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;  // the mask below keeps lanes 0-2
+  if (little_endian && e == 1 && u >= 1 && u + 3 <= W && v >= 1 && v + 1 < H) {
     // three rows of three labels: one 8-byte load per row, the fourth label masked off
     const uint64_t pattern = 0x000100010001ull * l, keep = 0xFFFFFFFFFFFFull;
     uint64_t a, b, c;
