@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -36,8 +37,6 @@ def backproject(depth_m: np.ndarray, K: np.ndarray = K) -> np.ndarray:
 
 def both(pts, labels, params: RegionParams = RegionParams(), gripper: GripperParams = GripperParams(), **kw):
     """extract_regions with each implementation, checked equal; returns the compiled result."""
-    from dataclasses import replace
-
     compiled = extract_regions(pts, labels, gripper, replace(params, implementation="compiled"), **kw)
     reference = extract_regions(pts, labels, gripper, replace(params, implementation="numpy"), **kw)
     assert [r.id for r in compiled] == [r.id for r in reference]
