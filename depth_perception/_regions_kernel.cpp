@@ -11,9 +11,10 @@
 // numpy's in the last bits. test/test_regions_kernel.py holds the two against each other.
 //
 // Only the CPython C API and the buffer protocol are used (no numpy headers, no pybind11). Two
-// calls per frame, with Python in between for the rare merge of split components (k-d tree):
+// calls per frame, with Python in between allocating the outputs:
 //   clean(...)   masks, erosion, validity, support plane, statistical outliers, connected
-//                components, the largest component per instance and the merge candidates;
+//                components, the largest component per instance and the others that join it
+//                (an object split by an occluder);
 //   collect(...) the kept points grouped by instance (row-major inside) with colours, grid
 //                normals, row-run ends and per-instance sums (mean, 4x4 Gram, normals, heights).
 // Compiling with -DDP_KERNEL_CORE_ONLY leaves out the Python layer (for a C++ benchmark).
@@ -23,6 +24,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <unordered_map>
 #include <vector>
 
 namespace dp {
@@ -42,6 +44,7 @@ struct Instance {
 
 struct Candidate {
   int64_t j, root, size;
+  bool joins = false;  // some point lies within the gap (3-D) of its instance's largest component
 };
 
 // Per-position arrays of one frame ("positions": the labelled pixels in row-major order), written
@@ -265,6 +268,67 @@ void grid_normals(const float* __restrict erx, const float* __restrict ery, cons
 void right_edges(const float* __restrict x, const uint8_t* __restrict edge, uint8_t flag, int64_t count,
                  float* __restrict er) {
   for (int64_t i = 0; i + 1 < count; ++i) er[i + 1] = if_set(edge[i] & flag, x[i + 1] - x[i]);
+}
+
+// Which candidate components come within the gap of their instance's largest component in 3-D,
+// as regions._merge_near_components decides with a k-d tree: some point of the candidate closer
+// than the largest gap among the candidate's points to some point of the largest component. A
+// hash of the largest component's points in cells of that size, and the 27 cells around each
+// candidate point. Rare (objects split by an occluder), so plain containers.
+inline void join_near_candidates(const Scratch& a, const std::vector<Instance>& instances,
+                                 std::vector<Candidate>& candidates) {
+  const int64_t m = a.m;
+  const int32_t* root = a.root.data();
+  const int32_t* inst = a.inst.data();
+  const float *x = a.x.data(), *y = a.y.data(), *z = a.z.data(), *gap = a.gap.data();
+  // the points of every candidate and of the largest component of every instance that has one
+  std::vector<int32_t> tag(m, 0);  // at a root: 1 + candidate index, or -1 for a largest component
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    tag[candidates[c].root] = static_cast<int32_t>(c + 1);
+    tag[instances[candidates[c].j].best_root] = -1;
+  }
+  std::vector<std::vector<int32_t>> members(candidates.size());
+  std::vector<std::vector<int32_t>> largest(instances.size());
+  for (int64_t i = 0; i < m; ++i) {
+    if (root[i] < 0) continue;
+    const int32_t t = tag[root[i]];
+    if (t > 0) members[t - 1].push_back(static_cast<int32_t>(i));
+    else if (t < 0) largest[inst[i]].push_back(static_cast<int32_t>(i));
+  }
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    double bound = 0;
+    for (int32_t i : members[c]) bound = std::max(bound, static_cast<double>(gap[i]));
+    const std::vector<int32_t>& near = largest[candidates[c].j];
+    if (!(bound > 0) || near.empty()) continue;
+    auto cell = [&](int32_t i, int dx, int dy, int dz) {
+      const int64_t cx = static_cast<int64_t>(std::floor(x[i] / bound)) + dx;
+      const int64_t cy = static_cast<int64_t>(std::floor(y[i] / bound)) + dy;
+      const int64_t cz = static_cast<int64_t>(std::floor(z[i] / bound)) + dz;
+      return (static_cast<uint64_t>(cx & 0x1FFFFF) << 42) | (static_cast<uint64_t>(cy & 0x1FFFFF) << 21) |
+             static_cast<uint64_t>(cz & 0x1FFFFF);
+    };
+    std::unordered_map<uint64_t, std::vector<int32_t>> cells;
+    cells.reserve(near.size());
+    for (int32_t i : near) cells[cell(i, 0, 0, 0)].push_back(i);
+    const double bound2 = bound * bound;
+    bool joins = false;
+    for (size_t n_i = 0; n_i < members[c].size() && !joins; ++n_i) {
+      const int32_t i = members[c][n_i];
+      for (int d = 0; d < 27 && !joins; ++d) {
+        const auto it = cells.find(cell(i, d % 3 - 1, d / 3 % 3 - 1, d / 9 - 1));
+        if (it == cells.end()) continue;
+        for (int32_t q : it->second) {
+          const double dx = static_cast<double>(x[q]) - x[i], dy = static_cast<double>(y[q]) - y[i],
+                       dz = static_cast<double>(z[q]) - z[i];
+          if (dx * dx + dy * dy + dz * dz < bound2) {
+            joins = true;
+            break;
+          }
+        }
+      }
+    }
+    candidates[c].joins = joins;
+  }
 }
 
 // Steps 1-6: returns m, the number of labelled pixels; fills `instances` (in id order) and
@@ -563,7 +627,7 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   }
 
   // 6. the largest component per instance (ties: the later one, as regions.py) and the others
-  //    large enough to join it when they come within the gap (decided in Python)
+  //    large enough to join it when they come within the gap (an object split by an occluder)
   std::vector<int64_t> roots;
   for (int64_t i = 0; i < m; ++i) {
     if (root[i] != i) continue;
@@ -579,6 +643,7 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
     if (r != s.best_root && size[r] > 1 && size[r] >= prm.min_fraction * static_cast<double>(s.best_size))
       candidates.push_back({inst[r], r, size[r]});
   }
+  if (!candidates.empty()) join_near_candidates(a, instances, candidates);
   return m;
 }
 
@@ -813,7 +878,7 @@ struct Buffer {
 };
 
 
-// The scratch of this thread: clean() fills it, collect() and roots() read it (checked by the
+// The scratch of this thread: clean() fills it, collect() reads it (checked by the
 // generation number clean() returns, so a stale or foreign hand-over raises instead of reading
 // another frame).
 thread_local dp::Scratch scratch;
@@ -828,7 +893,7 @@ bool check_size(Py_ssize_t H, Py_ssize_t W) {
 
 bool check_generation(unsigned long long generation) {
   if (generation != scratch.generation || !generation) {
-    PyErr_SetString(PyExc_RuntimeError, "regions kernel: collect() / roots() without the matching clean()");
+    PyErr_SetString(PyExc_RuntimeError, "regions kernel: collect() without the matching clean()");
     return false;
   }
   return true;
@@ -838,12 +903,13 @@ bool check_generation(unsigned long long generation) {
 //       gap_m, plane_margin, min_cluster_fraction)
 //   pts HxWx3 float32, lab HxW uint16, plane (4,) float64 unit normal + d or None.
 // Returns (generation, m, ids, per_instance, candidates):
-//   generation    hands this frame's scratch to collect() / roots()
+//   generation    hands this frame's scratch to collect()
 //   m             the number of labelled pixels ("positions")
 //   ids           instance ids in increasing order
 //   per_instance  per instance: (mask px, valid, behind, on_plane, uneroded, best root, best size,
 //                 ); roots are positions
-//   candidates    (instance index, root, size) of other components that may join the best one
+//   candidates    (instance index, root, size, joins) of other components large enough to join
+//                 the best one; joins: they come within the gap of it
 PyObject* clean(PyObject*, PyObject* args) {
   PyObject *o_pts, *o_lab, *o_plane;
   dp::Params prm;
@@ -889,24 +955,9 @@ PyObject* clean(PyObject*, PyObject* args) {
                                   (long long)s.best_size));
   }
   for (size_t i = 0; i < candidates.size(); ++i)
-    PyList_SET_ITEM(cand, i, Py_BuildValue("(LLL)", (long long)candidates[i].j, (long long)candidates[i].root,
-                                           (long long)candidates[i].size));
+    PyList_SET_ITEM(cand, i, Py_BuildValue("(LLLN)", (long long)candidates[i].j, (long long)candidates[i].root,
+                                           (long long)candidates[i].size, PyBool_FromLong(candidates[i].joins)));
   return Py_BuildValue("(KLNNN)", a.generation, (long long)m, ids, per, cand);
-}
-
-// roots(generation, mask, root): copies the pixel and the component root (-1: not an inlier) of
-// every position into int32 buffers of m entries (for the rare merge of split components).
-PyObject* roots(PyObject*, PyObject* args) {
-  unsigned long long generation;
-  PyObject *o_mask, *o_root;
-  if (!PyArg_ParseTuple(args, "KOO", &generation, &o_mask, &o_root)) return nullptr;
-  if (!check_generation(generation)) return nullptr;
-  const dp::Scratch& a = scratch;
-  Buffer b_mask, b_root;
-  if (!b_mask.get(o_mask, a.m * 4, true, "mask") || !b_root.get(o_root, a.m * 4, true, "root")) return nullptr;
-  std::memcpy(b_mask.view.buf, a.mask.data(), a.m * 4);
-  std::memcpy(b_root.view.buf, a.root.data(), a.m * 4);
-  Py_RETURN_NONE;
 }
 
 // collect(generation, rgb, plane, keep_roots, k, N, index, points, normals, colours, ends, counts,
@@ -960,7 +1011,6 @@ PyObject* collect(PyObject*, PyObject* args) {
 
 PyMethodDef methods[] = {
     {"clean", clean, METH_VARARGS, "Steps 1-6 of regions.extract_regions (see the source)."},
-    {"roots", roots, METH_VARARGS, "Pixels and component roots of the positions (see the source)."},
     {"collect", collect, METH_VARARGS, "Steps 7-8 of regions.extract_regions (see the source)."},
     {nullptr, nullptr, 0, nullptr},
 };

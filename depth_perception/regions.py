@@ -740,7 +740,7 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
     """Steps 1-8 in depth_perception/_regions_kernel.cpp (same arithmetic as :func:`_clean_numpy`)."""
     H, W = lab.shape
     pts = np.ascontiguousarray(pts)
-    generation, m, ids, per, candidates = kernel.clean(
+    generation, _, ids, per, candidates = kernel.clean(
         pts, lab, plane, H, W, int(params.erosion_px), ang, int(gripper.min_points), int(params.outlier_k),
         float(params.outlier_std_ratio), float(params.outlier_min_px), float(params.cluster_gap_px),
         float(params.cluster_gap_m), float(params.plane_margin_m), float(params.min_cluster_fraction))
@@ -750,12 +750,10 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
     per = [_KernelInstance._make(p) for p in per]
     keep = [p.best_root for p in per]  # the largest component of each instance (-1: none)
     n_keep = sum(p.best_size for p in per)
-    if candidates:  # rare: an object split by an occluder
-        mask, root = np.empty(m, np.int32), np.empty(m, np.int32)
-        kernel.roots(generation, mask, root)
-        joined, n_joined = _merge_near_roots(candidates, per, mask, root, pts, ang, params)
-        keep += joined
-        n_keep += n_joined
+    for _, root, size, joins in candidates:  # other components that join (an occluded object)
+        if joins:
+            keep.append(root)
+            n_keep += size
     index = np.empty(n_keep, np.int64)
     points = np.empty((n_keep, 3), np.float32)
     normals = np.empty((3, n_keep), np.float32)
@@ -787,26 +785,6 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
         cols=[tuple(c) for c in cols.tolist()], footprint=footprint, basis=basis,
         uneroded=[p.uneroded for p in per], mask_roi=mask_roi, stats=stats.__getitem__,
     )
-
-
-def _merge_near_roots(candidates, per, mask, root_of, pts, ang, params) -> tuple[list[int], int]:
-    """Which candidate components (the kernel's roots: positions in ``mask``) come within the gap
-    (3-D) of their instance's largest one; returns their roots and their total size."""
-    from scipy.spatial import cKDTree
-
-    flat = pts.reshape(-1, 3)
-    roots, total = [], 0
-    for j, root, size in candidates:
-        a = mask[root_of == per[j].best_root]
-        b = mask[root_of == root]
-        pb = flat[b]
-        gap = np.maximum(pb[:, 2] * np.float32(ang) * np.float32(params.cluster_gap_px),
-                         np.float32(params.cluster_gap_m))
-        d, _ = cKDTree(flat[a]).query(pb, k=1, distance_upper_bound=float(np.max(gap)))
-        if np.isfinite(d).any():
-            roots.append(int(root))
-            total += int(size)
-    return roots, total
 
 
 def _clean_numpy(pts, lab, colours, plane, ang, gripper, params) -> _Cleaned:
