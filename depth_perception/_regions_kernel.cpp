@@ -902,9 +902,8 @@ bool check_generation(unsigned long long generation) {
 // clean(pts, lab, plane, H, W, erosion_px, ang, min_points, outlier_k, std_ratio, min_px, gap_px,
 //       gap_m, plane_margin, min_cluster_fraction)
 //   pts HxWx3 float32, lab HxW uint16, plane (4,) float64 unit normal + d or None.
-// Returns (generation, m, ids, per_instance, candidates):
+// Returns (generation, ids, per_instance, candidates):
 //   generation    hands this frame's scratch to collect()
-//   m             the number of labelled pixels ("positions")
 //   ids           instance ids in increasing order
 //   per_instance  per instance: (mask px, valid, behind, on_plane, uneroded, best root, best size,
 //                 ); roots are positions
@@ -930,9 +929,8 @@ PyObject* clean(PyObject*, PyObject* args) {
   std::vector<dp::Candidate> candidates;
   dp::Scratch& a = scratch;
   a.generation = 0;  // invalid until this frame is complete
-  int64_t m = 0;
   Py_BEGIN_ALLOW_THREADS;
-  m = dp::clean(b_pts.as<float>(), b_lab.as<uint16_t>(), b_plane.as<double>(), prm, a, instances, candidates);
+  dp::clean(b_pts.as<float>(), b_lab.as<uint16_t>(), b_plane.as<double>(), prm, a, instances, candidates);
   Py_END_ALLOW_THREADS;
   static unsigned long long frames = 0;  // only ever touched with the GIL held
   a.generation = ++frames;
@@ -957,7 +955,7 @@ PyObject* clean(PyObject*, PyObject* args) {
   for (size_t i = 0; i < candidates.size(); ++i)
     PyList_SET_ITEM(cand, i, Py_BuildValue("(LLLN)", (long long)candidates[i].j, (long long)candidates[i].root,
                                            (long long)candidates[i].size, PyBool_FromLong(candidates[i].joins)));
-  return Py_BuildValue("(KLNNN)", a.generation, (long long)m, ids, per, cand);
+  return Py_BuildValue("(KNNN)", a.generation, ids, per, cand);
 }
 
 // collect(generation, rgb, plane, keep_roots, k, N, index, points, normals, colours, ends, counts,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .depth.estimator import BACKENDS
 from .metric import MODES as METRIC_MODES
 from .metric import MetricConfig
 from .pipeline import SEGMENTATION_SOURCES, PipelineConfig
@@ -182,7 +183,7 @@ def validate_parameters(values: dict[str, Any]) -> str | None:
         return f"metric.mode must be one of {', '.join(METRIC_MODES)}, not {v['metric.mode']!r}"
     if len(v["metric.T_camera_from_cloud"]) != 16:
         return "metric.T_camera_from_cloud needs 16 values (row-major 4x4)"
-    if v["backend"] not in ("auto", "torch", "onnxruntime", "tensorrt"):
+    if v["backend"] not in BACKENDS:
         return f"backend must be auto, torch, onnxruntime or tensorrt, not {v['backend']!r}"
     if v["precision"] not in ("fp32", "fp16", "bf16", "int8"):
         return f"precision must be fp32, fp16, bf16 or int8, not {v['precision']!r}"

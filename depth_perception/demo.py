@@ -168,8 +168,7 @@ def _draw_regions(rgb: np.ndarray, result: FrameResult) -> np.ndarray:
     img = np.ascontiguousarray(label_overlay(rgb, result.labels))
     for r in result.regions:
         x, y, w, h = (int(v) for v in r.roi)
-        ok = int(r.verdict) == 0
-        colour = (0, 220, 0) if ok else (230, 60, 40)
+        colour = (0, 220, 0) if r.graspable else (230, 60, 40)
         cv2.rectangle(img, (x, y), (x + w, y + h), colour, 2)
         text = f"{r.id} {r.label} {100 * r.grasp_width:.1f}cm" if np.isfinite(r.grasp_width) \
             else f"{r.id} {r.label}"
@@ -182,15 +181,14 @@ def region_errors(result: FrameResult, scene: object) -> list[tuple[int, str, fl
     """(region id, true kind, centroid error in mm, graspable) for regions that lie on one true
     object of a generator scene (matched by majority of the region's pixels)."""
     rows = []
-    mask = getattr(scene, "instance_mask")
-    objects = getattr(scene, "objects")
+    mask, objects = scene.instance_mask, scene.objects  # type: ignore[attr-defined]
     for r in result.regions:
         ids, counts = np.unique(mask[result.labels == r.id], return_counts=True)
         best = int(ids[np.argmax(counts)]) if counts.size else 0
         if best == 0 or not np.all(np.isfinite(r.centroid)):
             continue
         err = float(np.linalg.norm(r.centroid - objects[best - 1].centroid_camera)) * 1e3
-        rows.append((r.id, objects[best - 1].kind, err, int(r.verdict) == 0))
+        rows.append((r.id, objects[best - 1].kind, err, r.graspable))
     return rows
 
 
@@ -217,7 +215,7 @@ def format_report(report: DemoReport) -> str:
             f"  coverage of truth      {100 * m.coverage:.1f} %",
         ]
     if r.regions:
-        ok = sum(int(x.verdict) == 0 for x in r.regions)
+        ok = sum(x.graspable for x in r.regions)
         lines.append(f"  regions                {len(r.regions)} ({ok} graspable; "
                      f"masks: {r.segmentation_source})")
     if report.region_rows:

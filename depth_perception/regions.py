@@ -686,11 +686,7 @@ class _Cleaned:
 
 def kernel_available() -> bool:
     """Whether the compiled kernel (depth_perception/_regions_kernel.cpp) was built with the package."""
-    try:
-        from . import _regions_kernel  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _kernel("auto") is not None
 
 
 def implementation_in_use(params: RegionParams | None = None) -> str:
@@ -740,7 +736,7 @@ def _clean_compiled(kernel, pts, lab, colours, plane, ang, gripper, params) -> _
     """Steps 1-8 in depth_perception/_regions_kernel.cpp (same arithmetic as :func:`_clean_numpy`)."""
     H, W = lab.shape
     pts = np.ascontiguousarray(pts)
-    generation, _, ids, per, candidates = kernel.clean(
+    generation, ids, per, candidates = kernel.clean(
         pts, lab, plane, H, W, int(params.erosion_px), ang, int(gripper.min_points), int(params.outlier_k),
         float(params.outlier_std_ratio), float(params.outlier_min_px), float(params.cluster_gap_px),
         float(params.cluster_gap_m), float(params.plane_margin_m), float(params.min_cluster_fraction))

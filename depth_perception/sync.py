@@ -127,14 +127,14 @@ class StampSynchronizer:
                 for name in self.inputs:
                     if name == self.primary:
                         continue
-                    q, used = self._queues[name], int(name in picks)
+                    q = self._queues[name]
                     for _ in range(picks.get(name, -1) + 1):
                         q.popleft()
                     stale = 0
                     while q and q[0][0] < stamp - self.slop_ns:
                         q.popleft()
                         stale += 1
-                    self.stats.discarded[name] += picks.get(name, -1) + 1 - used + stale
+                    self.stats.discarded[name] += picks.get(name, 0) + stale  # older than the pick
                 for name in missing:
                     self.stats.released_without[name] += 1
                 self.stats.matched += 1

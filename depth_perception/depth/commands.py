@@ -101,7 +101,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .estimator import _round_up
+    from .estimator import width_4_3
     from .onnx_export import export_onnx
     from .onnxruntime_backend import quantize_int8
     from .weights import build_model
@@ -115,7 +115,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"--output must end in .onnx, got {out}")
     print(f"model {spec.name}: licence {spec.licence}", file=sys.stderr)
     h = args.height or spec.input_size
-    w = args.width or (h if not spec.dynamic_size else _round_up(h * 4 // 3, spec.patch_multiple))
+    w = args.width or (h if not spec.dynamic_size else width_4_3(h, spec.patch_multiple))
     if spec.dynamic_size and (h % spec.patch_multiple or w % spec.patch_multiple):
         raise ValueError(f"--height/--width must be multiples of {spec.patch_multiple} for {spec.name}")
     model = build_model(spec, weights=args.weights, random_init=args.random_init)

@@ -294,8 +294,7 @@ class EngineKey:
 
     def file_name(self, stem: str = "model") -> str:
         """``<stem>.<precision>.<profile>.<digest16>.engine``: readable and collision-safe."""
-        safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:64] or "model"
-        return f"{safe}.{self.precision}.{self.profile.token()}.{self.digest()[:16]}.engine"
+        return f"{_safe_stem(stem)}.{self.precision}.{self.profile.token()}.{self.digest()[:16]}.engine"
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -341,11 +340,15 @@ def sidecar_path(engine_path: Path | str) -> Path:
     return p.with_suffix(".json") if p.suffix in (".engine", ".plan", ".trt") else Path(f"{p}.json")
 
 
+def _safe_stem(stem: str) -> str:
+    """A file-name-safe, bounded form of a model name for cache file names."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:64] or "model"
+
+
 def calibration_cache_path(cache_dir: Path | str, onnx_sha256: str, calibration_id: str,
                            profile: ShapeProfile, stem: str = "model") -> Path:
     """Where TensorRT's int8 calibration table for (ONNX, images, input size) is kept."""
-    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:64] or "model"
-    return Path(cache_dir) / (f"{safe}.{onnx_sha256[:16]}.{calibration_id[:16]}."
+    return Path(cache_dir) / (f"{_safe_stem(stem)}.{onnx_sha256[:16]}.{calibration_id[:16]}."
                               f"{format_hw(profile.opt_hw)}.calib")
 
 
@@ -428,8 +431,7 @@ class ValidationResult:
         return math.isfinite(self.relative_error) and self.relative_error <= self.tolerance
 
     def describe(self) -> str:
-        shape = "x".join(str(d) for d in self.input_shape)
-        text = (f"input {shape}: relative error {self.relative_error:.3g} "
+        text = (f"input {format_shape(self.input_shape)}: relative error {self.relative_error:.3g} "
                 f"(max |diff| {self.max_abs_error:.3g} over output range {self.output_range:.3g}), "
                 f"tolerance {self.tolerance:.3g}")
         return f"{text}; {self.detail}" if self.detail else text

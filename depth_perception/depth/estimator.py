@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .onnx_export import FOV_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
 from .processing import Geometry, check_rgb, depth_pro_inverse_depth, postprocess, preprocess
 from .zoo import ModelSpec, get_spec, missing_requirements
 
@@ -138,7 +139,7 @@ class DepthEstimator:
         s, m = self.input_size, self.spec.patch_multiple
         if self.spec.resize_mode == "fixed":
             return ShapeProfile.fixed(s, s)
-        return ShapeProfile((s, s), (s, _round_up(s * 4 // 3, m)), (_round_up(2 * s, m),
+        return ShapeProfile((s, s), (s, width_4_3(s, m)), (_round_up(2 * s, m),
                                                                      _round_up(2 * s, m)))
 
     def _choose(self, backend: str, onnx_path: Any, engine_path: Any) -> str:
@@ -195,7 +196,7 @@ class DepthEstimator:
                   "to keep the file)")
         h = w = self.input_size
         if self.spec.dynamic_size:  # trace at a typical 4:3 camera aspect (any size works after)
-            w = _round_up(self.input_size * 4 // 3, self.spec.patch_multiple)
+            w = width_4_3(self.input_size, self.spec.patch_multiple)
         return export_onnx(model, path, h, w, dynamic=True, spec=self.spec)
 
     # ----------------------------------------------------------------------------- inference
@@ -208,10 +209,10 @@ class DepthEstimator:
         estimate). ``prompt_depth_m``: low-resolution metric depth (NaN/<=0 invalid) for Prompt Depth
         Anything.
         """
-        check_rgb(rgb)
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         if self.spec.family == "marigold":
+            check_rgb(rgb)  # preprocess checks it on the other path
             values = self.backend.predict(rgb, self.input_size)
             timings["inference"] = (time.perf_counter() - t0) * 1e3
             timings["total"] = timings["inference"]
@@ -279,8 +280,6 @@ class _TensorRTAdapter:
         self.trt = trt
 
     def infer(self, pixel_values: Any, prompt_depth: Any = None) -> dict[str, Any]:
-        from .onnx_export import FOV_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
-
         feeds = {INPUT_NAME: pixel_values}
         if prompt_depth is not None:
             feeds[PROMPT_NAME] = prompt_depth
@@ -300,6 +299,12 @@ def _cpu(x: Any) -> Any:
 
 def _round_up(x: int, m: int) -> int:
     return max(m, -(-x // m) * m)
+
+
+def width_4_3(height: int, multiple: int) -> int:
+    """The width of a 4:3 camera image at this network height, rounded up to the patch multiple
+    (what dynamic-size models are traced and profiled at)."""
+    return _round_up(height * 4 // 3, multiple)
 
 
 __all__ = ["DepthEstimator", "DepthPrediction", "BackendUnavailableError", "Geometry", "BACKENDS"]

@@ -52,10 +52,12 @@ from .engine_cache import (
     list_calibration_images,
     read_engine_file,
     read_sidecar,
+    format_shape,
     sha256_file,
     validate_engine,
     write_engine_file,
 )
+from .onnx_export import INPUT_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -72,8 +74,6 @@ else:
 
 Precision = Literal["fp32", "fp16", "int8"]
 MIN_TENSORRT = (8, 5)
-INPUT_NAME = "pixel_values"
-OUTPUT_NAME = "predicted_depth"
 DEFAULT_PROFILE = ShapeProfile.fixed(518, 518)
 _LOG = logging.getLogger(__name__)
 
@@ -200,10 +200,6 @@ def _dims(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
-def _shape_text(shape: Sequence[int]) -> str:
-    return "x".join(str(int(d)) for d in shape)
-
-
 # --------------------------------------------------------------------------------------------------
 # Shape profiles against the graph
 
@@ -217,7 +213,7 @@ def resolve_profile(graph_shape: Sequence[int], requested: ShapeProfile,
     """
     shape = [int(d) for d in graph_shape]
     if len(shape) != 4:
-        raise ValueError(f"input {name!r} has shape {_shape_text(shape)} in the ONNX graph; "
+        raise ValueError(f"input {name!r} has shape {format_shape(shape)} in the ONNX graph; "
                          "this backend expects N x C x H x W")
     n, c, h, w = shape
     if c > 0 and c != requested.channels:
@@ -244,7 +240,7 @@ def resolve_input_profile(graph_shape: Sequence[int], requested: InputProfile,
         return resolve_profile(graph_shape, requested, name)
     shape = [int(d) for d in graph_shape]
     if len(shape) != len(requested.min_shape):
-        raise ValueError(f"input {name!r} has shape {_shape_text(shape)} in the ONNX graph, but its "
+        raise ValueError(f"input {name!r} has shape {format_shape(shape)} in the ONNX graph, but its "
                          f"profile {requested.describe()} has rank {len(requested.min_shape)}")
     for axis, size in enumerate(shape):
         wanted = {requested.min_shape[axis], requested.opt_shape[axis], requested.max_shape[axis]}
@@ -272,7 +268,7 @@ def input_profiles(graph_inputs: Mapping[str, Sequence[int]], main: str, profile
             profiles[name] = ShapeProfile.fixed(shape[2], shape[3], shape[0], shape[1])
         elif not all(d > 0 for d in shape):
             raise ValueError(f"{source} has a further dynamic input {name!r} "
-                             f"({_shape_text(shape)}): give its shape profile (extra_profiles)")
+                             f"({format_shape(shape)}): give its shape profile (extra_profiles)")
     return profiles
 
 
@@ -500,7 +496,7 @@ class _EngineRunner:
         if tensor.dim() != len(expected) or any(
                 e > 0 and e != s for e, s in zip(expected, tensor.shape)):
             wanted = "x".join(str(d) if d > 0 else "?" for d in expected)
-            raise ValueError(f"{name} has shape {_shape_text(tensor.shape)}; the engine "
+            raise ValueError(f"{name} has shape {format_shape(tensor.shape)}; the engine "
                              f"{self.source.name} takes {wanted}")
         return tensor
 
@@ -508,8 +504,8 @@ class _EngineRunner:
         lo, _, hi = self.profiles[name]
         if any(not a <= s <= b for a, s, b in zip(lo, shape, hi)):
             raise ValueError(
-                f"{name} of shape {_shape_text(shape)} is outside the shape profile of engine "
-                f"{self.source.name} (min {_shape_text(lo)}, max {_shape_text(hi)}): rebuild it "
+                f"{name} of shape {format_shape(shape)} is outside the shape profile of engine "
+                f"{self.source.name} (min {format_shape(lo)}, max {format_shape(hi)}): rebuild it "
                 "with --min/--max covering this size")
 
     def _bind(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
@@ -523,7 +519,7 @@ class _EngineRunner:
         self._buffers.clear()
         for name, shape in shapes.items():
             if not context.set_input_shape(name, shape):
-                raise ValueError(f"TensorRT refused shape {_shape_text(shape)} for {name} "
+                raise ValueError(f"TensorRT refused shape {format_shape(shape)} for {name} "
                                  f"of engine {self.source.name}")
         # Allocated on our stream: the caching allocator then never hands this memory to another
         # stream while our queued work may still use it.
@@ -532,7 +528,7 @@ class _EngineRunner:
                 shape = shapes[name] if name in shapes else _dims(context.get_tensor_shape(name))
                 if any(d < 0 for d in shape):
                     raise RuntimeError(f"output {name} of engine {self.source.name} has a "
-                                       f"data-dependent shape ({_shape_text(shape)}); unsupported")
+                                       f"data-dependent shape ({format_shape(shape)}); unsupported")
                 buffer = torch.empty(shape, dtype=self.dtypes[name], device=self.device)
                 if not context.set_tensor_address(name, int(buffer.data_ptr())):
                     raise RuntimeError(f"TensorRT refused the buffer for {name}")

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import zoo
 from .engine_cache import DEFAULT_TOLERANCE, ShapeProfile, format_hw, parse_hw
 
 if TYPE_CHECKING:
     from .tensorrt_backend import Precision, PreprocessFn
 
 DEFAULT_OPT_HW = (518, 518)
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET_MEAN = np.asarray(zoo.IMAGENET_MEAN, dtype=np.float32)
+IMAGENET_STD = np.asarray(zoo.IMAGENET_STD, dtype=np.float32)
 IMAGENET_PREPROCESS_ID = "imagenet-cover-crop-v1"
 
 

@@ -199,28 +199,6 @@ def _from_pretrained(spec: ModelSpec, folder: str | Path, named: Any, config: An
     return model
 
 
-def strict_load(model: Any, sd: Mapping[str, Any], path: Path | str, spec: ModelSpec) -> None:
-    """``load_state_dict`` that names every problem at once."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es) (e.g. {'; '.join(shapes[:2])})")
-    if problems:
-        raise WeightsError(f"{path}: weights do not match model {spec.name}: " + "; ".join(problems)
-                           + " - wrong model name or size?")
-    import torch
-
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=True)
-
-
 def _load_folder(spec: ModelSpec, folder: Path) -> Any:
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -342,7 +320,7 @@ def _depth_anything_renames(num_layers: int) -> list[tuple[str, str]]:
 def convert_original_depth_anything(sd: Mapping[str, Any], config: Any) -> dict[str, Any]:
     """Map an original Depth Anything V1/V2 (relative or metric) state dict onto transformers' keys.
 
-    Unknown keys are kept under their original names so that :func:`strict_load` reports them.
+    Unknown keys are kept under their original names so that loading reports them as unexpected.
     """
     layers = config.backbone_config.num_hidden_layers
     hidden = config.backbone_config.hidden_size
@@ -352,15 +330,12 @@ def convert_original_depth_anything(sd: Mapping[str, Any], config: Any) -> dict[
         if old in src:
             out[new] = src.pop(old)
     for i in range(layers):
-        w = src.pop(f"pretrained.blocks.{i}.attn.qkv.weight", None)
-        b = src.pop(f"pretrained.blocks.{i}.attn.qkv.bias", None)
         dst = f"backbone.encoder.layer.{i}.attention.attention."
-        if w is not None:
-            for j, part in enumerate(("query", "key", "value")):
-                out[dst + f"{part}.weight"] = w[j * hidden:(j + 1) * hidden]
-        if b is not None:
-            for j, part in enumerate(("query", "key", "value")):
-                out[dst + f"{part}.bias"] = b[j * hidden:(j + 1) * hidden]
+        for t in ("weight", "bias"):
+            qkv = src.pop(f"pretrained.blocks.{i}.attn.qkv.{t}", None)
+            if qkv is not None:
+                for j, part in enumerate(("query", "key", "value")):
+                    out[dst + f"{part}.{t}"] = qkv[j * hidden:(j + 1) * hidden]
     out.update(src)
     return out
 

@@ -489,9 +489,9 @@ def points_to_clouds(
         raise MessageError(f"cloud sizes {sizes} do not add up to the {pts.shape[0]} points")
     dtype = cloud_dtype(rgb is not None, False)
     rows = _cloud_bytes(pts, rgb, None)
-    dense = bool(np.isfinite(pts).all())
+    finite = np.isfinite(pts).all(axis=1)  # one pass for every cloud's is_dense
     bounds = np.cumsum([0] + sizes).tolist()
-    return [_cloud_msg(types, rows[a:b], 1, b - a, dtype, header, dense or bool(np.isfinite(pts[a:b]).all()))
+    return [_cloud_msg(types, rows[a:b], 1, b - a, dtype, header, bool(finite[a:b].all()))
             for a, b in zip(bounds[:-1], bounds[1:])]
 
 

@@ -343,6 +343,9 @@ class DepthPerceptionNode(Node):
             values[f"{stage} latency mean (ms)"] = f"{sum(ms) / len(ms):.2f}"
         if self._latencies_ms:
             values["end-to-end latency max (ms)"] = f"{max(self._latencies_ms):.1f}"
+        if self._estimator is not None:
+            values["model"] = self._estimator.spec.name
+            values["backend"] = self._estimator.backend_name
         level, message = DiagnosticStatus.OK, "ok"
         if self.frames_processed == 0:
             level, message = DiagnosticStatus.WARN, "no frame processed yet"
@@ -362,10 +365,6 @@ class DepthPerceptionNode(Node):
                 name=f"{self.get_name()}: metric scale", message=metric.message or "ok",
                 hardware_id=self.get_fully_qualified_name(),
                 values=[KeyValue(key=k, value=str(v)) for k, v in metric.diagnostics().items()]))
-        if self._estimator is not None:
-            values["model"] = self._estimator.spec.name
-            values["backend"] = self._estimator.backend_name
-            status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(array)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..regions import Region, SceneCloud, Verdict, label_image, regions_cloud
+from ..regions import Region, Verdict, label_image, regions_cloud
 from . import messages as M
 
 MSG_PACKAGE = "depth_perception_msgs"
@@ -263,11 +263,6 @@ def regions_cloud_msg(types: M.MessageTypes, regions: list[Region], header: Any)
 def label_image_msg(types: M.MessageTypes, regions: list[Region], shape: tuple[int, int], header: Any) -> Any:
     """16UC1 instance image aligned with depth (0 = background, value = region id)."""
     return M.numpy_to_image(types, label_image(regions, shape), "16UC1", header)
-
-
-def scene_cloud_msg(types: M.MessageTypes, cloud: SceneCloud, header: Any) -> Any:
-    """Organised scene `PointCloud2` (height-major, NaN kept) from :func:`regions.scene_cloud`."""
-    return M.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb, label=cloud.label)
 
 
 # -- markers ----------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ Nothing here imports rclpy at module level.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -205,14 +204,10 @@ def boxes_from_detections(detections: Sequence[Detection]) -> tuple[np.ndarray, 
 # -- building ------------------------------------------------------------------------------------------
 
 
-def _is_rosbags(cls: Any) -> bool:
-    return dataclasses.is_dataclass(cls)
-
-
 def detections_to_msg(types: VisionTypes, detections: Sequence[Detection], header: Any) -> Any:
     """:class:`Detection` list → Detection2DArray of ``types`` (either layout, either flavour).
     Detections without a box get a zero-size box; ``instance_id`` goes to ``id`` / ``tracking_id``."""
-    rosbags = _is_rosbags(types.Detection2D)
+    rosbags = types.typestore is not None
     items = []
     for d in detections:
         x0, y0, x1, y1 = (np.asarray(d.box_xyxy, float) if d.box_xyxy is not None else np.zeros(4))

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import Segmentation, SegmentationError, check_points, join_messages
-from .geometric import PAD, grid_components, pad_flat, padded_cloud, pixel_angle
+from ..regions import pixel_angle
+from .geometric import PAD, grid_components, pad_flat, padded_cloud, valid_points
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,7 @@ def fuse_masks(segmentation: Segmentation, points: np.ndarray, params: FusionPar
         return FusionResult(segmentation.with_labels(labels), pixels_in)
     n = len(counts_in)
     z = pts[..., 2]
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(pts.sum(axis=2)) & (z > 0)
+    valid = valid_points(pts)
     keep = (labels > 0) & valid
 
     # 1. erosion, per mask: masks that would vanish stay uneroded

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..regions import pixel_angle
 from .base import Segmentation, SegmentationError, check_points
 
 
@@ -105,10 +106,11 @@ class PlaneFit:
         return int(self.inliers.sum())
 
 
-def _valid(pts: np.ndarray) -> np.ndarray:
-    """HxW bool: finite point in front of the camera (one pass: a NaN coordinate makes the sum NaN)."""
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(pts.sum(axis=2)) & (pts[..., 2] > 0)
+def valid_points(pts: np.ndarray) -> np.ndarray:
+    """HxW bool: finite point in front of the camera (a NaN coordinate makes the sum NaN; three
+    plane adds, because numpy reduces a length-3 trailing axis slowly)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.isfinite(pts[..., 0] + pts[..., 1] + pts[..., 2]) & (pts[..., 2] > 0)
 
 
 def _fit_lsq(p: np.ndarray) -> np.ndarray:
@@ -157,15 +159,17 @@ def _orient(plane: np.ndarray) -> np.ndarray:
     return -plane if plane[3] < 0 else plane
 
 
-def find_planes(points: np.ndarray, params: GeometricParams | None = None) -> list[PlaneFit]:
+def find_planes(points: np.ndarray, params: GeometricParams | None = None,
+                valid: np.ndarray | None = None) -> list[PlaneFit]:
     """Large planes of an organised cloud (HxWx3 metres, NaN invalid), largest first.
 
     Sequential RANSAC: each plane's inliers are removed before the next search. Planes holding fewer
-    than ``min_plane_fraction`` of the valid points end the search.
+    than ``min_plane_fraction`` of the valid points end the search. ``valid``: the caller's
+    :func:`valid_points` of the same cloud, when it has them.
     """
     params = params or GeometricParams()
     pts = check_points(points)
-    valid = _valid(pts)
+    valid = valid_points(pts) if valid is None else valid
     n_valid = int(valid.sum())
     if n_valid < 3:
         return []
@@ -219,15 +223,6 @@ def choose_support_plane(fits: list[PlaneFit], up_camera=(0.0, -1.0, 0.0)) -> Pl
     up = np.asarray(up_camera, float)
     up = up / np.linalg.norm(up)
     return max(fits, key=lambda f: f.n_inliers * max(float(f.plane[:3] @ up), 0.1))
-
-
-def pixel_angle(pts: np.ndarray) -> float:
-    """Angle of one pixel (≈ 1/fx) from the rays of horizontal neighbours (x/z depends on u only)."""
-    rows = pts[:: max(1, pts.shape[0] // 16)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        step = np.abs(np.diff(rows[..., 0] / rows[..., 2], axis=1))
-    step = step[np.isfinite(step) & (step > 0)]
-    return float(np.median(step)) if step.size else 1.0 / 500.0
 
 
 PAD = 2
@@ -358,10 +353,10 @@ def segment_geometric(points: np.ndarray, params: GeometricParams | None = None,
     params = params or GeometricParams()
     pts = check_points(points)
     shape = pts.shape[:2]
-    valid = _valid(pts)
+    valid = valid_points(pts)
     if valid.sum() < params.min_points:
         return Segmentation.empty(shape, "geometric", f"only {int(valid.sum())} valid points")
-    fits = find_planes(pts, params)
+    fits = find_planes(pts, params, valid)
     if support_plane is not None:
         sp = np.asarray(support_plane, float).reshape(-1)
         if sp.size != 4 or not np.isfinite(sp).all() or np.linalg.norm(sp[:3]) < 1e-9:

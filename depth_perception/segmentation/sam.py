@@ -325,7 +325,9 @@ def masks_to_segmentation(masks: np.ndarray, names: Sequence[str], scores: Seque
 
 
 class SamBase:
-    """Shared by the torch and ONNX Runtime segmenters: prompts from detections, batching."""
+    """Shared by the torch, ONNX Runtime and TensorRT segmenters: prompts from detections,
+    batching, and the decode around an exported decoder graph (``_run_decoder``; the torch
+    segmenter decodes through the library instead)."""
 
     config: SamConfig
     source = "sam"
@@ -335,7 +337,21 @@ class SamBase:
 
     def decode(self, embedding: ImageEmbedding, boxes_xyxy: np.ndarray | None = None,
                points_xy: np.ndarray | None = None, point_labels: np.ndarray | None = None
-               ) -> MaskPrediction:  # pragma: no cover - abstract
+               ) -> MaskPrediction:
+        """One batch of B prompts (boxes Bx4 and/or points BxKx2 + labels BxK, original pixels)
+        → B masks at the original size (the embedding may come from any SAM backend)."""
+        boxes, pts, labels = check_prompts(boxes_xyxy, points_xy, point_labels)
+        coords, labs = prompt_points(embedding.original_size, embedding.input_size, boxes, pts, labels)
+        low_all, iou_all = self._run_decoder(embedding.embeddings, coords, labs)
+        multimask = multimask_wanted(0 if pts is None else int(pts.shape[1]), boxes is not None)
+        low, iou = select_masks(low_all, iou_all, multimask)
+        logits = postprocess_masks(low, self.config.image_size, embedding.input_size, embedding.original_size)
+        return MaskPrediction(masks=logits > MASK_THRESHOLD, iou=iou.astype(np.float32), logits=logits,
+                              low_res_logits=low.astype(np.float32))
+
+    def _run_decoder(self, embeddings: Any, coords: np.ndarray, labels: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        """The decoder graph's (Bx4xhxw low-res logits, Bx4 IoU) for B prompts in input pixels."""
         raise NotImplementedError
 
     def segment(self, rgb: np.ndarray, detections: Sequence[Detection],
@@ -390,6 +406,10 @@ class SamSegmenter(SamBase):
         if self.config.image_size != size:
             raise SegmentationError(f"config {self.config.name} has image_size {self.config.image_size}, "
                                     f"the model {size}")
+        import torch
+
+        with torch.inference_mode():  # a fixed positional encoding: once, not per decode
+            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
 
     @classmethod
     def from_config(cls, config: str | SamConfig = "vit_b", checkpoint: str | Path | None = None,
@@ -425,7 +445,7 @@ class SamSegmenter(SamBase):
                 t_boxes = (torch.from_numpy(boxes).to(self.device).reshape(-1, 2, 2) * scale).reshape(-1, 4)
             sparse, dense = sam.prompt_encoder(points=t_pts, boxes=t_boxes, masks=None)
             multimask = multimask_wanted(0 if pts is None else pts.shape[1], boxes is not None)
-            low, iou = sam.mask_decoder(image_embeddings=embedding.embeddings, image_pe=sam.prompt_encoder.get_dense_pe(),
+            low, iou = sam.mask_decoder(image_embeddings=embedding.embeddings, image_pe=self._dense_pe,
                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                         multimask_output=multimask)
             if multimask:

@@ -26,19 +26,7 @@ from typing import Any
 import numpy as np
 
 from .base import SegmentationError
-from .sam import (
-    MASK_THRESHOLD,
-    ImageEmbedding,
-    MaskPrediction,
-    SamBase,
-    SamConfig,
-    check_prompts,
-    multimask_wanted,
-    postprocess_masks,
-    preprocess_image,
-    prompt_points,
-    select_masks,
-)
+from .sam import ImageEmbedding, SamBase, SamConfig, preprocess_image
 
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
@@ -217,15 +205,9 @@ class SamOnnxSegmenter(SamBase):
         emb = self.encoder.run([ENCODER_OUTPUT], {ENCODER_INPUT: x})[0]
         return ImageEmbedding(emb, tuple(rgb.shape[:2]), input_size)
 
-    def decode(self, embedding: ImageEmbedding, boxes_xyxy: np.ndarray | None = None,
-               points_xy: np.ndarray | None = None, point_labels: np.ndarray | None = None) -> MaskPrediction:
-        boxes, pts, labels = check_prompts(boxes_xyxy, points_xy, point_labels)
-        coords, labs = prompt_points(embedding.original_size, embedding.input_size, boxes, pts, labels)
-        emb = np.asarray(embedding.embeddings, np.float32)
+    def _run_decoder(self, embeddings: Any, coords: np.ndarray, labels: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
         low_all, iou_all = self.decoder.run(list(DECODER_OUTPUTS), {
-            "image_embeddings": emb, "point_coords": coords, "point_labels": labs})
-        multimask = multimask_wanted(0 if pts is None else pts.shape[1], boxes is not None)
-        low, iou = select_masks(low_all, iou_all, multimask)
-        logits = postprocess_masks(low, self.config.image_size, embedding.input_size, embedding.original_size)
-        return MaskPrediction(masks=logits > MASK_THRESHOLD, iou=iou.astype(np.float32), logits=logits,
-                              low_res_logits=low.astype(np.float32))
+            "image_embeddings": np.asarray(embeddings, np.float32), "point_coords": coords,
+            "point_labels": labels})
+        return low_all, iou_all

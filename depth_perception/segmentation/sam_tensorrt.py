@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 import numpy as np
 
 from ..depth.engine_cache import (
+    PRECISIONS,
     InputProfile,
     ShapeProfile,
     TensorProfile,
@@ -42,21 +43,7 @@ from ..depth.engine_cache import (
     sha256_file,
 )
 from .base import SegmentationError
-from .sam import (
-    MASK_THRESHOLD,
-    ImageEmbedding,
-    MaskPrediction,
-    SamBase,
-    SamConfig,
-    SamWeightsError,
-    check_prompts,
-    get_config,
-    multimask_wanted,
-    postprocess_masks,
-    preprocess_image,
-    prompt_points,
-    select_masks,
-)
+from .sam import ImageEmbedding, SamBase, SamConfig, SamWeightsError, get_config, preprocess_image
 from .sam_onnx import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -70,7 +57,6 @@ if TYPE_CHECKING:
     from ..depth.engine_cache import EngineKey
     from ..depth.tensorrt_backend import Precision, TensorRTBackend, ValidationFeeds
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_ENCODER_PRECISION: Precision = "fp16"
 DEFAULT_DECODER_PRECISION: Precision = "fp32"
 SAM_PREPROCESS_ID = "sam-resize-longest-pad-v1"  # names preprocess_image in int8 cache keys
@@ -374,22 +360,6 @@ class SamTensorRTSegmenter(SamBase):
         emb = self.encoder_backend.infer_all({ENCODER_INPUT: x})[ENCODER_OUTPUT]
         height, width = np.asarray(rgb).shape[:2]
         return ImageEmbedding(emb, (int(height), int(width)), input_size)
-
-    def decode(self, embedding: ImageEmbedding, boxes_xyxy: np.ndarray | None = None,
-               points_xy: np.ndarray | None = None, point_labels: np.ndarray | None = None
-               ) -> MaskPrediction:
-        """One batch of B prompts (boxes Bx4 and/or points BxKx2 + labels BxK, original pixels)
-        → B masks at the original size (the embedding may come from any SAM backend)."""
-        boxes, pts, labels = check_prompts(boxes_xyxy, points_xy, point_labels)
-        coords, labs = prompt_points(embedding.original_size, embedding.input_size, boxes, pts,
-                                     labels)
-        low_all, iou_all = self._run_decoder(embedding.embeddings, coords, labs)
-        n_points = 0 if pts is None else int(pts.shape[1])
-        low, iou = select_masks(low_all, iou_all, multimask_wanted(n_points, boxes is not None))
-        logits = postprocess_masks(low, self.config.image_size, embedding.input_size,
-                                   embedding.original_size)
-        return MaskPrediction(masks=logits > MASK_THRESHOLD, iou=iou.astype(np.float32),
-                              logits=logits, low_res_logits=low.astype(np.float32))
 
     def _run_decoder(self, embeddings: Any, coords: np.ndarray, labels: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..metric import depth_image_to_metres
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -96,16 +98,10 @@ def depth_from_array(depth: np.ndarray, name: str = "depth") -> np.ndarray:
         d = d[..., 0]
     if d.ndim != 2:
         raise DataError(f"{name}: depth must be a single-channel HxW image, got shape {d.shape}")
-    if d.dtype == np.uint16:
-        out = d.astype(np.float32) * 1e-3
-        out[d == 0] = np.nan
-        return out
-    if d.dtype.kind == "f":
-        out = d.astype(np.float32, copy=True)
-        out[~np.isfinite(out) | (out <= 0)] = np.nan
-        return out
-    raise DataError(f"{name}: depth of type {d.dtype} is ambiguous; store 16-bit PNG millimetres "
-                    "or float .npy metres")
+    if d.dtype != np.uint16 and d.dtype.kind != "f":
+        raise DataError(f"{name}: depth of type {d.dtype} is ambiguous; store 16-bit PNG millimetres "
+                        "or float .npy metres")
+    return depth_image_to_metres(d)  # the node's rule: millimetres, 0 / NaN / <= 0 invalid
 
 
 def read_depth(path: str | Path) -> np.ndarray:

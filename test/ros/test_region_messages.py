@@ -123,7 +123,8 @@ def test_region_cloud_label_image_and_scene_cloud(scene_regions, rosbags):
     image = RM.label_image_msg(types, regions, scene.depth_m.shape, header)
     assert image.encoding == "16UC1"
     assert np.array_equal(M.image_to_numpy(image), label_image(regions, scene.depth_m.shape))
-    organised = RM.scene_cloud_msg(types, scene_cloud(pts, scene.rgb, scene.instance_mask, stride=2), header)
+    cloud = scene_cloud(pts, scene.rgb, scene.instance_mask, stride=2)
+    organised = M.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb, label=cloud.label)
     arr = M.cloud_to_array(organised)
     assert arr.shape == (120, 160) and (organised.height, organised.width) == (120, 160)
     assert np.array_equal(arr["label"], scene.instance_mask[::2, ::2])
