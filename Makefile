@@ -22,13 +22,19 @@ $(VENV)/.ros: $(VENV)/.base requirements/ros.txt requirements/typing.txt
 demo: $(VENV)/.base
 	$(VENV)/bin/depth-perception demo --out demo_out
 
-msgs: $(VENV)/.ros
-	PYTHON=$(PY) scripts/build_msgs.sh
-	@echo "vision_msgs: building the TEST STAND-IN (on a robot, ros-<distro>-vision-msgs is used)"
-	PYTHON=$(PY) scripts/build_vision_msgs.sh
+# The ROS 2 tools PyPI lacks (launch_testing, ros2cli, colcon, sensor_msgs_py, cv_bridge,
+# vision_msgs, ...), from their upstream sources in ../shared/ros2-src; a clone without that folder
+# skips the tests that need them.
+$(VENV)/.ros-tools: $(VENV)/.ros requirements/ros-tools.txt scripts/install_ros_tools.sh \
+		scripts/build_cv_bridge.sh scripts/build_msgs.sh $(wildcard ../shared/ros2-src/*.tar.gz)
+	PYTHON=$(PY) scripts/install_ros_tools.sh
+	touch $@
 
-# DP_REQUIRE_ROS=1 / DP_REQUIRE_TYPECHECK=1 / DP_REQUIRE_KERNEL=1: the rclpy tests, the TensorRT
-# type check and the compiled regions kernel must run here, not skip.
+msgs: $(VENV)/.ros-tools
+	PYTHON=$(PY) scripts/build_msgs.sh
+
+# DP_REQUIRE_ROS=1 / DP_REQUIRE_TYPECHECK=1 / DP_REQUIRE_KERNEL=1: the rclpy and ROS-tool tests,
+# the TensorRT type check and the compiled regions kernel must run here, not skip.
 test: msgs
 	DP_REQUIRE_ROS=1 DP_REQUIRE_TYPECHECK=1 DP_REQUIRE_KERNEL=1 scripts/netns.sh $(PY) -m pytest -q \
 		-p no:cacheprovider

@@ -1,16 +1,30 @@
 """Install with colcon (ament_python) on a robot, or with `pip install -e .[dev]` anywhere."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
 
 PACKAGE = "depth_perception"
+# The source folder, wherever setup.py is run from: `colcon build --symlink-install` runs it from
+# build/<package>, where setup.py is a symlink to the source (and README.md is not linked).
+HERE = Path(__file__).resolve().parent
+
+
+def _files(pattern: str) -> list[str]:
+    """Files matching `pattern` in the source folder, as paths relative to it (sorted).
+
+    setuptools wants data_files relative to setup.py; colcon runs it from the source folder (plain
+    install) or from build/<package>, which links these folders to the source (symlink install).
+    """
+    return sorted(glob(pattern, root_dir=HERE))
+
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     description="Metric depth and graspable-object point clouds from a colour camera, for ROS 2.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
@@ -19,8 +33,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/launch", _files("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", _files("config/*.yaml") + _files("config/*.rviz")),
     ],
     # Loose on purpose: a Jetson brings its own torch/TensorRT builds. Exact pins for CI live in
     # requirements/*.txt.
@@ -55,7 +69,6 @@ setup(
     zip_safe=False,
     maintainer="depth_perception maintainers",
     maintainer_email="maintainers@depth-perception.dev",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "depth_perception_node = depth_perception.ros.node:main",

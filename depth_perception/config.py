@@ -49,8 +49,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   read_only=True, min_value=0.0, max_value=1.0),
     ParameterSpec("queue_size", 5, "per-input synchroniser queue length", read_only=True,
                   min_value=1, max_value=100, step=1),
-    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages",
-                  read_only=True, min_value=0.1, max_value=60.0),
     ParameterSpec("stereo.num_disparities", _STEREO.num_disparities,
                   "SGBM disparity search range, multiple of 16", min_value=16, max_value=1024,
                   step=16),

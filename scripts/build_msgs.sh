@@ -6,7 +6,9 @@
 #
 # Defaults: build/msgs and install/msgs under the repository root (both gitignored), source msg/.
 # SOURCE_DIR is any ament_cmake interface package (package.xml + CMakeLists.txt + msg/); its name is
-# read from package.xml (scripts/build_vision_msgs.sh uses this for its test stand-in).
+# read from package.xml (scripts/install_ros_tools.sh builds vision_msgs and composition_interfaces
+# with it). scripts/cmake/drop_missing_include_dirs.cmake is injected so that the PyPI wheels'
+# exported CMake targets work (a no-op on a normal ROS 2 install).
 # Uses the ament/rosidl CMake packages of $PYTHON's prefix (default: .venv/bin/python with
 # requirements/ros.txt installed) plus any ROS 2 prefixes already in AMENT_PREFIX_PATH
 # (e.g. a sourced /opt/ros/jazzy). Quick no-op when the install is newer than SOURCE_DIR.
@@ -37,7 +39,7 @@ STAMP="$INSTALL_PREFIX/share/$PKG/.build_stamp"
 # Up to date? The stamp records the sources' newest mtime, the Python and the prefixes used.
 newest="$(find "$SRC" -type f \( -name '*.msg' -o -name 'CMakeLists.txt' -o -name 'package.xml' \) \
   -printf '%T@\n' | sort -n | tail -1)"
-want="$newest|$PYTHON|$BUILD_DIR"
+want="$newest|$PYTHON|$BUILD_DIR|$(cksum <"$REPO/scripts/cmake/drop_missing_include_dirs.cmake")"
 if [ "${FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
   && [ -f "$INSTALL_PREFIX/share/$PKG/cmake/${PKG}Config.cmake" ]; then
   echo "build_msgs: $PKG in $INSTALL_PREFIX is up to date"
@@ -69,7 +71,9 @@ cmake -S "$SRC" -B "$BUILD_DIR" \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_INSTALL_PREFIX="$INSTALL_PREFIX" \
   -DPython3_EXECUTABLE="$PYTHON" \
-  -DBUILD_TESTING=OFF >"$BUILD_DIR/configure.log" 2>&1 \
+  -DBUILD_TESTING=OFF \
+  -DCMAKE_PROJECT_INCLUDE="$REPO/scripts/cmake/drop_missing_include_dirs.cmake" \
+  >"$BUILD_DIR/configure.log" 2>&1 \
   || { tail -40 "$BUILD_DIR/configure.log" >&2; echo "build_msgs: configure failed (log: $BUILD_DIR/configure.log)" >&2; exit 1; }
 cmake --build "$BUILD_DIR" -j "$jobs" >"$BUILD_DIR/build.log" 2>&1 \
   || { tail -40 "$BUILD_DIR/build.log" >&2; echo "build_msgs: build failed (log: $BUILD_DIR/build.log)" >&2; exit 1; }

@@ -9,7 +9,8 @@ Published topics:
     depth/camera_info  sensor_msgs/CameraInfo of the depth image
     depth/colored      sensor_msgs/Image rgb8 (only while someone subscribes)
     points             sensor_msgs/PointCloud2 organised xyz[rgb] (only while someone subscribes)
-    /diagnostics       diagnostic_msgs/DiagnosticArray: rates, drops, per-stage latency, depth source
+    /diagnostics       diagnostic_msgs/DiagnosticArray (diagnostic_updater): status, drops, per-stage
+                       latency, depth source, metric scale, input rates, depth rate and stamp delay
 
 Every output keeps the colour image's header (stamp and frame_id). Processing runs on a worker
 thread fed through a latest-frame-wins slot; bad input is logged and the next frame is processed.
@@ -95,6 +96,14 @@ class DepthPerceptionNode(Node):
         )
         if optional and wait_s > 0:
             self._poll_timer = self.create_timer(min(wait_s / 4, 0.05), self._poll_sync)
+        self._timings: deque[dict[str, float]] = deque(maxlen=50)
+        self._latencies_ms: deque[float] = deque(maxlen=50)
+        self._last_source = ""
+        self._last_region_count = 0
+        self._last_metric = None
+        self._last_segmentation = ""
+        self._setup_diagnostics(inputs)
+
         sub_qos = qos_profile_sensor_data
         overridable = QoSOverridingOptions.with_default_policies()
         t = self._types
@@ -143,18 +152,6 @@ class DepthPerceptionNode(Node):
         self._publishers_by_topic["regions/markers"] = publisher(self._marker_types.MarkerArray,
                                                                  "regions/markers")
         self._publishers_by_topic["masks/overlay"] = publisher(t.Image, "masks/overlay")
-
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._timings: deque[dict[str, float]] = deque(maxlen=50)
-        self._latencies_ms: deque[float] = deque(maxlen=50)
-        self._last_source = ""
-        self._last_region_count = 0
-        self._last_metric = None
-        self._last_segmentation = ""
-        self._started = time.monotonic()
-        self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._stop = threading.Event()
@@ -211,7 +208,10 @@ class DepthPerceptionNode(Node):
         self.get_logger().info(f"text prompt: {self._prompt!r}")
 
     def _make_callback(self, name: str):
+        rate = self._input_rates[name]
+
         def callback(msg: Any) -> None:
+            rate.tick()
             group = self._sync.add(name, M.stamp_to_ns(msg.header.stamp), msg, time.monotonic_ns())
             if group is not None:
                 self._slot.put((group, time.monotonic()))
@@ -303,6 +303,8 @@ class DepthPerceptionNode(Node):
             for topic, msg in iter_result_messages(self._types, frame, result, header,
                                                    replace(options, topics=topics)):
                 self._publishers_by_topic[topic].publish(msg)
+                if topic == "depth":
+                    self._depth_topic.tick(M.stamp_to_ns(header.stamp) * 1e-9)
             publish_ms.append((time.perf_counter() - t0) * 1e3)
 
         result = pipeline.process(frame, on_depth=lambda partial: publish(partial, early))
@@ -316,8 +318,36 @@ class DepthPerceptionNode(Node):
         self._last_segmentation = " ".join(
             x for x in (result.segmentation_source, result.segmentation_message) if x)
 
-    def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    def _setup_diagnostics(self, inputs: list[str]) -> None:
+        """`/diagnostics` through diagnostic_updater (period: the ``diagnostic_updater.period``
+        parameter): the node's own status, the metric scale, the rate of every input and the rate
+        and stamp delay of ``depth``."""
+        from diagnostic_updater import (
+            FrequencyStatus,
+            FrequencyStatusParam,
+            TimeStampStatusParam,
+            TopicDiagnostic,
+            Updater,
+        )
+
+        self._updater = Updater(self)
+        self._updater.setHardwareID(self.get_fully_qualified_name())
+        self._updater.add("depth", self._depth_status)
+        self._updater.add("metric scale", self._metric_status)
+        # No rate is required (min 0): a silent input shows as ERROR "No events recorded."
+        any_rate = {"min": 0.0}
+        self._input_rates = {name: FrequencyStatus(FrequencyStatusParam(any_rate),
+                                                   name=f"{name} input rate") for name in inputs}
+        for task in self._input_rates.values():
+            self._updater.add(task)
+        # Stamp delay of the published depth: ERROR past 5 s (a live camera is never that late;
+        # a bag replayed without use_sim_time is, and that is worth seeing).
+        self._depth_topic = TopicDiagnostic(
+            "depth", self._updater, FrequencyStatusParam(any_rate),
+            TimeStampStatusParam(min_acceptable=-1.0, max_acceptable=5.0))
+
+    def _depth_status(self, stat: Any) -> Any:
+        from diagnostic_msgs.msg import DiagnosticStatus
 
         stats = self._sync.stats
         values: dict[str, str] = {
@@ -334,9 +364,6 @@ class DepthPerceptionNode(Node):
             "segmentation": self._last_segmentation,
             "last error": self.last_error,
         }
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        for name, count in stats.received.items():
-            values[f"{name} rate (Hz)"] = f"{count / elapsed:.2f}"
         timings = list(self._timings)
         for stage in (timings[-1] if timings else {}):
             ms = [t[stage] for t in timings if stage in t]
@@ -346,28 +373,28 @@ class DepthPerceptionNode(Node):
         if self._estimator is not None:
             values["model"] = self._estimator.spec.name
             values["backend"] = self._estimator.backend_name
-        level, message = DiagnosticStatus.OK, "ok"
-        if self.frames_processed == 0:
-            level, message = DiagnosticStatus.WARN, "no frame processed yet"
-        if self.last_error and self.frames_failed and timings == []:
-            level, message = DiagnosticStatus.ERROR, self.last_error
-        status = DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: depth", message=message,
-            hardware_id=self.get_fully_qualified_name(),
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
-        )
-        statuses = [status]
+        if self.last_error and self.frames_failed and not timings:
+            stat.summary(DiagnosticStatus.ERROR, self.last_error)
+        elif self.frames_processed == 0:
+            stat.summary(DiagnosticStatus.WARN, "no frame processed yet")
+        else:
+            stat.summary(DiagnosticStatus.OK, "ok")
+        for key, value in values.items():
+            stat.add(key, value)
+        return stat
+
+    def _metric_status(self, stat: Any) -> Any:
+        from diagnostic_msgs.msg import DiagnosticStatus
+
         metric = self._last_metric
-        if metric is not None:
-            statuses.append(DiagnosticStatus(
-                level=bytes([int(metric.level)]) if isinstance(DiagnosticStatus.OK, bytes)
-                else int(metric.level),
-                name=f"{self.get_name()}: metric scale", message=metric.message or "ok",
-                hardware_id=self.get_fully_qualified_name(),
-                values=[KeyValue(key=k, value=str(v)) for k, v in metric.diagnostics().items()]))
-        array = DiagnosticArray(status=statuses)
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._pub_diag.publish(array)
+        if metric is None:
+            stat.summary(DiagnosticStatus.OK, f"no scale fit (depth source: "
+                                              f"{self._last_source or 'none yet'})")
+            return stat
+        stat.summary(bytes([int(metric.level)]), metric.message or "ok")
+        for key, value in metric.diagnostics().items():
+            stat.add(key, str(value))
+        return stat
 
     def destroy_node(self) -> None:
         self._stop.set()

@@ -10,43 +10,10 @@ discovery and traffic cannot leave 127.0.0.1. Elsewhere they are skipped, or fai
 from __future__ import annotations
 
 import os
-import socket
-from pathlib import Path
 
 import pytest
 
-NETNS_HINT = "run it as: scripts/netns.sh .venv/bin/python -m pytest test/ros"
-
-
-def network_interfaces() -> list[str]:
-    """Names of the interfaces in this process's network namespace.
-
-    Read from /proc/self/net/dev and socket.if_nameindex(), both of which follow the process's
-    namespace. /sys/class/net does not: after ``unshare -n`` it still lists the host's interfaces
-    until sysfs is remounted, so it is not used.
-    """
-    names: set[str] = set()
-    try:
-        lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
-        names.update(line.split(":", 1)[0].strip() for line in lines if ":" in line)
-    except OSError:
-        pass
-    try:
-        names.update(name for _, name in socket.if_nameindex())
-    except OSError:
-        pass
-    return sorted(names)
-
-
-def in_loopback_only_netns() -> bool:
-    """True when the only network interface this process can see is ``lo``."""
-    return network_interfaces() == ["lo"]
-
-
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("DP_REQUIRE_ROS") == "1":
-        pytest.fail(reason + " (DP_REQUIRE_ROS=1)", pytrace=False)
-    pytest.skip(reason)
+from ros_checks import in_loopback_only_netns, network_interfaces, skip_or_fail
 
 
 def require_rclpy():
@@ -55,7 +22,7 @@ def require_rclpy():
         import rclpy  # noqa: F401
         import sensor_msgs.msg  # noqa: F401
     except ImportError as exc:
-        _skip_or_fail(f"rclpy not importable ({exc}); pip install -r requirements/ros.txt")
+        skip_or_fail(f"rclpy not importable ({exc}); pip install -r requirements/ros.txt")
 
 
 def require_ros_messages():
@@ -64,7 +31,7 @@ def require_ros_messages():
     try:
         import depth_perception_msgs.msg  # noqa: F401
     except ImportError as exc:
-        _skip_or_fail(
+        skip_or_fail(
             f"depth_perception_msgs not importable ({exc}); "
             "run scripts/build_msgs.sh and source scripts/ros_env.sh"
         )
@@ -83,9 +50,9 @@ def ros_msgs():
 def loopback_netns():
     """Refuse to go on unless this process is in a loopback-only network namespace."""
     if not in_loopback_only_netns():
-        _skip_or_fail(
+        skip_or_fail(
             "refusing to start DDS outside a loopback-only network namespace "
-            f"(interfaces: {', '.join(network_interfaces()) or 'none'}); {NETNS_HINT}"
+            f"(interfaces: {', '.join(network_interfaces()) or 'none'}); run it as: scripts/netns.sh .venv/bin/python -m pytest test/ros"
         )
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 

@@ -234,7 +234,9 @@ def test_monocular_model_with_sparse_depth_publishes_depth_and_metric_diagnostic
         assert (depth_msg.height, depth_msg.width) == (hh, ww)
 
         def metric_status():
-            return [s for a in diags for s in a.status if s.name.endswith("metric scale")]
+            # the status is there from the start; its values once a frame has been fitted
+            return [s for a in diags for s in a.status
+                    if s.name.endswith("metric scale") and s.values]
 
         assert h.spin_until(lambda: metric_status(), timeout=3.0)
         values = {kv.key: kv.value for kv in metric_status()[-1].values}

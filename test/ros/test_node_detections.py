@@ -100,7 +100,7 @@ class Harness(NodeHarness):
             "segmentation.sam.checkpoint": str(checkpoint),
             # Random weights give scraps of masks: unfused, every prompt keeps a region to name.
             "segmentation.fuse": False,
-            "diagnostics_period": 0.2,
+            "diagnostic_updater.period": 0.2,
         }
         super().__init__(
             context, parameters, publishers={"detections": vision.Detection2DArray},
