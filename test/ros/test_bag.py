@@ -13,6 +13,7 @@ from depth_perception.camera import CameraModel
 from depth_perception.ros import messages as M
 from depth_perception.ros.bag import BagWriter, process_bag, read_bag
 from depth_perception.scene import generate_tabletop
+from consumers import read_depth_m, read_image
 
 STAMPS = [1_000_000_000, 1_100_000_000, 1_200_000_000]
 
@@ -144,9 +145,9 @@ def test_a_monocular_model_sparse_depth_and_sam_prompted_by_recorded_detections(
     out = {}
     for topic, _, _, msg in read_bag(tmp_path / "out"):
         out.setdefault(topic, []).append(msg)
-    depth = M.image_to_depth(out["/depth_perception/depth"][0])
+    depth = read_depth_m(out["/depth_perception/depth"][0])
     valid = np.isfinite(depth) & np.isfinite(scene.depth_m)
     assert np.median(np.abs(depth[valid] - scene.depth_m[valid]) / scene.depth_m[valid]) < 0.1  # metric
     first, second = out["/depth_perception/regions/labels"]
-    assert M.image_to_numpy(first).any() and not M.image_to_numpy(second).any()
+    assert read_image(first).any() and not read_image(second).any()
     assert len(out["/depth_perception/depth"]) == 2

@@ -38,6 +38,7 @@ from depth_perception.ros.messages import (
     stamp_to_ns,
     unpack_rgb,
 )
+from consumers import read_cloud, read_depth_m, read_image
 
 H, W = 3, 5  # organised data is never square here, so a width/height swap cannot pass
 STAMP_NS = 1_700_000_000_123_456_789
@@ -142,6 +143,30 @@ def test_every_image_encoding_round_trips(flavour, enc):
     out = image_to_numpy(msg)
     assert out.dtype == arr.dtype and out.shape == arr.shape
     np.testing.assert_array_equal(out, arr)
+
+
+@pytest.mark.parametrize("enc", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "16UC1", "32FC1"])
+def test_cv_bridge_reads_every_encoding_as_written(flavour, enc):
+    arr = _random(enc)
+    msg = flavour.wire(numpy_to_image(flavour.types, arr, enc, _header(flavour.types)))
+    out = read_image(msg)
+    assert out.dtype == arr.dtype and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_cv_bridge_converts_our_rgb8_to_bgr8_for_opencv_consumers(flavour):
+    arr = _random("rgb8")
+    msg = flavour.wire(numpy_to_image(flavour.types, arr, "rgb8", _header(flavour.types)))
+    np.testing.assert_array_equal(read_image(msg, "bgr8"), arr[..., ::-1])
+
+
+@pytest.mark.parametrize("encoding", ["32FC1", "16UC1"])
+def test_cv_bridge_reads_depth_in_rep118_units(flavour, encoding):
+    depth = np.linspace(0.2, 9.0, H * W, dtype=np.float32).reshape(H, W)
+    depth[1, 2] = np.nan
+    msg = flavour.wire(depth_to_image(flavour.types, depth, _header(flavour.types), encoding))
+    np.testing.assert_allclose(read_depth_m(msg), depth, atol=5e-4)
+    assert np.isnan(read_depth_m(msg)[1, 2])
 
 
 @pytest.mark.parametrize("enc", ["rgb8", "mono16", "32FC1"])
@@ -372,24 +397,6 @@ def test_impossible_camera_info_raises_message_error_naming_the_field(flavour):
 # -- point clouds ---------------------------------------------------------------------------------
 
 # sensor_msgs_py.point_cloud2's PointField datatype table.
-_DATATYPES = {1: np.int8, 2: np.uint8, 3: np.int16, 4: np.uint16, 5: np.int32, 6: np.uint32,
-              7: np.float32, 8: np.float64}
-
-
-def _read_points_like_sensor_msgs_py(msg) -> np.ndarray:
-    """What ``sensor_msgs_py.point_cloud2.read_points`` does (dtype_from_fields, one ndarray over
-    the data), reshaped height-major rather than with its upstream (width, height) swap."""
-    assert not msg.is_bigendian
-    dtype = np.dtype({
-        "names": [f.name for f in msg.fields],
-        "formats": [_DATATYPES[f.datatype] for f in msg.fields],
-        "offsets": [f.offset for f in msg.fields],
-        "itemsize": msg.point_step,
-    })
-    points = np.ndarray(shape=(msg.width * msg.height,), dtype=dtype, buffer=bytes(msg.data))
-    return points.reshape(msg.height, msg.width)
-
-
 def _xyz(seed: int = 0) -> np.ndarray:
     xyz = np.random.default_rng(seed).uniform(-2, 2, (H, W, 3)).astype(np.float32)
     xyz[1, 3] = np.nan  # an invalid pixel keeps its place (REP 117)
@@ -410,7 +417,7 @@ def test_organised_xyz_cloud_round_trips_height_major(flavour):
     assert msg.is_dense is False  # it has a NaN point
     np.testing.assert_array_equal(cloud_to_xyz(msg), xyz)
 
-    pts = _read_points_like_sensor_msgs_py(msg)
+    pts = read_cloud(msg)
     np.testing.assert_array_equal(np.stack([pts["x"], pts["y"], pts["z"]], -1), xyz)
     # row v, column u: point (v=2, u=4) is the last one in the buffer
     last = np.frombuffer(bytes(msg.data)[-12:], "<f4")
@@ -432,7 +439,7 @@ def test_xyzrgb_cloud_packs_rgb_as_0x00rrggbb_float(flavour):
     # The bytes of the first point's rgb float, read as a little-endian uint32.
     assert int(np.frombuffer(bytes(msg.data)[12:16], "<u4")[0]) == 0x00123456
 
-    pts = _read_points_like_sensor_msgs_py(msg)
+    pts = read_cloud(msg)
     np.testing.assert_array_equal(unpack_rgb(pts["rgb"]), rgb)
     np.testing.assert_array_equal(cloud_to_xyz(msg), xyz)
     assert (pts["rgb"].view(np.uint32) >> 24 == 0).all()  # the top byte stays 0
@@ -449,7 +456,7 @@ def test_xyzrgb_label_cloud_round_trips(flavour):
     assert _fields(msg)[3:] == [("rgb", 12, 7, 1), ("label", 16, 4, 1)]  # 4 = UINT16
     assert (msg.point_step, msg.row_step) == (20, 20 * W)  # padded to 4 bytes
 
-    pts = _read_points_like_sensor_msgs_py(msg)
+    pts = read_cloud(msg)
     np.testing.assert_array_equal(pts["label"], label)
     np.testing.assert_array_equal(unpack_rgb(pts["rgb"]), rgb)
     arr = cloud_to_array(msg)

@@ -13,6 +13,7 @@ from depth_perception.regions import kernel_available
 from depth_perception.scene import generate_tabletop
 from node_harness import FRAME_ID
 from node_harness import NodeHarness as Harness
+from consumers import read_cloud, read_depth_m, read_image, read_xyz
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_stereo_frame_gives_depth_info_and_points_with_the_input_header(harness,
         assert msg.header.frame_id == FRAME_ID
 
     assert depth_msg.encoding == "32FC1"
-    depth = harness.M.image_to_depth(depth_msg)
+    depth = read_depth_m(depth_msg)
     assert depth.shape == scene.depth_m.shape
     m = depth_metrics(depth, scene.depth_m)
     assert m.abs_rel < 0.05 and m.coverage > 0.5, m
@@ -55,7 +56,7 @@ def test_stereo_frame_gives_depth_info_and_points_with_the_input_header(harness,
     np.testing.assert_allclose(np.asarray(info_msg.k).reshape(3, 3), scene.K)
 
     assert (cloud_msg.height, cloud_msg.width) == scene.depth_m.shape  # organised, height-major
-    xyz = harness.M.cloud_to_xyz(cloud_msg)
+    xyz = read_xyz(cloud_msg)
     np.testing.assert_allclose(xyz[..., 2], depth, equal_nan=True)
     # geometric segmentation is on by default: the cloud carries the instance id of each point
     assert [f.name for f in cloud_msg.fields] == ["x", "y", "z", "rgb", "label"]
@@ -159,7 +160,7 @@ def test_compressed_input(rclpy_context, scene):
         h.pubs["right/camera_info"].publish(M.model_to_camera_info(
             t, CameraModel(width=ww, height=hh, K=scene.K, P=P_right), header))
         assert h.spin_until(lambda: h.received["depth"], timeout=10.0), h.node.last_error
-        depth = M.image_to_depth(h.received["depth"][0])
+        depth = read_depth_m(h.received["depth"][0])
         assert depth_metrics(depth, scene.depth_m).abs_rel < 0.05
     finally:
         h.close()
@@ -187,11 +188,11 @@ def test_masks_from_another_node_give_regions_labels_markers_and_region_clouds(r
         h.send_stereo(scene, stamp)
         wanted = [k for k in got if k != "regions" or rt is not None]
         assert h.spin_until(lambda: all(got[k] for k in wanted), timeout=10.0), h.node.last_error
-        labels = M.image_to_numpy(got["regions/labels"][0])
+        labels = read_image(got["regions/labels"][0])
         assert labels.shape == scene.depth_m.shape
         assert set(np.unique(labels)) - {0} <= set(np.unique(scene.instance_mask)) - {0}
         assert M.stamp_to_ns(got["regions/labels"][0].header.stamp) == stamp
-        ids = M.cloud_to_array(got["regions/points"][0])["label"]
+        ids = read_cloud(got["regions/points"][0])["label"]
         assert set(np.unique(ids)) <= set(np.unique(scene.instance_mask)) - {0}
         markers = got["regions/markers"][0].markers
         assert markers[0].action == mt.Marker.DELETEALL and len(markers) > 1

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
+
+from ament_prefix import use_source_tree_prefix
+from ros_checks import TOOLS_HINT, require_module
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
@@ -39,37 +41,57 @@ def test_every_config_parameter_is_declared_and_accepted(rclpy_context, path):
         node.destroy_node()
 
 
-def test_launch_file_names_the_installed_executable_and_remaps_declared_inputs():
-    """launch/launch_ros are not installable here, so read the launch file's syntax tree."""
-    source = (REPO / "launch" / "depth_perception.launch.py").read_text()
-    tree = ast.parse(source)
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert "depth_perception_node" in strings
-    setup = (REPO / "setup.py").read_text()
-    assert "depth_perception_node = depth_perception.ros.node:main" in setup
-    assert {"image", "camera_info", "right/image", "right/camera_info"} <= strings
-    assert {"model", "backend", "precision", "use_rviz", "config", "namespace"} <= strings
+def load_launch_file():
+    """The launch file as a module, imported with the real launch / launch_ros."""
+    require_module("launch_ros", TOOLS_HINT)
+    import importlib.util
+
+    use_source_tree_prefix()
+    spec = importlib.util.spec_from_file_location("dp_launch", REPO / "launch/depth_perception.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_launch_file_declares_an_argument_for_every_input_and_override():
+    module = load_launch_file()
+    declared = {a.name for a in module.generate_launch_description().get_launch_arguments()}
+    assert set(module.OVERRIDES) <= declared
+    assert set(module.INPUTS.values()) <= declared
+    assert {"camera", "right_camera", "image", "namespace", "config", "use_rviz"} <= declared
+    # every subscription the node can make is reachable from an argument
+    assert set(module.INPUTS) == {"sparse_depth", "lidar_points", "masks", "detections", "prompt"}
 
 
 def test_parameters_the_launch_file_sets_are_declared():
     from depth_perception.config import DEFAULTS
 
-    tree = ast.parse((REPO / "launch" / "depth_perception.launch.py").read_text())
-    overrides = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                     and any(getattr(t, "id", "") == "OVERRIDES" for t in n.targets))
-    params = {v.value for v in overrides.values} | {"stereo"}
-    assert params <= set(DEFAULTS), sorted(params - set(DEFAULTS))
+    module = load_launch_file()
+    assert set(module.OVERRIDES.values()) <= set(DEFAULTS), \
+        sorted(set(module.OVERRIDES.values()) - set(DEFAULTS))
+    assert module._parameter("input_size", "364") == 364
+    assert module._parameter("segmentation.source", "topic, geometric") == ["topic", "geometric"]
+    assert module._parameter("stereo", "True") is True
+    with pytest.raises(ValueError, match="input_size"):
+        module._parameter("input_size", "big")
 
 
-def test_launch_file_runs_on_a_robot():
-    pytest.importorskip("launch", reason="ROS 2 launch is not installable here (robot-only test)")
-    pytest.importorskip("launch_ros", reason="launch_ros is not installable here (robot-only test)")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("dp_launch", REPO / "launch/depth_perception.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.generate_launch_description().entities
+@pytest.mark.parametrize("namespace,outputs", [("depth_perception", "/depth_perception/"),
+                                               ("robot1/perception", "/robot1/perception/"),
+                                               ("", "/")])
+def test_rviz_topics_follow_the_namespace_and_camera(namespace, outputs, tmp_path):
+    module = load_launch_file()
+    path = Path(module._rviz_config(str(REPO), namespace, "/cam/left/image_rect"))
+    try:
+        doc = yaml.safe_load(path.read_text())
+    finally:
+        path.unlink()
+    displays = doc["Visualization Manager"]["Displays"]
+    topics = {d["Topic"]["Value"] for d in displays if isinstance(d.get("Topic"), dict)}
+    assert "/cam/left/image_rect" in topics
+    node_topics = topics - {"/cam/left/image_rect"}
+    assert node_topics == {outputs + t.split("/depth_perception/", 1)[1]
+                           for t in rviz_topics() if t.startswith("/depth_perception/")}
 
 
 def rviz_topics() -> set[str]:

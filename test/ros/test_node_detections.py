@@ -1,11 +1,11 @@
 """depth_perception_node prompted by vision_msgs/Detection2DArray through real DDS (loopback-only
 namespace): stereo depth + tiny SAM (random weights) whose masks are named by the detections.
 
-vision_msgs is not pip-installable: these tests use the stand-in that scripts/build_vision_msgs.sh
-builds from HUMBLE_DEFINITIONS (scripts/netns.sh sources scripts/ros_env.sh, which puts it on the
-paths). Without it they skip, or fail under DP_REQUIRE_ROS=1.
+vision_msgs is not pip-installable: these tests use the real package built from its upstream
+sources by scripts/install_ros_tools.sh (scripts/netns.sh sources scripts/ros_env.sh, which puts it
+on the paths). Without it they skip, or fail under DP_REQUIRE_ROS=1.
 
-    scripts/build_msgs.sh && scripts/build_vision_msgs.sh
+    scripts/install_ros_tools.sh && scripts/build_msgs.sh
     scripts/netns.sh .venv/bin/python -m pytest test/ros/test_node_detections.py -q
 """
 
@@ -26,11 +26,13 @@ from depth_perception.ros.vision_msgs import (
 )
 from depth_perception.scene import generate_tabletop
 from depth_perception.segmentation.base import Detection
+from consumers import read_depth_m, read_image
 from node_harness import FRAME_ID, NodeHarness
+from ros_checks import skip_or_fail
 
 NAMES = ["mug", "screwdriver", "bowl", "box", "ball", "can"]
-BUILD_HINT = ("build the test stand-in with scripts/build_vision_msgs.sh and run under "
-              "scripts/netns.sh (it sources scripts/ros_env.sh); on a robot install "
+BUILD_HINT = ("build vision_msgs from its sources with scripts/install_ros_tools.sh and run "
+              "under scripts/netns.sh (it sources scripts/ros_env.sh); on a robot install "
               "ros-<distro>-vision-msgs")
 
 
@@ -41,10 +43,10 @@ def require_vision_types():
 
     types = rclpy_vision_types()
     if types is None:
-        conftest._skip_or_fail(f"vision_msgs is not importable; {BUILD_HINT}")
+        skip_or_fail(f"vision_msgs is not importable; {BUILD_HINT}")
     if types.layout != "humble":
-        conftest._skip_or_fail("installed vision_msgs has the legacy (Foxy/Galactic) layout; "
-                               "these tests need the 4.x layout (Humble and later)")
+        skip_or_fail("installed vision_msgs has the legacy (Foxy/Galactic) layout; "
+                     "these tests need the 4.x layout (Humble and later)")
     return types
 
 
@@ -161,7 +163,7 @@ def harness(rclpy_context, ros_msgs, vision, sam_checkpoint):
         h.close()
 
 
-# -- the stand-in matches the text definitions -----------------------------------------------------
+# -- the real package matches the text definitions bags use ---------------------------------------
 
 
 def rich_detections() -> list[Detection]:
@@ -193,7 +195,7 @@ def assert_same_cdr(fast_cdr: bytes, rosbags_cdr: bytes, typestore, typename: st
 
 @pytest.mark.parametrize("distro", ["ROS2_HUMBLE", "ROS2_JAZZY"])
 def test_rclpy_classes_and_registered_definitions_give_the_same_cdr(vision, distro):
-    """The same Detection2DArray built with the stand-in's rclpy classes and with the rosbags
+    """The same Detection2DArray built with the real package's rclpy classes and with the rosbags
     classes registered from HUMBLE_DEFINITIONS (as test_vision_msgs.py does) has the same CDR,
     both ways round, including the fields the builder leaves at zero."""
     from rclpy.serialization import deserialize_message, serialize_message
@@ -235,15 +237,18 @@ def test_rclpy_classes_and_registered_definitions_give_the_same_cdr(vision, dist
                                vision.Detection2DArray) == ours
 
 
-def test_the_stand_in_was_built_from_the_current_definitions(vision):
-    """install/vision_msgs holds exactly HUMBLE_DEFINITIONS (a stale build would test old text)."""
+def test_the_bag_definitions_are_the_real_vision_msgs(vision):
+    """HUMBLE_DEFINITIONS, which bags register in the rosbags typestore (no vision_msgs there),
+    define exactly the fields of the installed vision_msgs package's .msg files."""
     from ament_index_python.packages import get_package_share_directory
+    from rosbags.typesys import get_types_from_msg
 
     share = Path(get_package_share_directory("vision_msgs"))
-    if "TEST STAND-IN" not in (share / "package.xml").read_text():
-        pytest.skip(f"vision_msgs in {share} is the real package, not the test stand-in")
-    installed = {p.stem: p.read_text() for p in (share / "msg").glob("*.msg")}
-    assert installed == HUMBLE_DEFINITIONS, "stale build: rerun scripts/build_vision_msgs.sh"
+    for name, text in HUMBLE_DEFINITIONS.items():
+        typename = f"vision_msgs/msg/{name}"
+        real = get_types_from_msg((share / "msg" / f"{name}.msg").read_text(), typename)
+        ours = get_types_from_msg(text, typename)
+        assert ours[typename] == real[typename], name
 
 
 # -- the node --------------------------------------------------------------------------------------
@@ -255,13 +260,13 @@ def test_regions_are_named_by_the_detections_with_the_same_stamp(harness, scene,
     harness.send_stereo(scene, stamp)
     got = harness.wait_outputs(stamp, "depth", "points", "regions", "regions/labels")
 
-    assert harness.M.image_to_depth(got["depth"]).shape == scene.depth_m.shape
+    assert read_depth_m(got["depth"]).shape == scene.depth_m.shape
     regions = got["regions"].regions
     by_id = {r.id: r.label for r in regions}
     # SAM numbers its masks in prompt order: region k is detection k's mask, named by its class_id
     expected = {k + 1: d.label for k, d in enumerate(scene_detections)}
     assert len(by_id) >= 3 and by_id.items() <= expected.items(), by_id
-    labels = harness.M.image_to_numpy(got["regions/labels"])
+    labels = read_image(got["regions/labels"])
     assert set(np.unique(labels)) - {0} <= set(by_id)
     assert harness.node.frames_failed == 0
     diag = harness.wait_diagnostics(lambda d: d.get("frames processed") == "1")
@@ -298,7 +303,7 @@ def test_an_image_without_detections_still_gives_depth_and_the_scene_cloud(harne
     stamp = 4_000_000_000
     harness.send_stereo(scene, stamp)
     got = harness.wait_outputs(stamp, "depth", "points", timeout=4.0)
-    assert harness.M.image_to_depth(got["depth"]).shape == scene.depth_m.shape
+    assert read_depth_m(got["depth"]).shape == scene.depth_m.shape
 
 
 def test_an_empty_detection_array_gives_depth_cloud_no_regions_and_says_why(harness, scene):
@@ -306,10 +311,10 @@ def test_an_empty_detection_array_gives_depth_cloud_no_regions_and_says_why(harn
     harness.send_detections([], stamp)
     harness.send_stereo(scene, stamp)
     got = harness.wait_outputs(stamp, "depth", "points", "regions", "regions/labels")
-    assert np.isfinite(harness.M.image_to_depth(got["depth"])).mean() > 0.5
+    assert np.isfinite(read_depth_m(got["depth"])).mean() > 0.5
     assert (got["points"].height, got["points"].width) == scene.depth_m.shape
     assert list(got["regions"].regions) == []
-    assert not harness.M.image_to_numpy(got["regions/labels"]).any()
+    assert not read_image(got["regions/labels"]).any()
     diag = harness.wait_diagnostics(lambda d: d.get("frames processed") == "1")
     assert "sam: no detections to prompt it" in diag["segmentation"], diag
     assert diag["last error"] == ""
@@ -330,7 +335,7 @@ def test_boxes_outside_the_image_do_not_cost_the_frame(harness, scene, scene_det
     harness.send_detections(out_of_image(scene, scene_detections), stamp)
     harness.send_stereo(scene, stamp)
     got = harness.wait_outputs(stamp, "depth", "points", "regions")
-    assert harness.M.image_to_depth(got["depth"]).shape == scene.depth_m.shape
+    assert read_depth_m(got["depth"]).shape == scene.depth_m.shape
     assert harness.node.frames_failed == 0 and harness.node.last_error == ""
 
 
