@@ -74,15 +74,20 @@ for spec in \
 done
 
 # Python packages without a setup.py: copied as they are.
-copy_module() {  # NAME DIR-IN-ARCHIVE MODULE
+copy_module() {  # NAME PACKAGE-ROOT-IN-ARCHIVE MODULE-PATH-IN-ROOT (+ package.xml, ament index marker)
   changed "$1" || return 0
-  rm -rf "${SITE:?}/$3"
-  cp -r "$WORK/$1/$2/$3" "$SITE/$3"
+  local module
+  module="$(basename "$3")"
+  rm -rf "${SITE:?}/$module"
+  cp -r "$WORK/$2/$3" "$SITE/$module"
+  mkdir -p "$PURE/share/$1" "$PURE/share/ament_index/resource_index/packages"
+  cp "$WORK/$2/package.xml" "$PURE/share/$1/package.xml"
+  touch "$PURE/share/ament_index/resource_index/packages/$1"
   done_with "$1"
   echo "install_ros_tools: $1"
 }
-copy_module message_filters src message_filters
-copy_module diagnostic_updater diagnostic_updater diagnostic_updater
+copy_module message_filters message_filters src/message_filters
+copy_module diagnostic_updater diagnostic_updater/diagnostic_updater diagnostic_updater
 
 # Interface packages, built like msg/.
 for name in composition_interfaces vision_msgs; do
