@@ -13,7 +13,13 @@ import os
 
 import pytest
 
-from ros_checks import in_loopback_only_netns, network_interfaces, skip_or_fail
+from ros_checks import (
+    TOOLS_HINT,
+    in_loopback_only_netns,
+    network_interfaces,
+    require_module,
+    skip_or_fail,
+)
 
 
 def require_rclpy():
@@ -59,8 +65,10 @@ def loopback_netns():
 
 @pytest.fixture
 def rclpy_context(loopback_netns):
-    """A fresh, initialised rclpy Context; shut down after the test (needs only standard messages)."""
+    """A fresh, initialised rclpy Context; shut down after the test. Needs the standard messages
+    and diagnostic_updater (the node publishes /diagnostics through it)."""
     require_rclpy()
+    require_module("diagnostic_updater", TOOLS_HINT)
     import rclpy
     from rclpy.context import Context
 

@@ -37,18 +37,20 @@ def in_loopback_only_netns() -> bool:
     return network_interfaces() == ["lo"]
 
 
-def skip_or_fail(reason: str) -> None:
-    if os.environ.get("DP_REQUIRE_ROS") == "1":
-        pytest.fail(reason + " (DP_REQUIRE_ROS=1)", pytrace=False)
+def skip_or_fail(reason: str, required_by: str = "DP_REQUIRE_ROS") -> None:
+    """Skip with the reason, or fail where the environment variable ``required_by`` is 1."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{reason} ({required_by}=1)", pytrace=False)
     pytest.skip(reason)
 
 
 def require_module(name: str, hint: str) -> ModuleType:
-    """Import ``name`` (a ROS 2 tool such as launch_testing or cv_bridge) or skip/fail naming it."""
+    """Import ``name`` (a ROS 2 tool such as launch_testing or cv_bridge) or skip naming it; fail
+    instead where DP_REQUIRE_ROS_TOOLS=1 (make test sets it when ../shared/ros2-src exists)."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        skip_or_fail(f"{name} not importable ({exc}); {hint}")
+        skip_or_fail(f"{name} not importable ({exc}); {hint}", "DP_REQUIRE_ROS_TOOLS")
         raise  # not reached: skip_or_fail raises
 
 

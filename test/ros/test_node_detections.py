@@ -43,7 +43,7 @@ def require_vision_types():
 
     types = rclpy_vision_types()
     if types is None:
-        skip_or_fail(f"vision_msgs is not importable; {BUILD_HINT}")
+        skip_or_fail(f"vision_msgs is not importable; {BUILD_HINT}", "DP_REQUIRE_ROS_TOOLS")
     if types.layout != "humble":
         skip_or_fail("installed vision_msgs has the legacy (Foxy/Galactic) layout; "
                      "these tests need the 4.x layout (Humble and later)")
