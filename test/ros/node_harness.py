@@ -13,6 +13,16 @@ from depth_perception.camera import CameraModel
 FRAME_ID = "camera_color_optical_frame"
 
 
+def spin_until(executor, predicate, timeout: float = 10.0) -> bool:
+    """Spin ``executor`` until ``predicate()`` holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+        if predicate():
+            return True
+    return False
+
+
 class NodeHarness:
     """``parameters`` for the node; ``publishers`` / ``subscriptions`` ({topic: message class}) on
     top of the stereo inputs and the depth / depth/camera_info / points outputs."""
@@ -70,12 +80,7 @@ class NodeHarness:
         self.pubs["right/camera_info"].publish(M.model_to_camera_info(t, right_cam, header))
 
     def spin_until(self, predicate, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            if predicate():
-                return True
-        return False
+        return spin_until(self.executor, predicate, timeout)
 
     def close(self) -> None:
         self.executor.shutdown()

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from ament_prefix import REPO, use_source_tree_prefix
+from node_harness import spin_until
 from ros_checks import TOOLS_HINT, in_loopback_only_netns, require_module, skip_or_fail
 
 if not in_loopback_only_netns():
@@ -101,12 +102,7 @@ class Tester:
                                       self.received["diagnostics"].append, 50)
 
     def spin_until(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            if predicate():
-                return True
-        return False
+        return spin_until(self.executor, predicate, timeout)
 
     def close(self) -> None:
         import rclpy
