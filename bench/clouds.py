@@ -3,7 +3,7 @@
     .venv/bin/python bench/clouds.py [--frames 30] [--seed 1] [--stride 1] [--cpu]
 
 One 640x480 frame, in the node's order: depth → organised cloud → 10 regions with all descriptors →
-scene PointCloud2 (xyz, packed rgb, uint16 label) → MarkerArray: the issue's set, target <= 5 ms;
+scene PointCloud2 (xyz, packed rgb, uint16 label) → MarkerArray: the per-frame set, budget 5 ms;
 then GraspableRegionArray, regions/points and regions/labels (rosbags classes), reported on top.
 Prints per-stage milliseconds (median and best of --frames runs), the memory-copy floor measured
 in the same run, the numpy implementation of extract_regions on the same frames (the product runs
@@ -38,6 +38,7 @@ from depth_perception.regions import (  # noqa: E402
     implementation_in_use,
     scene_cloud,
 )
+from depth_perception.ros import clouds as C  # noqa: E402
 from depth_perception.ros import messages as M  # noqa: E402
 from depth_perception.ros import region_messages as RM  # noqa: E402
 from depth_perception.scene import generate_tabletop  # noqa: E402
@@ -65,7 +66,7 @@ def reference_frame(depth_m, K, rgb, labels, plane, gripper: GripperParams):
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     H, W = depth_m.shape
     depth, colours, ids = depth_m.tolist(), rgb.tolist(), labels.tolist()
-    step = 20  # x y z rgb label (+2 pad), like messages.cloud_dtype(rgb=True, label=True)
+    step = 20  # x y z rgb label (+2 pad), like clouds.cloud_dtype(rgb=True, label=True)
     data = bytearray(H * W * step)
     grid: dict[int, dict[tuple[int, int], tuple[float, float, float]]] = {}
     nan = float("nan")
@@ -139,7 +140,7 @@ def product_frame(depth_m, camera, rays, rgb, labels, plane, types, region_types
     regions = extract_regions(pts, labels, gripper, params, rgb=rgb, names=names, support_plane=plane)
     t2 = clock()
     sc = scene_cloud(pts, rgb, labels)
-    cloud = M.points_to_cloud(types, sc.xyz, header, rgb=sc.rgb, label=sc.label)
+    cloud = C.points_to_cloud(types, sc.xyz, header, rgb=sc.rgb, label=sc.label)
     t3 = clock()
     markers = RM.regions_to_markers(marker_types, regions, header)
     t4 = clock()
@@ -157,13 +158,13 @@ def product_frame(depth_m, camera, rays, rgb, labels, plane, types, region_types
 
 
 NUMPY = "extract_regions (numpy)"
-TARGET = "= issue's set"  # depth → scene PointCloud2 bytes + regions with all descriptors + markers
+TARGET = "= per-frame set"  # depth → scene PointCloud2 bytes + regions with all descriptors + markers
 ALL = "= all outputs"  # + GraspableRegionArray (a cloud per region), regions/points, regions/labels
 
 
 def copy_floor_ms(nbytes: int, clock, repeats: int = 5) -> float:
     """Best time of copying nbytes into a fresh buffer, as a message's bytes are made (the memory
-    traffic floor the issue names), on this machine now."""
+    traffic floor of message building), here and now."""
     src = np.ones(nbytes, np.uint8)
     best = math.inf
     for _ in range(repeats):
@@ -227,13 +228,13 @@ def main() -> None:
           f"{numpy_ms:.2f} ms median on the same frames ({numpy_ms / kernel_ms:.2f}x)")
     floor = copy_floor_ms(len(cloud.data), clock)
     print(f"floor: one copy of the {len(cloud.data) / 1e6:.1f} MB scene cloud takes {floor:.2f} ms here now; "
-          f"the issue's set is {statistics.median(times[TARGET]) / floor:.1f}x that "
-          f"(this VM's speed drifts by up to ~40 % between runs: compare within one run)")
+          f"the per-frame set is {statistics.median(times[TARGET]) / floor:.1f}x that "
+          f"(shared machines drift between runs: compare within one run)")
     print(f"(rosbags CDR of cloud {len(raw_cloud) / 1e6:.1f} MB + regions {len(raw_regions) / 1e6:.2f} MB: "
           f"{cdr_ms:.1f} ms, not counted: rclpy serialises in C when publishing)")
     print("verdicts:", ", ".join(f"{r.id}:{r.verdict.name}" for r in regions))
     total = statistics.median(times[TARGET])
-    print(f"per frame: {total:.2f} ms median for the issue's set (target 5 ms: {'met' if total <= 5 else 'NOT met'}); "
+    print(f"per frame: {total:.2f} ms median for the per-frame set (budget 5 ms: {'met' if total <= 5 else 'NOT met'}); "
           f"{statistics.median(times[ALL]):.2f} ms with every region output")
 
     if not args.skip_reference:
@@ -241,7 +242,7 @@ def main() -> None:
         data, ref = reference_frame(scene.depth_m, scene.K, scene.rgb, labels, plane, gripper)
         ref_ms = (time.perf_counter() - t) * 1e3
         # same scene cloud values (pad bytes aside): the reference is a fair baseline, not a strawman
-        dtype = M.cloud_dtype(rgb=True, label=True)
+        dtype = C.cloud_dtype(rgb=True, label=True)
         mine, theirs = np.frombuffer(bytes(cloud.data), dtype), np.frombuffer(data, dtype)
         same = [np.allclose(mine[f], theirs[f], rtol=1e-6, atol=0, equal_nan=True) for f in "xyz"]
         same += [np.array_equal(mine[f].view(np.uint32 if f == "rgb" else np.uint16),

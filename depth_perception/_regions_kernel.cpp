@@ -1,20 +1,21 @@
-// Compiled per-pixel work of depth_perception.regions.extract_regions (steps 1-8 of its docstring).
+// Compiled per-pixel work of the regions cleaning pass (depth_perception/regions/cleaning.py,
+// steps 1-5 of its docstring, numbered finer below; Python marks the dropped masks).
 //
-// Why C++: the numpy implementation in regions.py (the reference, and the fallback when this
-// module is not built) makes ~300 array passes per frame, too many for the 5 ms budget of a
-// 640x480 frame with 10 regions on one core. Here the same steps are a few passes over the mask
+// Why C++: the numpy implementation (the reference, and the fallback when this module is not
+// built) makes ~300 array passes per frame. Here the same steps are a few passes over the mask
 // pixels ("positions", row-major), written as plain loops over contiguous arrays so the compiler
 // vectorises the arithmetic; only the neighbour look-ups are scalar.
 //
-// Arithmetic follows regions.py operation by operation in float32 (built with -ffp-contract=off),
-// so both implementations keep the same points; per-instance sums are float64 and may differ from
-// numpy's in the last bits. test/test_regions_kernel.py holds the two against each other.
+// Arithmetic follows regions/cleaning.py operation by operation in float32 (built with
+// -ffp-contract=off), so both implementations keep the same points; per-instance sums are float64
+// and may differ from numpy's in the last bits. test/test_regions_kernel.py holds the two against
+// each other.
 //
 // Only the CPython C API and the buffer protocol are used (no numpy headers, no pybind11). Two
 // calls per frame, with Python in between allocating the outputs:
-//   clean(...)   masks, erosion, validity, support plane, statistical outliers, connected
-//                components, the largest component per instance and the others that join it
-//                (an object split by an occluder);
+//   clean(...)   masks, erosion, validity, support plane, depth edges, depth outliers,
+//                statistical outliers, connected components, the largest component per instance
+//                and the others that join it (an object split by an occluder);
 //   collect(...) the kept points grouped by instance (row-major inside) with colours, grid
 //                normals, row-run ends and per-instance sums (mean, 4x4 Gram, normals, heights).
 // Compiling with -DDP_KERNEL_CORE_ONLY leaves out the Python layer (for a C++ benchmark).
@@ -31,13 +32,14 @@ namespace dp {
 
 struct Params {
   int64_t H = 0, W = 0;
-  int erosion = 1, min_points = 30, outlier_k = 4;
+  int erosion = 1, min_pixels = 50, outlier_k = 4;
   double ang = 0, std_ratio = 2, min_px = 3, gap_px = 6, gap_m = 0.01, plane_margin = 0.005, min_fraction = 0.1;
+  double edge_m = 0.01, edge_px = 8, mad_k = 3.5, mad_floor = 0.01;
 };
 
 struct Instance {
   int32_t id = 0;
-  int64_t mask_n = 0, valid_n = 0, behind_n = 0, low_n = 0, eroded_n = 0;
+  int64_t mask_n = 0, valid_n = 0, behind_n = 0, low_n = 0;
   bool uneroded = false;
   int64_t best_root = -1, best_size = 0;
 };
@@ -119,6 +121,15 @@ inline float if_set(bool c, float v) {
 // and two inliers closer than the cluster gap (SHORT_*); USE: the point is used at all
 constexpr uint8_t LINK_R = 1, LINK_D = 2, SHORT_R = 4, SHORT_D = 8, USE = 16;
 
+// the median of v (reordered), the mean of the two middle values for an even count (as numpy)
+inline double median_of(std::vector<double>& v) {
+  const size_t hi = v.size() / 2, lo = (v.size() - 1) / 2;
+  std::nth_element(v.begin(), v.begin() + hi, v.end());
+  const double b = v[hi];
+  const double a = lo == hi ? b : *std::max_element(v.begin(), v.begin() + hi);
+  return (a + b) / 2;
+}
+
 inline int32_t find_root(int32_t* parent, int32_t i) {
   while (parent[i] != i) {
     parent[i] = parent[parent[i]];  // path halving
@@ -179,7 +190,7 @@ void edge_terms(const float* __restrict ax, const float* __restrict ay, const fl
   }
 }
 
-// the sum of the grid-edge lengths (footprints) at each point, in the order of regions.py: right,
+// the sum of the grid-edge lengths (footprints) at each point, in the order of cleaning.py: right,
 // left, down, up; rel_r[-1] and rel_r of unlinked edges are 0
 void neighbour_sums(const float* __restrict rel_r, const float* __restrict rel_d, const float* __restrict rel_u,
                     int64_t count, float* __restrict sum) {
@@ -271,7 +282,7 @@ void right_edges(const float* __restrict x, const uint8_t* __restrict edge, uint
 }
 
 // Which candidate components come within the gap of their instance's largest component in 3-D,
-// as regions._merge_near_components decides with a k-d tree: some point of the candidate closer
+// as cleaning.py decides with a k-d tree: some point of the candidate closer
 // than the largest gap among the candidate's points to some point of the largest component. A
 // hash of the largest component's points in cells of that size, and the 27 cells around each
 // candidate point. Rare (objects split by an occluder), so plain containers.
@@ -357,12 +368,11 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   {
     uint16_t last = 0;  // the current instance's label, index and counts, held in registers
     int32_t cur = -1;
-    int64_t mask_n = 0, eroded_n = 0;
+    int64_t mask_n = 0;
     auto flush = [&]() {
       if (cur < 0) return;
       seen[cur].mask_n += mask_n;
-      seen[cur].eroded_n += eroded_n;
-      mask_n = eroded_n = 0;
+      mask_n = 0;
     };
     for (int64_t v = 0; v < H; ++v) {
       if (row_start[v + 1] == row_start[v]) continue;  // nothing labelled in this row
@@ -393,7 +403,6 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
           }
           const bool survives = prm.erosion <= 0 || survives_erosion(lab, H, W, v, u, prm.erosion, l);
           ++mask_n;
-          eroded_n += survives;
           const int64_t p = v * W + u;
           mask[m] = static_cast<int32_t>(p);
           x[m] = P[3 * p];
@@ -423,7 +432,6 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
     for (size_t j = 0; j < k; ++j) {
       rank[order[j]] = static_cast<int32_t>(j);
       instances[j] = seen[order[j]];
-      instances[j].uneroded = prm.erosion > 0 && instances[j].eroded_n < prm.min_points;
     }
     for (int64_t i = 0; i < m; ++i) inst[i] = rank[inst[i]];
   }
@@ -439,6 +447,11 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   float* __restrict gap = sized(a.gap, m);
   const float plane32[4] = {pn0, pn1, pn2, pd};
   point_terms(x, y, z, m, plane32, plane != nullptr, margin, angf, gpx, gm, state, inv_foot, gap);
+  {  // too small to erode: fewer than min_pixels survivors with valid depth
+    std::vector<int64_t> survivors(k, 0);
+    for (int64_t i = 0; i < m; ++i) survivors[inst[i]] += use[i] && (state[i] & 3) == 3;
+    for (size_t j = 0; j < k; ++j) instances[j].uneroded = prm.erosion > 0 && survivors[j] < prm.min_pixels;
+  }
   {
     // per-instance counts in registers while the instance stays the same (positions are
     // row-major: it changes a few times per row), flushed when it changes
@@ -469,6 +482,39 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
       use[i] = valid && eroded_ok && !low;
     }
     flush();
+  }
+  {  // depth edges: a 4-neighbour, of any mask or none, whose depth differs by more than the
+     // smaller of the two pixels' max(edge_m, edge_px · z · ang); neighbours without depth do not
+     // count (NaN compares false)
+    const float jpx = static_cast<float>(prm.edge_px * prm.ang), jm = static_cast<float>(prm.edge_m);
+    for (int64_t i = 0; i < m; ++i) {
+      if (!use[i]) continue;
+      const int64_t p = mask[i], u = col[i];
+      const float zi = z[i], thr = std::max(zi * jpx, jm);
+      auto jumps = [&](int64_t q) {
+        const float zq = P[3 * q + 2];
+        return std::fabs(zq - zi) > std::min(thr, std::max(zq * jpx, jm));
+      };
+      const bool edge = (u + 1 < W && jumps(p + 1)) || (u > 0 && jumps(p - 1)) || (p + W < H * W && jumps(p + W)) ||
+                        (p >= W && jumps(p - W));
+      use[i] = !edge;
+    }
+  }
+  {  // depth outliers: farther from the mask's median depth (float64) than max(mad_k x 1.4826 x
+     // MAD, mad_floor)
+    std::vector<std::vector<double>> depths(k);
+    for (int64_t i = 0; i < m; ++i)
+      if (use[i]) depths[inst[i]].push_back(z[i]);
+    std::vector<double> median(k, 0.0), limit(k, 0.0);
+    for (size_t j = 0; j < k; ++j) {
+      std::vector<double>& v = depths[j];
+      if (v.empty()) continue;
+      median[j] = median_of(v);
+      for (double& d : v) d = std::fabs(d - median[j]);
+      limit[j] = std::max(prm.mad_k * 1.4826 * median_of(v), prm.mad_floor);
+    }
+    for (int64_t i = 0; i < m; ++i)
+      if (use[i] && std::fabs(static_cast<double>(z[i]) - median[inst[i]]) > limit[inst[i]]) use[i] = 0;
   }
 
   // 3. grid edges between used points of one instance: right is the next position, down is
@@ -537,7 +583,7 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
   }
 
   // 4. statistical outlier removal: the mean edge length in footprints, summed in the order of
-  //    regions.py (right, left, down, up, then per diagonal out and in)
+  //    cleaning.py (right, left, down, up, then per diagonal out and in)
   float* __restrict mean_dist = sized(a.mean_dist, m);
   neighbour_sums(rel_r, rel_d, rel_u, m, mean_dist);
   link_counts(edge, m, cnt);
@@ -626,7 +672,7 @@ inline int64_t clean(const float* __restrict P, const uint16_t* __restrict lab, 
     ++size[root[i]];
   }
 
-  // 6. the largest component per instance (ties: the later one, as regions.py) and the others
+  // 6. the largest component per instance (ties: the later one, as cleaning.py) and the others
   //    large enough to join it when they come within the gap (an object split by an occluder)
   std::vector<int64_t> roots;
   for (int64_t i = 0; i < m; ++i) {
@@ -701,7 +747,7 @@ inline int64_t collect(const uint8_t* __restrict rgb, const double* plane, Scrat
   }
   if (total > N) return -1;
 
-  // tangents for every position as regions.py: t_u = (edge to the right) + (edge from the left),
+  // tangents for every position as cleaning.py: t_u = (edge to the right) + (edge from the left),
   // t_v = (edge from above) + (edge below), an edge that is not short counting as zero (a short
   // edge never leaves its component: both of its ends are kept or neither)
   float* __restrict erx = filled(a.erx, m + 1, 0.f);  // e(i -> i + 1) at i + 1
@@ -899,8 +945,8 @@ bool check_generation(unsigned long long generation) {
   return true;
 }
 
-// clean(pts, lab, plane, H, W, erosion_px, ang, min_points, outlier_k, std_ratio, min_px, gap_px,
-//       gap_m, plane_margin, min_cluster_fraction)
+// clean(pts, lab, plane, H, W, erosion_px, ang, min_pixels, outlier_k, std_ratio, min_px, gap_px,
+//       gap_m, plane_margin, min_cluster_fraction, edge_jump_m, edge_jump_px, mad_k, mad_floor_m)
 //   pts HxWx3 float32, lab HxW uint16, plane (4,) float64 unit normal + d or None.
 // Returns (generation, ids, per_instance, candidates):
 //   generation    hands this frame's scratch to collect()
@@ -913,9 +959,9 @@ PyObject* clean(PyObject*, PyObject* args) {
   PyObject *o_pts, *o_lab, *o_plane;
   dp::Params prm;
   Py_ssize_t H, W;
-  if (!PyArg_ParseTuple(args, "OOOnnidiidddddd", &o_pts, &o_lab, &o_plane, &H, &W, &prm.erosion, &prm.ang,
-                        &prm.min_points, &prm.outlier_k, &prm.std_ratio, &prm.min_px, &prm.gap_px, &prm.gap_m,
-                        &prm.plane_margin, &prm.min_fraction))
+  if (!PyArg_ParseTuple(args, "OOOnnidiidddddddddd", &o_pts, &o_lab, &o_plane, &H, &W, &prm.erosion, &prm.ang,
+                        &prm.min_pixels, &prm.outlier_k, &prm.std_ratio, &prm.min_px, &prm.gap_px, &prm.gap_m,
+                        &prm.plane_margin, &prm.min_fraction, &prm.edge_m, &prm.edge_px, &prm.mad_k, &prm.mad_floor))
     return nullptr;
   if (!check_size(H, W)) return nullptr;
   prm.H = H;
@@ -1008,13 +1054,13 @@ PyObject* collect(PyObject*, PyObject* args) {
 }
 
 PyMethodDef methods[] = {
-    {"clean", clean, METH_VARARGS, "Steps 1-6 of regions.extract_regions (see the source)."},
-    {"collect", collect, METH_VARARGS, "Steps 7-8 of regions.extract_regions (see the source)."},
+    {"clean", clean, METH_VARARGS, "The regions cleaning pass (see the source)."},
+    {"collect", collect, METH_VARARGS, "The kept points and their per-instance sums (see the source)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_regions_kernel",
-                      "Compiled per-pixel loops of depth_perception.regions.extract_regions.", -1, methods,
+                      "Compiled per-pixel loops of the depth_perception.regions cleaning pass.", -1, methods,
                       nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace

@@ -7,11 +7,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .depth.estimator import BACKENDS
+from .depth.estimator import BACKENDS, DepthEstimator
 from .metric import MODES as METRIC_MODES
 from .metric import MetricConfig
 from .pipeline import SEGMENTATION_SOURCES, PipelineConfig
 from .regions import REGION_IMPLEMENTATIONS, GripperParams, RegionParams, kernel_available
+from .segmentation.base import Segmenters
 from .stereo import StereoParams
 
 
@@ -101,8 +102,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "arrive", read_only=True, min_value=0.0, max_value=10.0),
     ParameterSpec("segmentation.allow_resize", False, "resample masks of another size (nearest) "
                   "instead of dropping them"),
-    ParameterSpec("segmentation.fuse", True, "clean masks against depth (erode, flying pixels, "
-                  "MAD outliers, dominant cluster)"),
+    ParameterSpec("segmentation.fuse", True, "drop masks that the cleaning against depth (erosion, "
+                  "depth edges, outliers, dominant cluster) leaves with too few pixels, naming them "
+                  "in the segmentation message; false keeps them as regions with too few points"),
     ParameterSpec("segmentation.sam.model", "vit_b", "SAM encoder: vit_b, vit_l or vit_h",
                   read_only=True),
     ParameterSpec("segmentation.sam.checkpoint", "", "local SAM checkpoint (.pth)", read_only=True),
@@ -234,22 +236,22 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
 
 
 def segmenters_from_parameters(values: dict[str, Any],
-                               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                               log: Callable[[str], None] | None = None) -> Segmenters:
     """The heavy mask sources the parameters ask for ({"sam": ..., "text": ...}); may be slow
     (minutes on a first run: SAM export to ONNX, TensorRT engine builds). ``log`` gets one line
     before such a step."""
     v = {**DEFAULTS, **values}
     sources = list(v["segmentation.source"])
-    out: dict[str, Any] = {}
+    out: Segmenters = {}
     if "sam" in sources or "text" in sources:
-        out["sam"] = sam_from_parameters(v, log)
+        out["sam"] = sam = sam_from_parameters(v, log)
     if "text" in sources:
         from .segmentation.text import OpenVocabDetector, TextSegmenter
 
         if not v["segmentation.text.model_dir"]:
             raise ValueError("segmentation.source text needs segmentation.text.model_dir")
         out["text"] = TextSegmenter(OpenVocabDetector.from_pretrained(
-            v["segmentation.text.model_dir"]), out["sam"])
+            v["segmentation.text.model_dir"]), sam)
     return out
 
 
@@ -291,14 +293,12 @@ def sam_from_parameters(values: dict[str, Any], log: Callable[[str], None] | Non
     return sam_tensorrt.SamTensorRTSegmenter(files.encoder, files.decoder)
 
 
-def estimator_from_parameters(values: dict[str, Any], log: Any = None) -> Any:
+def estimator_from_parameters(values: dict[str, Any], log: Any = None) -> DepthEstimator | None:
     """The monocular DepthEstimator the parameters ask for, or None (stereo). May take minutes
     (export / TensorRT engine build on first run)."""
     v = {**DEFAULTS, **values}
     if not v["model"]:
         return None
-    from .depth.estimator import DepthEstimator
-
     kwargs: dict[str, Any] = {} if log is None else {"log": log}
     return DepthEstimator(
         v["model"], weights=v["weights"] or None, backend=v["backend"],

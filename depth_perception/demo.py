@@ -1,4 +1,11 @@
-"""The offline demo: the whole pipeline on generated or bundled data, every output written to disk."""
+"""The offline demo: the whole pipeline on generated or bundled data, every output written to disk.
+
+One frame (a seeded tabletop scene at 640x480 or the real Middlebury motorcycle pair) goes through
+the pipeline; out come depth in metres (colour and 8-bit PNG, float32 HxW .npy), the coloured
+point cloud in metres in the camera frame (PLY), one PLY per graspable region, a PNG panel and a
+rosbag2 (mcap) with the inputs and every output topic, plus depth metrics against ground truth and
+region centroid errors (mm) on generator scenes.
+"""
 
 from __future__ import annotations
 
@@ -78,12 +85,7 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
     pair as the signal (the product's main path); ``stereo`` uses SGBM depth directly; ``auto``
     picks ``model`` for the synthetic tabletop (the student's domain) and ``stereo`` for the real
     motorcycle pair."""
-    from .files import ensure_dir, write_depth, write_image, write_ply
-    from .ros import messages as M
-    from .ros.bag import BagWriter
-    from .ros.conversion import OutputOptions, iter_result_messages
-    from .ros.region_messages import rosbags_marker_types, rosbags_region_types
-    from .visualize import colorize_depth, depth_range, make_panel, render_cloud_view
+    from .files import ensure_dir
 
     if depth not in DEPTH_SOURCES:
         raise ValueError(f"depth must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
@@ -91,6 +93,23 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
     demo = load_scene(scene, seed)
     if depth == "auto":
         depth = "model" if scene == "tabletop" else "stereo"
+    result = _process(demo, depth)
+    files: dict[str, Path] = {}
+    points = _write_depth_and_cloud(out, demo.frame, result, files)
+    _write_panel(out, demo, result, points, files)
+    files["bag"] = out / "demo_bag"
+    _write_bag(files["bag"], demo.frame, result)
+
+    metrics = None
+    if demo.depth_gt_m is not None:
+        metrics = depth_metrics(result.depth_m, demo.depth_gt_m)
+    rows = region_errors(result, demo.truth) if demo.truth is not None else []
+    return DemoReport(scene=scene, files=files, metrics=metrics, result=result, region_rows=rows)
+
+
+def _process(demo: DemoScene, depth: str) -> FrameResult:
+    """The pipeline's result for the scene: ``model`` depth (the bundled student, metric scale from
+    the stereo pair) or ``stereo`` depth."""
     estimator = None
     config = demo.config
     if depth == "model":
@@ -102,10 +121,14 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
 
         estimator = DepthEstimator(DEFAULT_MODEL, backend="torch", log=None)
         config = replace(config, metric=MetricConfig(mode="stereo"))
-    result = Pipeline(config, estimator=estimator).process(demo.frame)
-    frame = demo.frame
+    return Pipeline(config, estimator=estimator).process(demo.frame)
 
-    files: dict[str, Path] = {}
+
+def _write_depth_and_cloud(out: Path, frame: Frame, result: FrameResult, files: dict[str, Path]) -> np.ndarray:
+    """Depth as colour PNG, 8-bit PNG and float npy (metres), and the coloured cloud as PLY; the
+    HxWx3 (or Nx3) points in metres, camera frame."""
+    from .files import write_depth, write_ply
+
     files["depth_png"] = write_depth(out / "depth", result.depth_m, "color")
     files["depth_gray_png"] = write_depth(out / "depth_gray", result.depth_m, "png8")
     files["depth_npy"] = write_depth(out / "depth", result.depth_m, "npy")
@@ -113,7 +136,17 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
         result.depth_m)
     files["cloud_ply"] = out / "cloud.ply"
     write_ply(files["cloud_ply"], points, frame.rgb)
+    return points
 
+
+def _write_panel(out: Path, demo: DemoScene, result: FrameResult, points: np.ndarray,
+                 files: dict[str, Path]) -> None:
+    """The PNG panel: input, depth, orbit view of the cloud, and the graspable regions (also written
+    as one PLY each) or else the ground-truth depth."""
+    from .files import write_image
+    from .visualize import colorize_depth, depth_range, make_panel, render_cloud_view
+
+    frame = demo.frame
     colour = colorize_depth(result.depth_m)
     tiles = [frame.rgb, colour, render_cloud_view(points, frame.rgb, result.camera.K,
                                                   result.camera.size)]
@@ -133,11 +166,19 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
     files["panel_png"] = out / "panel.png"
     write_image(files["panel_png"], make_panel(tiles, titles))
 
-    files["bag"] = out / "demo_bag"
+
+def _write_bag(path: Path, frame: Frame, result: FrameResult) -> None:
+    """A rosbag2 (mcap) with the camera inputs and every output topic, exactly as the node and the
+    bag processor publish them."""
+    from .ros import messages as M
+    from .ros.bag import BagWriter
+    from .ros.conversion import OutputOptions, iter_result_messages
+    from .ros.region_messages import rosbags_marker_types, rosbags_region_types
+
     t = M.rosbags_types()
     header = M.make_header(t, frame.stamp_ns, frame.frame_id)
     cam_msg = M.model_to_camera_info(t, frame.camera, header)
-    with BagWriter(files["bag"], storage="mcap", types=t, overwrite=True) as bag:
+    with BagWriter(path, storage="mcap", types=t, overwrite=True) as bag:
         stamp = frame.stamp_ns
         bag.write(f"{CAMERA_NAMESPACE}/image", M.numpy_to_image(t, frame.rgb, "rgb8", header), stamp)
         bag.write(f"{CAMERA_NAMESPACE}/camera_info", cam_msg, stamp)
@@ -146,17 +187,10 @@ def run_demo(out_dir: str | Path, scene: str = "tabletop", seed: int = 0,
                       M.numpy_to_image(t, frame.right_rgb, "rgb8", header), stamp)
             bag.write(f"{CAMERA_NAMESPACE}/right/camera_info",
                       M.model_to_camera_info(t, frame.right_camera, header), stamp)
-        # every output topic, exactly as the node and the bag processor publish them
         options = OutputOptions(region_types=rosbags_region_types(t.typestore),
                                 marker_types=rosbags_marker_types(t.typestore))
         for topic, msg in iter_result_messages(t, frame, result, header, options):
             bag.write(f"{DEMO_NAMESPACE}/{topic}", msg, stamp)
-
-    metrics = None
-    if demo.depth_gt_m is not None:
-        metrics = depth_metrics(result.depth_m, demo.depth_gt_m)
-    rows = region_errors(result, demo.truth) if demo.truth is not None else []
-    return DemoReport(scene=scene, files=files, metrics=metrics, result=result, region_rows=rows)
 
 
 def _draw_regions(rgb: np.ndarray, result: FrameResult) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -24,10 +24,12 @@ from .metric import (
     StereoSignal,
 )
 from .metric import apply_validity
-from .regions import GripperParams, Region, RegionParams, extract_regions, label_image
-from .segmentation.base import Detection, Segmentation, SegmentationError
-from .segmentation.fusion import FusionParams
+from .regions import GripperParams, Region, RegionParams, describe_regions, label_image
+from .segmentation.base import Detection, Segmentation, SegmentationError, Segmenters
 from .segmentation.geometric import GeometricParams
+
+if TYPE_CHECKING:
+    from .depth.estimator import DepthPredictor
 
 #: Mask sources a pipeline can combine (in priority order where masks overlap).
 SEGMENTATION_SOURCES = ("topic", "sam", "text", "geometric")
@@ -54,7 +56,8 @@ class PipelineConfig:
     #: mask sources, combined in this order (earlier wins where masks overlap); () = none.
     segmentation: tuple[str, ...] = ("geometric",)
     geometric: GeometricParams = GeometricParams()
-    fusion: FusionParams = FusionParams()
+    #: masks left with fewer than region_params.min_pixels points after cleaning are dropped and
+    #: named in the segmentation message; False keeps them as regions with too few points.
     fuse_masks: bool = True
     allow_mask_resize: bool = False
     #: graspable regions from the (fused) instance masks.
@@ -146,12 +149,12 @@ class Pipeline:
     (:class:`depth_perception.depth.estimator.DepthEstimator` or anything with its ``predict``);
     without one, depth comes from stereo."""
 
-    def __init__(self, config: PipelineConfig | None = None, estimator: Any = None,
-                 segmenters: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: PipelineConfig | None = None, estimator: DepthPredictor | None = None,
+                 segmenters: Segmenters | None = None) -> None:
         self.config = config or PipelineConfig()
         self.estimator = estimator
         #: heavy mask sources built by the caller: {"sam": SamSegmenter, "text": TextSegmenter}
-        self.segmenters = dict(segmenters or {})
+        self.segmenters = Segmenters(**(segmenters or {}))
         metric = replace(self.config.metric, min_depth_m=self.config.min_depth_m,
                          max_depth_m=self.config.max_depth_m,
                          flying_threshold=self.config.flying_threshold,
@@ -224,14 +227,9 @@ class Pipeline:
             t = time.perf_counter()
             seg = self._segment(frame, points)
             timings["segmentation"] = (time.perf_counter() - t) * 1e3
-            seg_source, seg_message = seg.source, seg.message
+            seg_source = seg.source
             t = time.perf_counter()
-            plane = frame.support_plane if frame.support_plane is not None else seg.support_plane
-            names = {**seg.names, **(frame.mask_names or {})}
-            scores = {**seg.scores, **(frame.mask_scores or {})}
-            regions = extract_regions(points, seg.labels, cfg.gripper, cfg.region_params,
-                                      rgb=frame.rgb, names=names, scores=scores,
-                                      support_plane=plane)
+            regions, seg_message = self._regions(frame, seg, points)
             labels = label_image(regions, depth_m.shape)
             timings["regions"] = (time.perf_counter() - t) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
@@ -239,12 +237,25 @@ class Pipeline:
         result.segmentation_source, result.segmentation_message = seg_source, seg_message
         return result
 
+    def _regions(self, frame: Frame, seg: Segmentation, points: np.ndarray) -> tuple[list[Region], str]:
+        """The masks cleaned once against the depth (fusion), then the regions of what that kept;
+        returns them with the segmentation message (naming the masks fusion dropped)."""
+        from .segmentation.fusion import fuse_masks
+
+        cfg = self.config
+        plane = frame.support_plane if frame.support_plane is not None else seg.support_plane
+        fused = fuse_masks(seg, points, cfg.region_params, plane)
+        regions = describe_regions(fused.cleaned, cfg.gripper, cfg.region_params, rgb=frame.rgb,
+                                   names={**seg.names, **(frame.mask_names or {})},
+                                   scores={**seg.scores, **(frame.mask_scores or {})},
+                                   keep_dropped=not cfg.fuse_masks)
+        return regions, fused.segmentation.message if cfg.fuse_masks else seg.message
+
     def _segment(self, frame: Frame, points: np.ndarray) -> Segmentation:
-        """Every configured mask source → merged → fused with the depth. Never raises for bad
-        masks: problems end up in the message and the frame keeps its depth and cloud."""
+        """Every configured mask source → merged (not yet cleaned). Never raises for bad masks:
+        problems end up in the message and the frame keeps its depth and cloud."""
         from .segmentation.base import detections_in_image, join_messages, merge_segmentations
         from .segmentation.external import external_segmentation
-        from .segmentation.fusion import fuse_masks
         from .segmentation.geometric import segment_geometric
 
         cfg = self.config
@@ -284,12 +295,8 @@ class Pipeline:
             return Segmentation(labels=np.zeros(shape, np.uint16), message=join_messages(*notes))
         # One source keeps its own ids (another node's ids stay meaningful); several are renumbered.
         merged = found[0] if len(found) == 1 else merge_segmentations(found, shape)
-        result = fuse_masks(merged, points, cfg.fusion).segmentation if cfg.fuse_masks else merged
-        if result.support_plane is None:
-            result.support_plane = merged.support_plane
-        fused_note = result.message if result.message != merged.message else ""
-        result.message = join_messages(*notes, merged.message, fused_note)
-        return result
+        merged.message = join_messages(*notes, merged.message)
+        return merged
 
     def _signal(self, frame: Frame) -> Any:
         """The metric signal this frame carries for the configured mode (None: none this frame)."""

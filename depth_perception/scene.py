@@ -287,6 +287,127 @@ def _sample_camera(rng: np.random.Generator, width: int, height: int):
     return K, np.column_stack([x_c, y_c, z_c]), cam, ahead
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """An accepted camera and object layout, and the rays of its pixels."""
+
+    K: np.ndarray  # 3x3 intrinsics, pixels
+    R: np.ndarray  # 3x3 R_world_camera (columns: camera x, y, z in the world)
+    cam: np.ndarray  # (3,) left camera position, world, m
+    solids: list[_Solid]
+    planes: list[tuple[np.ndarray, float]]  # table, then wall: (unit normal n, c) with n . p + c = 0
+    dirs: np.ndarray  # (H*W, 3) world ray directions, camera z component 1 (so ray t is depth)
+    shape: tuple[int, int]  # (height, width)
+
+    def cast(self, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(t, surface index) of every pixel's ray from ``origin`` (see :func:`_cast`)."""
+        return _cast(origin, self.dirs, self.solids, self.planes, self.K, self.R, self.shape)
+
+
+@dataclass(frozen=True)
+class _Look:
+    """Light, materials and sensor noise of a scene."""
+
+    light: np.ndarray  # (3,) unit vector towards the light, world
+    materials: list[_Material]  # one per object, then the table, then the wall
+    noise_std: float  # Gaussian pixel noise per view, 0-255 scale
+
+
+def _check_arguments(width: int, height: int, n_objects: int | None, baseline_m: float,
+                     noise_std: float) -> None:
+    if not all(isinstance(v, (int, np.integer)) and v >= 32 for v in (width, height)):
+        raise ValueError(f"width and height must be integers >= 32, got {width!r} x {height!r}")
+    if n_objects is not None and not 1 <= n_objects <= 8:
+        raise ValueError(f"n_objects must be in 1..8 or None, got {n_objects!r}")
+    if not (np.isfinite(baseline_m) and baseline_m > 0):
+        raise ValueError(f"baseline_m must be a positive finite number of metres, got {baseline_m!r}")
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+
+
+def _lay_out(rng: np.random.Generator, width: int, height: int, n: int, separated: bool,
+             seed: int) -> tuple[_Layout, tuple[np.ndarray, np.ndarray]]:
+    """Camera, objects and wall, redrawn until every object shows at least ~0.02 % of the pixels
+    to the left camera; the layout and the left camera's hits (t, surface index)."""
+    vs, us = np.mgrid[0:height, 0:width].astype(np.float64)
+    min_visible_px = max(4, round(2e-4 * width * height))
+    for _ in range(100):
+        K, R, cam, ahead = _sample_camera(rng, width, height)
+        solids = _sample_layout(rng, K, R, cam, width, height, n, separated)
+        if solids is None:
+            continue
+        reach = max(ahead[:2] @ s.centre[:2] + s.footprint_radius for s in solids)
+        planes = [(np.array([0.0, 0.0, 1.0]), 0.0), (-ahead, reach + rng.uniform(0.15, 0.5))]
+        dirs = np.column_stack([(us.ravel() - K[0, 2]) / K[0, 0], (vs.ravel() - K[1, 2]) / K[1, 1],
+                                np.ones(us.size)]) @ R.T  # camera z component 1, so t is depth
+        layout = _Layout(K, R, cam, solids, planes, dirs, (height, width))
+        t_left, surf_left = layout.cast(cam)
+        if (np.bincount(surf_left[surf_left >= 0], minlength=n)[:n] >= min_visible_px).all():
+            return layout, (t_left, surf_left)
+    raise RuntimeError(f"could not lay out {n} visible objects for seed {seed}")
+
+
+def _sample_look(rng: np.random.Generator, n: int, noise_std: float) -> _Look:
+    """A light 35-75 deg above the table; objects in hues spread round the colour wheel, a wood
+    table and a pale wall."""
+    el, az = np.radians(rng.uniform(35, 75)), rng.uniform(0, 2 * np.pi)
+    light = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    h0 = rng.random()
+    mats = [_material(rng, colorsys.hsv_to_rgb((h0 + i / n + rng.uniform(-0.05, 0.05)) % 1,
+                                               rng.uniform(0.5, 0.9), rng.uniform(0.55, 0.9)),
+                      0.45, rng.uniform(0.004, 0.008)) for i in range(n)]
+    mats.append(_material(rng, np.array([0.55, 0.36, 0.2]) * rng.uniform(0.8, 1.2), 0.5, 0.006,
+                          grain_period_m=rng.uniform(0.006, 0.015)))
+    mats.append(_material(rng, np.array([0.78, 0.76, 0.72]) * rng.uniform(0.85, 1.1), 0.35, 0.008))
+    return _Look(light, mats, noise_std)
+
+
+def _shadowed(solids: list[_Solid], origins: np.ndarray, light: np.ndarray) -> np.ndarray:
+    """(N,) bool: the ray from each origin (N,3) towards the light hits an object (only objects
+    occlude the light)."""
+    blocked = np.zeros(len(origins), dtype=bool)
+    for s in solids:
+        q = s.centre - origins
+        along = q @ light
+        radius = np.linalg.norm(s.extents) / 2
+        near = np.flatnonzero((along > -radius) & ((q * q).sum(1) - along**2 < radius**2))
+        blocked[near] |= np.isfinite(_hit_solid(s, origins[near], light))
+    return blocked
+
+
+def _shade(layout: _Layout, look: _Look, rng: np.random.Generator, origin: np.ndarray,
+           hits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """HxWx3 uint8 image of the hits (t, surface index) of the rays from ``origin``: solid-textured
+    Lambertian surfaces with an ambient term, cast shadows, sRGB-like encoding and pixel noise."""
+    t, surf = hits
+    dirs, n = layout.dirs, len(layout.solids)
+    p = origin + t[:, None] * dirs
+    normals = np.zeros_like(p)
+    albedo = np.zeros_like(p)
+    sigma = 0.5 * t / layout.K[0, 0]  # half a pixel footprint, metres
+    for k in range(n + 2):
+        sel = surf == k
+        normals[sel] = _normal_solid(layout.solids[k], p[sel]) if k < n else layout.planes[k - n][0]
+        cos_view = np.abs((normals[sel] * dirs[sel]).sum(1)) / np.linalg.norm(dirs[sel], axis=1)
+        albedo[sel] = _albedo(look.materials[k], p[sel], sigma[sel] / np.maximum(cos_view, 0.2))
+    lambert = np.clip(normals @ look.light, 0.0, None)
+    lit = lambert > 0
+    blocked = _shadowed(layout.solids, p[lit] + 1e-5 * normals[lit], look.light)
+    lambert[np.flatnonzero(lit)[blocked]] = 0.0
+    radiance = albedo * (0.35 + 0.75 * lambert)[:, None]
+    img = 255.0 * np.clip(radiance, 0, 1) ** (1 / 2.2)  # sRGB-like encoding
+    if look.noise_std > 0:
+        img += rng.normal(0, look.noise_std, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8).reshape(*layout.shape, 3)
+
+
+def _scene_objects(layout: _Layout) -> list[SceneObject]:
+    """The solids as :class:`SceneObject` (ids from 1), poses in the left camera frame."""
+    cam, R = layout.cam, layout.R
+    return [SceneObject(i + 1, s.kind, s.size, (s.centre - cam) @ R, s.extents, R.T @ s.Rz,
+                        s.centre.copy(), s.yaw) for i, s in enumerate(layout.solids)]
+
+
 def generate_tabletop(seed: int = 0, width: int = 640, height: int = 480, n_objects: int | None = None,
                       baseline_m: float = 0.06, separated: bool = True, noise_std: float = 0.0) -> TabletopScene:
     """Render a random tabletop scene, deterministic per seed.
@@ -299,73 +420,16 @@ def generate_tabletop(seed: int = 0, width: int = 640, height: int = 480, n_obje
     :param separated: True keeps object footprints >= 2 cm apart; False places some objects touching.
     :param noise_std: standard deviation of independent Gaussian pixel noise per view (0-255 scale).
     """
-    if not all(isinstance(v, (int, np.integer)) and v >= 32 for v in (width, height)):
-        raise ValueError(f"width and height must be integers >= 32, got {width!r} x {height!r}")
-    if n_objects is not None and not 1 <= n_objects <= 8:
-        raise ValueError(f"n_objects must be in 1..8 or None, got {n_objects!r}")
-    if not (np.isfinite(baseline_m) and baseline_m > 0):
-        raise ValueError(f"baseline_m must be a positive finite number of metres, got {baseline_m!r}")
-    if not noise_std >= 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+    _check_arguments(width, height, n_objects, baseline_m, noise_std)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(3, 7)) if n_objects is None else int(n_objects)
-    vs, us = np.mgrid[0:height, 0:width].astype(np.float64)
-    min_visible_px = max(4, round(2e-4 * width * height))
-    for _ in range(100):
-        K, R, cam, ahead = _sample_camera(rng, width, height)
-        solids = _sample_layout(rng, K, R, cam, width, height, n, separated)
-        if solids is None:
-            continue
-        reach = max(ahead[:2] @ s.centre[:2] + s.footprint_radius for s in solids)
-        planes = [(np.array([0.0, 0.0, 1.0]), 0.0), (-ahead, reach + rng.uniform(0.15, 0.5))]
-        dirs = np.column_stack([(us.ravel() - K[0, 2]) / K[0, 0], (vs.ravel() - K[1, 2]) / K[1, 1],
-                                np.ones(us.size)]) @ R.T  # camera z component 1, so t is depth
-        t_left, surf_left = _cast(cam, dirs, solids, planes, K, R, (height, width))
-        if (np.bincount(surf_left[surf_left >= 0], minlength=n)[:n] >= min_visible_px).all():
-            break
-    else:
-        raise RuntimeError(f"could not lay out {n} visible objects for seed {seed}")
-
-    el, az = np.radians(rng.uniform(35, 75)), rng.uniform(0, 2 * np.pi)
-    light = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-    h0 = rng.random()
-    mats = [_material(rng, colorsys.hsv_to_rgb((h0 + i / n + rng.uniform(-0.05, 0.05)) % 1,
-                                               rng.uniform(0.5, 0.9), rng.uniform(0.55, 0.9)),
-                      0.45, rng.uniform(0.004, 0.008)) for i in range(n)]
-    mats.append(_material(rng, np.array([0.55, 0.36, 0.2]) * rng.uniform(0.8, 1.2), 0.5, 0.006,
-                          grain_period_m=rng.uniform(0.006, 0.015)))
-    mats.append(_material(rng, np.array([0.78, 0.76, 0.72]) * rng.uniform(0.85, 1.1), 0.35, 0.008))
-
-    def shade(origin: np.ndarray, t: np.ndarray, surf: np.ndarray) -> np.ndarray:
-        p = origin + t[:, None] * dirs
-        normals = np.zeros_like(p)
-        albedo = np.zeros_like(p)
-        sigma = 0.5 * t / K[0, 0]  # half a pixel footprint, metres
-        for k in range(n + 2):
-            sel = surf == k
-            normals[sel] = _normal_solid(solids[k], p[sel]) if k < n else planes[k - n][0]
-            cos_view = np.abs((normals[sel] * dirs[sel]).sum(1)) / np.linalg.norm(dirs[sel], axis=1)
-            albedo[sel] = _albedo(mats[k], p[sel], sigma[sel] / np.maximum(cos_view, 0.2))
-        lambert = np.clip(normals @ light, 0.0, None)
-        lit = lambert > 0
-        shadow_o = p[lit] + 1e-5 * normals[lit]
-        blocked = np.zeros(lit.sum(), dtype=bool)
-        for s in solids:  # cast shadows: only objects occlude the light
-            q = s.centre - shadow_o
-            along = q @ light
-            radius = np.linalg.norm(s.extents) / 2
-            near = np.flatnonzero((along > -radius) & ((q * q).sum(1) - along**2 < radius**2))
-            blocked[near] |= np.isfinite(_hit_solid(s, shadow_o[near], light))
-        lambert[np.flatnonzero(lit)[blocked]] = 0.0
-        radiance = albedo * (0.35 + 0.75 * lambert)[:, None]
-        img = 255.0 * np.clip(radiance, 0, 1) ** (1 / 2.2)  # sRGB-like encoding
-        if noise_std > 0:
-            img += rng.normal(0, noise_std, img.shape)
-        return np.clip(np.rint(img), 0, 255).astype(np.uint8).reshape(height, width, 3)
-
+    layout, (t_left, surf_left) = _lay_out(rng, width, height, n, separated, seed)
+    look = _sample_look(rng, n, noise_std)
+    K, R, cam = layout.K, layout.R, layout.cam
     cam_right = cam + baseline_m * R[:, 0]
-    t_right, surf_right = _cast(cam_right, dirs, solids, planes, K, R, (height, width))
-    rgb, right_rgb = shade(cam, t_left, surf_left), shade(cam_right, t_right, surf_right)
+    t_right, surf_right = layout.cast(cam_right)
+    rgb = _shade(layout, look, rng, cam, (t_left, surf_left))
+    right_rgb = _shade(layout, look, rng, cam_right, (t_right, surf_right))
 
     def as_depth(t: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(t), t, np.nan).astype(np.float32).reshape(height, width)
@@ -373,11 +437,10 @@ def generate_tabletop(seed: int = 0, width: int = 640, height: int = 480, n_obje
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R, cam
     instance = np.where((surf_left >= 0) & (surf_left < n), surf_left + 1, 0).astype(np.uint16)
-    objects = [SceneObject(i + 1, s.kind, s.size, (s.centre - cam) @ R, s.extents, R.T @ s.Rz,
-                           s.centre.copy(), s.yaw) for i, s in enumerate(solids)]
     return TabletopScene(
         rgb=rgb, depth_m=as_depth(t_left), instance_mask=instance.reshape(height, width),
-        labels=[s.kind for s in solids], K=K, right_rgb=right_rgb, right_depth_m=as_depth(t_right),
+        labels=[s.kind for s in layout.solids], K=K, right_rgb=right_rgb, right_depth_m=as_depth(t_right),
         baseline_m=float(baseline_m), T_world_camera=T,
         table_plane_camera=np.append(R.T @ np.array([0.0, 0.0, 1.0]), cam[2]),
-        table_mask=(surf_left == n).reshape(height, width), objects=objects, light_dir_world=light)
+        table_mask=(surf_left == n).reshape(height, width), objects=_scene_objects(layout),
+        light_dir_world=look.light)

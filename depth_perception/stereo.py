@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .params import check_fields, param
+
 MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "hh": cv2.STEREO_SGBM_MODE_HH,
          "sgbm_3way": cv2.STEREO_SGBM_MODE_SGBM_3WAY, "hh4": cv2.STEREO_SGBM_MODE_HH4}
 
@@ -24,8 +26,9 @@ class StereoParams:
     mode: one of "sgbm", "hh" (full 8-path, slow), "sgbm_3way", "hh4".
     """
 
-    num_disparities: int = 128
-    block_size: int = 5
+    num_disparities: int = param(128, "SGBM disparity search range, multiple of 16",
+                                 minimum=16, maximum=1024, step=16)
+    block_size: int = param(5, "SGBM block size, odd", minimum=1, maximum=31, step=2)
     min_disparity: int = 0
     uniqueness_ratio: int = 10
     speckle_window_size: int = 100
@@ -35,6 +38,18 @@ class StereoParams:
     mode: str = "sgbm_3way"
     p1: int | None = None
     p2: int | None = None
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting SGBM cannot use (checked when matching, so
+        that a test or a caller can hold an unusable set)."""
+        check_fields(self, "stereo")
+        if self.num_disparities <= 0 or self.num_disparities % 16:
+            raise ValueError(f"stereo num_disparities must be a positive multiple of 16, got "
+                             f"{self.num_disparities}")
+        if self.block_size < 1 or self.block_size % 2 == 0:
+            raise ValueError(f"stereo block_size must be odd and >= 1, got {self.block_size}")
+        if self.mode not in MODES:
+            raise ValueError(f"stereo mode must be one of {sorted(MODES)}, got {self.mode!r}")
 
     def penalties(self, channels: int) -> tuple[int, int]:
         """(P1, P2) for images with this many channels."""
@@ -122,12 +137,7 @@ def stereo_depth(left, right, fx: float, baseline_m: float, params: StereoParams
         raise ValueError(f"need finite doffs and 0 <= min_depth_m < max_depth_m, got {doffs!r}, "
                          f"{min_depth_m!r}, {max_depth_m!r}")
     p = StereoParams() if params is None else params
-    if p.num_disparities <= 0 or p.num_disparities % 16:
-        raise ValueError(f"num_disparities must be a positive multiple of 16, got {p.num_disparities}")
-    if p.block_size < 1 or p.block_size % 2 == 0:
-        raise ValueError(f"block_size must be odd and >= 1, got {p.block_size}")
-    if p.mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {p.mode!r}")
+    p.check()
     if left.shape[1] <= p.min_disparity + p.num_disparities:
         raise ValueError(f"image width {left.shape[1]} must exceed min_disparity + num_disparities "
                          f"({p.min_disparity + p.num_disparities})")

@@ -1,5 +1,5 @@
-"""Monocular depth engine: model zoo, weights, pre/post-processing, ONNX export and the torch,
-ONNX Runtime and TensorRT backends.
+"""Monocular depth engine: model zoo (with the project's own compact student), weights,
+pre/post-processing, ONNX export and the torch, ONNX Runtime and TensorRT backends.
 
 Nothing heavy is imported here (torch, transformers, onnxruntime, tensorrt load on first use):
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -44,6 +44,14 @@ class DepthPrediction:
     kind: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     field_of_view_deg: float | None = None  # Depth Pro's own estimate
+
+
+class DepthPredictor(Protocol):
+    """What the pipeline calls on a monocular depth model: :class:`DepthEstimator`, or a stand-in."""
+
+    def predict(self, rgb: np.ndarray) -> DepthPrediction:
+        """HxWx3 uint8 RGB in; depth aligned with it (``values`` HxW, ``kind``) out."""
+        ...
 
 
 def _stderr(msg: str) -> None:
@@ -101,7 +109,7 @@ class DepthEstimator:
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.kind = "relative_depth" if spec.family == "marigold" else spec.output
         if spec.family == "student" and weights is None and not random_init:
-            from ..training.student import default_weights_path
+            from .student import default_weights_path
 
             weights = default_weights_path()  # bundled with the package
         if weights is None and not random_init and onnx_path is None and engine_path is None:
@@ -307,4 +315,5 @@ def width_4_3(height: int, multiple: int) -> int:
     return _round_up(height * 4 // 3, multiple)
 
 
-__all__ = ["DepthEstimator", "DepthPrediction", "BackendUnavailableError", "Geometry", "BACKENDS"]
+__all__ = ["DepthEstimator", "DepthPrediction", "DepthPredictor", "BackendUnavailableError",
+           "Geometry", "BACKENDS"]

@@ -179,18 +179,7 @@ def export_onnx(
     set_eager_attention(model)
     wrapped = _ExportWrapper.make(model, spec)
     batch = 2 if dynamic else 1  # torch.export specialises a sample batch of 1
-    gen = torch.Generator().manual_seed(0)
-    args: tuple[Any, ...] = (torch.randn(batch, 3, th, tw, generator=gen),)
-    input_names = [INPUT_NAME]
-    dyn: dict[str, Any] | None = None
-    if dynamic:
-        d = torch.export.Dim.DYNAMIC
-        dyn = {"pixel_values": {0: d, 2: d, 3: d}}
-    if "prompt_depth" in spec.extra_inputs:
-        args = (args[0], 1.0 + torch.rand(batch, 1, max(2, th // 7), max(2, tw // 5), generator=gen))
-        input_names.append(PROMPT_NAME)
-        if dyn is not None:
-            dyn["prompt_depth"] = {0: d, 2: d, 3: d}
+    args, input_names, dyn = _sample_inputs(spec, batch, th, tw, dynamic)
     output_names = [OUTPUT_NAME] + ([FOV_NAME] if spec.family == "depth_pro" else [])
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
@@ -204,17 +193,7 @@ def export_onnx(
                 )
         except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
             raise ExportError(f"{spec.name}: ONNX export failed: {type(exc).__name__}: {exc}") from exc
-        plain = program.model_proto.SerializeToString()
-        if optimize:
-            try:
-                program.optimize()
-                program.save(str(tmp_path))
-            except Exception:  # noqa: BLE001
-                # onnxscript's optimiser fails on some graphs (ZoeDepth's SplitToSequence); ONNX
-                # Runtime optimises the graph at load time anyway
-                tmp_path.write_bytes(plain)
-        else:
-            tmp_path.write_bytes(plain)
+        _save_program(program, tmp_path, optimize)
         if check:
             sizes = [(th, tw)] + ([(ch, cw)] if dynamic else [])
             err = max_relative_error(wrapped, tmp_path, sizes, spec, batch=1)
@@ -225,6 +204,44 @@ def export_onnx(
                 )
         os.replace(tmp_path, path)
     return path
+
+
+def _sample_inputs(spec: ModelSpec, batch: int, height: int, width: int, dynamic: bool
+                   ) -> tuple[tuple[Any, ...], list[str], dict[str, Any] | None]:
+    """(sample tensors, input names, dynamic axes) to trace with: ``pixel_values`` batch x 3 x
+    height x width ~ N(0, 1), plus a ``prompt_depth`` batch x 1 x h x w in metres (1 to 2) for
+    models that take one; batch, height and width are dynamic when ``dynamic``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    args: tuple[Any, ...] = (torch.randn(batch, 3, height, width, generator=gen),)
+    input_names = [INPUT_NAME]
+    dyn: dict[str, Any] | None = None
+    if dynamic:
+        d = torch.export.Dim.DYNAMIC
+        dyn = {"pixel_values": {0: d, 2: d, 3: d}}
+    if "prompt_depth" in spec.extra_inputs:
+        prompt_hw = (max(2, height // 7), max(2, width // 5))
+        args = (args[0], 1.0 + torch.rand(batch, 1, *prompt_hw, generator=gen))
+        input_names.append(PROMPT_NAME)
+        if dyn is not None:
+            dyn["prompt_depth"] = {0: d, 2: d, 3: d}
+    return args, input_names, dyn
+
+
+def _save_program(program: Any, path: Path, optimize: bool) -> None:
+    """Write an exported ONNX program to ``path``, through onnxscript's optimiser if ``optimize``."""
+    plain = program.model_proto.SerializeToString()
+    if optimize:
+        try:
+            program.optimize()
+            program.save(str(path))
+            return
+        except Exception:  # noqa: BLE001
+            # onnxscript's optimiser fails on some graphs (ZoeDepth's SplitToSequence); ONNX
+            # Runtime optimises the graph at load time anyway
+            pass
+    path.write_bytes(plain)
 
 
 def _spec_of(model: Any) -> ModelSpec:

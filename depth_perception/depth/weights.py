@@ -53,7 +53,7 @@ def build_model(spec: ModelSpec | str, weights: str | os.PathLike | None = None,
     if spec.family == "marigold":
         raise ValueError("Marigold is a diffusers pipeline: use depth_perception.depth.marigold")
     if spec.family == "student":
-        from ..training.student import build_student, load_student
+        from .student import build_student, load_student
 
         if random_init:
             model = build_student(spec.make_config(), seed)

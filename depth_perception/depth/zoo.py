@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal
 
+from . import student
+
 OutputKind = Literal["relative_inverse", "metric"]
 ResizeMode = Literal["short_side", "fixed"]
 
@@ -316,93 +318,114 @@ _SIZE_WORD = {"s": "small", "b": "base", "l": "large"}
 _SIZE_HUB = {"s": "Small", "b": "Base", "l": "Large"}
 
 
-def _build_zoo() -> dict[str, ModelSpec]:
-    specs: list[ModelSpec] = []
-    for s in "sbl":
+def _depth_anything_specs(s: str) -> list[ModelSpec]:
+    """Depth Anything V2 (relative, metric indoor, metric outdoor) and V1 at size ``s``: DINOv2
+    backbone + DPT head, 518-pixel short side in multiples of the 14-pixel patch."""
+    common: dict[str, Any] = dict(input_size=518, patch_multiple=14, mean=IMAGENET_MEAN,
+                                  std=IMAGENET_STD, original_format="depth_anything")
+    tiny = s == "s"  # one tiny twin per family
+    specs = [ModelSpec(
+        name=f"depth_anything_v2_{_SIZE_WORD[s]}", family="depth_anything_v2",
+        output="relative_inverse", licence=_DA_V2_LICENCE[s],
+        make_config=_depth_anything_config(s, v2=True),
+        make_tiny_config=_depth_anything_tiny() if tiny else None,
+        hub_id=f"depth-anything/Depth-Anything-V2-{_SIZE_HUB[s]}-hf",
+        description="relative inverse depth, DINOv2 + DPT head", **common)]
+    for where, max_m, data in (("indoor", 20.0, "Hypersim"), ("outdoor", 80.0, "VKITTI")):
         specs.append(ModelSpec(
-            name=f"depth_anything_v2_{_SIZE_WORD[s]}", family="depth_anything_v2",
-            output="relative_inverse", input_size=518, patch_multiple=14,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, licence=_DA_V2_LICENCE[s],
-            make_config=_depth_anything_config(s, v2=True),
-            make_tiny_config=_depth_anything_tiny() if s == "s" else None,
-            hub_id=f"depth-anything/Depth-Anything-V2-{_SIZE_HUB[s]}-hf",
-            original_format="depth_anything", description="relative inverse depth, DINOv2 + DPT head"))
-        for where, max_m, data in (("indoor", 20.0, "Hypersim"), ("outdoor", 80.0, "VKITTI")):
-            specs.append(ModelSpec(
-                name=f"depth_anything_v2_metric_{where}_{_SIZE_WORD[s]}", family="depth_anything_v2",
-                output="metric", max_depth_m=max_m, input_size=518, patch_multiple=14,
-                mean=IMAGENET_MEAN, std=IMAGENET_STD, licence=_DA_V2_LICENCE[s],
-                make_config=_depth_anything_config(s, v2=True, metric_max_m=max_m),
-                make_tiny_config=_depth_anything_tiny(max_m) if s == "s" else None,
-                hub_id=f"depth-anything/Depth-Anything-V2-Metric-{data}-{_SIZE_HUB[s]}-hf",
-                original_format="depth_anything",
-                description=f"metric depth in metres, {where} (0-{max_m:g} m, trained on {data})"))
-        specs.append(ModelSpec(
-            name=f"depth_anything_{_SIZE_WORD[s]}", family="depth_anything",
-            output="relative_inverse", input_size=518, patch_multiple=14,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, licence="Apache-2.0",
-            make_config=_depth_anything_config(s, v2=False),
-            make_tiny_config=_depth_anything_tiny() if s == "s" else None,
-            hub_id=f"LiheYoung/depth-anything-{_SIZE_WORD[s]}-hf", original_format="depth_anything",
-            description="Depth Anything V1, relative inverse depth"))
-    specs += [
-        # transformers runs these two only at their square training size: letterboxed, not squashed
-        ModelSpec(name="dpt_large", family="dpt", output="relative_inverse", input_size=384,
-                  patch_multiple=32, mean=HALF_MEAN, std=HALF_STD, licence="Apache-2.0",
-                  make_config=_dpt_large, make_tiny_config=_dpt_large_tiny, hub_id="Intel/dpt-large",
-                  model_class="DPTForDepthEstimation", resize_mode="fixed", tiny_input_size=32,
-                  description="MiDaS 3.0 DPT-Large (ViT-L/16), square input"),
-        ModelSpec(name="dpt_hybrid", family="dpt", output="relative_inverse", input_size=384,
-                  patch_multiple=32, mean=HALF_MEAN, std=HALF_STD, licence="Apache-2.0",
-                  make_config=_dpt_hybrid, make_tiny_config=_dpt_hybrid_tiny,
-                  hub_id="Intel/dpt-hybrid-midas", model_class="DPTForDepthEstimation",
-                  resize_mode="fixed", tiny_input_size=32,
-                  description="MiDaS 3.0 DPT-Hybrid (ResNet-50 + ViT-B/16), square input"),
-        ModelSpec(name="midas_beit_large_512", family="dpt", output="relative_inverse", input_size=512,
-                  patch_multiple=32, mean=HALF_MEAN, std=HALF_STD, licence="MIT",
-                  make_config=_dpt_beit(False), make_tiny_config=_dpt_beit(True),
-                  hub_id="Intel/dpt-beit-large-512", model_class="DPTForDepthEstimation",
-                  description="MiDaS 3.1 BEiT-L/16 at 512"),
-        ModelSpec(name="zoedepth_nyu", family="zoedepth", output="metric", max_depth_m=10.0,
-                  input_size=384, patch_multiple=32, mean=HALF_MEAN, std=HALF_STD, licence="MIT",
-                  make_config=_zoedepth("nyu", False), make_tiny_config=_zoedepth("nyu", True),
-                  hub_id="Intel/zoedepth-nyu", model_class="ZoeDepthForDepthEstimation",
-                  description="ZoeDepth, metric indoor (NYU, up to 10 m)"),
-        ModelSpec(name="zoedepth_kitti", family="zoedepth", output="metric", max_depth_m=80.0,
-                  input_size=384, patch_multiple=32, mean=HALF_MEAN, std=HALF_STD, licence="MIT",
-                  make_config=_zoedepth("kitti", False), make_tiny_config=_zoedepth("kitti", True),
-                  hub_id="Intel/zoedepth-kitti", model_class="ZoeDepthForDepthEstimation",
-                  description="ZoeDepth, metric outdoor (KITTI, up to 80 m)"),
-        ModelSpec(name="depth_pro", family="depth_pro", output="metric", input_size=1536,
-                  patch_multiple=1, mean=HALF_MEAN, std=HALF_STD,
-                  licence="Apple ML Research licence (apple-amlr: research only)",
-                  make_config=_depth_pro(False), make_tiny_config=_depth_pro(True),
-                  hub_id="apple/DepthPro-hf", model_class="DepthProForDepthEstimation",
-                  resize_mode="fixed",
-                  description="Depth Pro, metric; fixed square input; focal length from K "
-                              "(or its own field-of-view head)"),
-    ]
-    for s, lic in (("s", "Apache-2.0"), ("l", "CC-BY-NC-4.0 (non-commercial)")):
-        specs.append(ModelSpec(
-            name=f"prompt_depth_anything_{_SIZE_WORD[s]}", family="prompt_depth_anything",
-            output="metric", input_size=518, patch_multiple=14, mean=IMAGENET_MEAN,
-            std=IMAGENET_STD, licence=lic,
-            make_config=_depth_anything_config(s, v2=True, prompt=True),
-            make_tiny_config=_depth_anything_tiny(prompt=True) if s == "s" else None,
-            hub_id=f"depth-anything/prompt-depth-anything-vit{s}-hf",
-            model_class="PromptDepthAnythingForDepthEstimation", extra_inputs=("prompt_depth",),
-            description="metric depth from RGB + a low-resolution metric depth prompt (e.g. LiDAR)"))
+            name=f"depth_anything_v2_metric_{where}_{_SIZE_WORD[s]}", family="depth_anything_v2",
+            output="metric", max_depth_m=max_m, licence=_DA_V2_LICENCE[s],
+            make_config=_depth_anything_config(s, v2=True, metric_max_m=max_m),
+            make_tiny_config=_depth_anything_tiny(max_m) if tiny else None,
+            hub_id=f"depth-anything/Depth-Anything-V2-Metric-{data}-{_SIZE_HUB[s]}-hf",
+            description=f"metric depth in metres, {where} (0-{max_m:g} m, trained on {data})",
+            **common))
     specs.append(ModelSpec(
+        name=f"depth_anything_{_SIZE_WORD[s]}", family="depth_anything",
+        output="relative_inverse", licence="Apache-2.0",
+        make_config=_depth_anything_config(s, v2=False),
+        make_tiny_config=_depth_anything_tiny() if tiny else None,
+        hub_id=f"LiheYoung/depth-anything-{_SIZE_WORD[s]}-hf",
+        description="Depth Anything V1, relative inverse depth", **common))
+    return specs
+
+
+def _midas_specs() -> list[ModelSpec]:
+    """MiDaS (DPT family): relative inverse depth, inputs in multiples of 32 pixels."""
+    common: dict[str, Any] = dict(family="dpt", output="relative_inverse", patch_multiple=32,
+                                  mean=HALF_MEAN, std=HALF_STD, model_class="DPTForDepthEstimation")
+    return [
+        # transformers runs these two only at their square training size: letterboxed, not squashed
+        ModelSpec(name="dpt_large", input_size=384, licence="Apache-2.0",
+                  make_config=_dpt_large, make_tiny_config=_dpt_large_tiny, hub_id="Intel/dpt-large",
+                  resize_mode="fixed", tiny_input_size=32,
+                  description="MiDaS 3.0 DPT-Large (ViT-L/16), square input", **common),
+        ModelSpec(name="dpt_hybrid", input_size=384, licence="Apache-2.0",
+                  make_config=_dpt_hybrid, make_tiny_config=_dpt_hybrid_tiny,
+                  hub_id="Intel/dpt-hybrid-midas", resize_mode="fixed", tiny_input_size=32,
+                  description="MiDaS 3.0 DPT-Hybrid (ResNet-50 + ViT-B/16), square input", **common),
+        ModelSpec(name="midas_beit_large_512", input_size=512, licence="MIT",
+                  make_config=_dpt_beit(False), make_tiny_config=_dpt_beit(True),
+                  hub_id="Intel/dpt-beit-large-512", description="MiDaS 3.1 BEiT-L/16 at 512",
+                  **common),
+    ]
+
+
+def _zoedepth_spec(domain: str, where: str, max_m: float) -> ModelSpec:
+    """ZoeDepth trained on ``domain`` (``nyu`` or ``kitti``): metric depth up to ``max_m`` metres."""
+    return ModelSpec(
+        name=f"zoedepth_{domain}", family="zoedepth", output="metric", max_depth_m=max_m,
+        input_size=384, patch_multiple=32, mean=HALF_MEAN, std=HALF_STD, licence="MIT",
+        make_config=_zoedepth(domain, False), make_tiny_config=_zoedepth(domain, True),
+        hub_id=f"Intel/zoedepth-{domain}", model_class="ZoeDepthForDepthEstimation",
+        description=f"ZoeDepth, metric {where} ({domain.upper()}, up to {max_m:g} m)")
+
+
+def _depth_pro_spec() -> ModelSpec:
+    return ModelSpec(
+        name="depth_pro", family="depth_pro", output="metric", input_size=1536,
+        patch_multiple=1, mean=HALF_MEAN, std=HALF_STD,
+        licence="Apple ML Research licence (apple-amlr: research only)",
+        make_config=_depth_pro(False), make_tiny_config=_depth_pro(True),
+        hub_id="apple/DepthPro-hf", model_class="DepthProForDepthEstimation",
+        resize_mode="fixed",
+        description="Depth Pro, metric; fixed square input; focal length from K "
+                    "(or its own field-of-view head)")
+
+
+def _prompt_depth_anything_spec(s: str, licence: str) -> ModelSpec:
+    return ModelSpec(
+        name=f"prompt_depth_anything_{_SIZE_WORD[s]}", family="prompt_depth_anything",
+        output="metric", input_size=518, patch_multiple=14, mean=IMAGENET_MEAN,
+        std=IMAGENET_STD, licence=licence,
+        make_config=_depth_anything_config(s, v2=True, prompt=True),
+        make_tiny_config=_depth_anything_tiny(prompt=True) if s == "s" else None,
+        hub_id=f"depth-anything/prompt-depth-anything-vit{s}-hf",
+        model_class="PromptDepthAnythingForDepthEstimation", extra_inputs=("prompt_depth",),
+        description="metric depth from RGB + a low-resolution metric depth prompt (e.g. LiDAR)")
+
+
+def _marigold_spec() -> ModelSpec:
+    return ModelSpec(
         name="marigold_depth", family="marigold", output="relative_inverse", input_size=768,
         patch_multiple=8, mean=HALF_MEAN, std=HALF_STD, licence="Apache-2.0",
         make_config=_marigold(False), make_tiny_config=_marigold(True),
         hub_id="prs-eth/marigold-depth-v1-1", model_class="MarigoldDepthPipeline", exportable=False,
         requires=("diffusers", "transformers"),
         description="Marigold (diffusion), slow high-quality offline option; affine-invariant "
-                    "depth (far = large)"))
-    from ..training.student import student_spec  # our own compact model; no torch import here
+                    "depth (far = large)")
 
-    specs.append(student_spec())
+
+def _build_zoo() -> dict[str, ModelSpec]:
+    """Every spec by name, in zoo order, each followed by its ``_tiny`` twin where it has one."""
+    specs = [spec for s in "sbl" for spec in _depth_anything_specs(s)]
+    specs += _midas_specs()
+    specs += [_zoedepth_spec("nyu", "indoor", 10.0), _zoedepth_spec("kitti", "outdoor", 80.0),
+              _depth_pro_spec()]
+    specs += [_prompt_depth_anything_spec("s", "Apache-2.0"),
+              _prompt_depth_anything_spec("l", "CC-BY-NC-4.0 (non-commercial)")]
+    specs.append(_marigold_spec())
+    specs.append(student_spec())  # our own compact model; no torch import here
     zoo: dict[str, ModelSpec] = {}
     for spec in specs:
         zoo[spec.name] = spec
@@ -412,10 +435,28 @@ def _build_zoo() -> dict[str, ModelSpec]:
     return zoo
 
 
+def student_spec(name: str = student.DEFAULT_NAME,
+                 config: student.StudentConfig | None = None) -> ModelSpec:
+    """The spec of the compact student (family ``student``, :mod:`depth_perception.depth.student`):
+    ``name`` a preset or the bundled model's name, ``config`` its architecture (default: the
+    preset's)."""
+    cfg = config or student.PRESETS.get(name, student.StudentConfig())
+    return ModelSpec(
+        name=name, family="student", output=student.OUTPUT_KIND, input_size=cfg.input_size,
+        patch_multiple=cfg.patch_multiple, mean=cfg.mean, std=cfg.std,
+        licence="Apache-2.0 (the project's own weights; synthetic tabletop domain)",
+        make_config=lambda: cfg, make_tiny_config=lambda: student.PRESETS["student_tiny"],
+        model_class="StudentDepthNet", requires=("torch", "safetensors"),
+        tiny_input_size=student.PRESETS["student_tiny"].input_size,
+        description="compact CNN student distilled/trained on the synthetic tabletop generator; "
+                    "relative inverse depth; the offline default",
+    )
+
+
 _ZOO = _build_zoo()  # immutable after import: specs are frozen dataclasses
 
 #: The offline default of `predict` and `demo`: bundled with the package, synthetic domain.
-DEFAULT_MODEL = "student_tabletop"
+DEFAULT_MODEL = student.DEFAULT_NAME
 
 
 def list_specs(include_tiny: bool = True) -> list[ModelSpec]:

@@ -12,13 +12,14 @@ and the message says why); a bad *prediction* raises ValueError (:func:`check_pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
 from ..camera import CameraModel
+from ..params import check_fields, param
 from ..stereo import StereoParams
 from .fits import ScaleFit, _refused, apply_scale, fit_inverse_affine, fit_scale
 from .plane import fit_plane
@@ -67,39 +68,46 @@ class MetricConfig:
     reported for unverified scales (fixed, or a metric model without a signal).
     """
 
-    mode: str = "sparse_depth"
+    mode: str = param("sparse_depth", "how relative depth becomes metric: " + ", ".join(MODES),
+                      choices=MODES, read_only=True)
     min_depth_m: float = 0.1
     max_depth_m: float = 20.0
     flying_threshold: float = 0.1
     min_confidence: float = 0.0
     inlier_threshold: float = 0.1
     adaptive_threshold: bool = True
-    min_inliers: int = 20
+    min_inliers: int = param(20, "fewest inliers for an accepted fit", minimum=2,
+                             maximum=1_000_000, step=1)
     min_inlier_ratio: float = 0.3
-    max_residual: float = 0.15
+    max_residual: float = param(0.15, "largest accepted fit residual (> 0)", minimum=0.0,
+                                maximum=10.0)
     ransac_iterations: int = 256
     max_points: int = 5000
     seed: int = 0
-    temporal: bool = True
+    temporal: bool = param(True, "filter the scale over time")
     process_noise: float = 0.003
     measurement_noise: float = 0.02
     jump_threshold: float = 0.1
     reset_frames: int = 3
-    stale_after: int = 30
-    camera_height_m: float = 0.0
+    stale_after: int = param(30, "frames without a signal before the scale is reported stale",
+                             minimum=1, maximum=100_000, step=1)
+    camera_height_m: float = param(0.0, "camera height above the support plane for plane mode, "
+                                   "metres (0 = unset)", name="camera_height", minimum=0.0,
+                                   maximum=100.0)
     plane_normal: tuple[float, ...] | None = None
     plane_max_angle_deg: float = 20.0
     plane_threshold: float = 0.02
-    fixed_scale: float = 1.0
-    fixed_shift: float = 0.0
-    T_camera_from_cloud: tuple[float, ...] = field(default_factory=_identity16)
+    fixed_scale: float = param(1.0, "fixed mode: scale (> 0)", minimum=-1e6, maximum=1e6)
+    fixed_shift: float = param(0.0, "fixed mode: shift", minimum=-1e6, maximum=1e6)
+    T_camera_from_cloud: tuple[float, ...] = param(
+        _identity16(), "pointcloud mode: 16 values, row-major 4x4 from the LiDAR frame to the "
+        "camera optical frame (TF is not used)")
     depth_scale_m: float = 0.001
     stereo: StereoParams | None = None
     prior_confidence: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"metric mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        check_fields(self, "metric")
         if not (0.0 <= self.min_depth_m < self.max_depth_m):
             raise ValueError(f"need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m} and {self.max_depth_m}")
         for name in ("inlier_threshold", "max_residual", "measurement_noise", "jump_threshold",

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .messages import MessageTypes, rosbags_types
+from .conversion import group_to_frame, output_options, result_to_messages
+from .messages import MessageTypes, rosbags_types, stamp_to_ns
 
 
 class BagWriter:
@@ -145,11 +146,8 @@ def process_bag(
     from rosbags.highlevel import AnyReader
     from tqdm import tqdm
 
-    from ..config import DEFAULTS, estimator_from_parameters, pipeline_config, segmenters_from_parameters
-    from ..pipeline import Pipeline
-    from ..sync import StampSynchronizer
-    from .conversion import group_to_frame, output_options, result_to_messages
-    from .messages import stamp_to_ns
+    from ..config import DEFAULTS, pipeline_config
+    from ..driver import load_models, synchronizer
 
     params = {**DEFAULTS, **(parameters or {})}
     topics = topics or input_topics("/camera", bool(params["stereo"]))
@@ -158,74 +156,96 @@ def process_bag(
         raise FileNotFoundError(f"{in_p}: no such bag")
     # the same models as the node: the monocular network (when `model` is set) and SAM / the
     # open-vocabulary detector (when segmentation.source asks for them)
-    pipeline = Pipeline(pipeline_config(params), estimator=estimator_from_parameters(params),
-                        segmenters=segmenters_from_parameters(params))
-    by_topic = {topic: name for name, topic in topics.items()}
-    # masks / detections recorded from slower nodes: an image waits for them (in log time)
-    sync = StampSynchronizer(list(topics), primary="image", slop_ns=int(params["sync_slop"] * 1e9),
-                             queue_size=int(params["queue_size"]),
-                             optional=tuple(n for n in ("masks", "detections") if n in topics),
-                             optional_wait_ns=int(float(params["segmentation.wait"]) * 1e9))
-    summary = BagSummary()
+    config = pipeline_config(params)  # invalid parameters fail before the models load
+    pipeline = load_models(params).pipeline(config)
     types = rosbags_types()
     if "detections" in topics:  # vision_msgs is not in rosbags' own typestore
         from .vision_msgs import register_vision_types
 
         register_vision_types(types.typestore)
-    from .region_messages import rosbags_marker_types, rosbags_region_types
-
-    options = output_options(params, rosbags_region_types(types.typestore),
-                             rosbags_marker_types(types.typestore))
-    ns = output_ns.rstrip("/")
     with AnyReader([in_p], default_typestore=types.typestore) as reader, \
             BagWriter(out_path, storage=storage, types=types, overwrite=overwrite) as writer:
-        present = {c.topic for c in reader.connections}
-        missing = [t for t in topics.values() if t not in present]
-        if missing:
-            raise ValueError(
-                f"{in_p}: input topic(s) {', '.join(missing)} not in the bag "
-                f"(it has: {', '.join(sorted(present)) or 'none'})")
-        conns = [c for c in reader.connections if c.topic in by_topic]
-
-        def process(group: dict[str, Any], log_ns: int) -> None:
-            try:
-                frame = group_to_frame(group, baseline_m=float(params["baseline"]))
-                result = pipeline.process(frame)
-                outputs = result_to_messages(types, frame, result, group["image"].header, options)
-            except ValueError as exc:
-                summary.frames_failed += 1
-                key = str(exc)[:80]
-                summary.errors[key] = summary.errors.get(key, 0) + 1
-                return
-            summary.frames_processed += 1
-            summary.depth_ms.append(result.timings_ms.get("total", 0.0))
-            for topic, out_msg in outputs.items():
-                writer.write(f"{ns}/{topic}", out_msg, log_ns)
-
-        last_ns = 0
+        conns = _input_connections(reader, topics, in_p)
+        # masks / detections recorded from slower nodes: an image waits for them (in log time)
+        replay = _Replay(pipeline, synchronizer(list(topics), params), writer, types, params,
+                         output_ns.rstrip("/"), {topic: name for name, topic in topics.items()},
+                         copy_inputs)
         total = sum(c.msgcount for c in conns)
         for conn, log_ns, raw in tqdm(reader.messages(connections=conns), total=total,
                                       unit="msg", disable=not progress or None):
-            summary.messages_read += 1
-            name = by_topic[conn.topic]
-            if conn.msgtype not in INPUT_TYPES[name]:
-                summary.messages_skipped += 1
-                continue
-            try:
-                msg = reader.deserialize(raw, conn.msgtype)
-            except Exception:  # noqa: BLE001 - a corrupt record is counted, not fatal
-                summary.messages_skipped += 1
-                continue
-            if copy_inputs:
-                writer.write(conn.topic, msg, log_ns)
-            group = sync.add(name, stamp_to_ns(msg.header.stamp), msg, now_ns=log_ns)
-            if group is not None:
-                process(group, log_ns)
-            last_ns = log_ns
-        final = sync.poll(None)  # the last image may still wait for masks / detections
+            replay.feed(reader, conn, log_ns, raw)
+        return replay.finish()
+
+
+def _input_connections(reader: Any, topics: dict[str, str], in_p: Path) -> list[Any]:
+    """The bag's connections of the input topics; every input topic must be there."""
+    present = {c.topic for c in reader.connections}
+    missing = [t for t in topics.values() if t not in present]
+    if missing:
+        raise ValueError(
+            f"{in_p}: input topic(s) {', '.join(missing)} not in the bag "
+            f"(it has: {', '.join(sorted(present)) or 'none'})")
+    wanted = set(topics.values())
+    return [c for c in reader.connections if c.topic in wanted]
+
+
+class _Replay:
+    """Feeds recorded messages through the synchroniser and the pipeline, writing the outputs."""
+
+    def __init__(self, pipeline: Any, sync: Any, writer: BagWriter, types: Any,
+                 params: dict[str, Any], ns: str, name_of_topic: dict[str, str],
+                 copy_inputs: bool):
+        from .region_messages import rosbags_marker_types, rosbags_region_types
+
+        self.pipeline, self.sync, self.writer, self.types = pipeline, sync, writer, types
+        self.params, self.ns, self.name_of_topic = params, ns, name_of_topic
+        self.copy_inputs = copy_inputs
+        self.options = output_options(params, rosbags_region_types(types.typestore),
+                                      rosbags_marker_types(types.typestore))
+        self.summary = BagSummary()
+        self.last_ns = 0
+
+    def feed(self, reader: Any, conn: Any, log_ns: int, raw: bytes) -> None:
+        self.summary.messages_read += 1
+        name = self.name_of_topic[conn.topic]
+        if conn.msgtype not in INPUT_TYPES[name]:
+            self.summary.messages_skipped += 1
+            return
+        try:
+            msg = reader.deserialize(raw, conn.msgtype)
+        except Exception:  # noqa: BLE001 - a corrupt record is counted, not fatal
+            self.summary.messages_skipped += 1
+            return
+        if self.copy_inputs:
+            self.writer.write(conn.topic, msg, log_ns)
+        group = self.sync.add(name, stamp_to_ns(msg.header.stamp), msg, now_ns=log_ns)
+        if group is not None:
+            self._process(group, log_ns)
+        self.last_ns = log_ns
+
+    def finish(self) -> BagSummary:
+        final = self.sync.poll(None)  # the last image may still wait for masks / detections
         if final is not None:
-            process(final, last_ns)
-        summary.written = {t: n for t, n in writer.counts.items() if t.startswith(ns + "/")}
-    summary.frames_unsynchronised = sync.stats.dropped + sum(
-        n for name, n in sync.pending().items() if name == "image")
-    return summary
+            self._process(final, self.last_ns)
+        summary = self.summary
+        summary.written = {t: n for t, n in self.writer.counts.items()
+                           if t.startswith(self.ns + "/")}
+        summary.frames_unsynchronised = self.sync.stats.dropped + sum(
+            n for name, n in self.sync.pending().items() if name == "image")
+        return summary
+
+    def _process(self, group: dict[str, Any], log_ns: int) -> None:
+        try:
+            frame = group_to_frame(group, baseline_m=float(self.params["baseline"]))
+            result = self.pipeline.process(frame)
+            outputs = result_to_messages(self.types, frame, result, group["image"].header,
+                                         self.options)
+        except ValueError as exc:
+            self.summary.frames_failed += 1
+            key = str(exc)[:80]
+            self.summary.errors[key] = self.summary.errors.get(key, 0) + 1
+            return
+        self.summary.frames_processed += 1
+        self.summary.depth_ms.append(result.timings_ms.get("total", 0.0))
+        for topic, out_msg in outputs.items():
+            self.writer.write(f"{self.ns}/{topic}", out_msg, log_ns)

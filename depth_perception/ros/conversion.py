@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..pipeline import Frame, FrameResult
+from . import clouds as C
 from . import messages as M
 
 #: Output topic names, relative to the node's namespace.
@@ -79,7 +80,7 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
     if "sparse_depth" in group:
         frame.sparse_depth = M.image_to_depth(group["sparse_depth"])
     if "lidar_points" in group:
-        frame.cloud_points = M.cloud_to_xyz(group["lidar_points"]).reshape(-1, 3)
+        frame.cloud_points = C.cloud_to_xyz(group["lidar_points"]).reshape(-1, 3)
     if "right/image" in group:
         frame.right_rgb = colour_from_message(group["right/image"])
         frame.right_camera = M.camera_info_to_model(group["right/camera_info"])
@@ -109,7 +110,7 @@ def iter_result_messages(
         labels = result.labels if options.cloud_label and result.labels is not None else None
         cloud = scene_cloud(result.points, frame.rgb if options.cloud_rgb else None, labels,
                             stride=options.cloud_stride, max_range_m=options.cloud_max_range_m)
-        yield "points", M.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb,
+        yield "points", C.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb,
                                           label=cloud.label)
     if result.labels is None:
         return

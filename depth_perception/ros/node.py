@@ -18,6 +18,7 @@ thread fed through a latest-frame-wins slot; bad input is logged and the next fr
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import deque
@@ -36,16 +37,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
-from ..config import (
-    PARAMETERS,
-    estimator_from_parameters,
-    pipeline_config,
-    segmenters_from_parameters,
-    validate_parameters,
-)
-from ..pipeline import Pipeline
+from ..config import PARAMETERS, pipeline_config, validate_parameters
+from ..driver import Models, input_names, load_models, synchronizer
 from ..regions import implementation_in_use
-from ..sync import LatestSlot, StampSynchronizer
+from ..sync import LatestSlot
 from . import messages as M
 from .conversion import group_to_frame, iter_result_messages, output_options
 
@@ -58,43 +53,27 @@ class DepthPerceptionNode(Node):
         super().__init__("depth_perception", **kwargs)
         self._types = M.rclpy_types()
         p = self._declare_parameters()
-        self._estimator = None
-        self._segmenters: dict[str, Any] = {}
-        self._pipeline = Pipeline(pipeline_config(p))
+        self._models = Models()
+        self._pipeline = self._models.pipeline(pipeline_config(p))
         self._ready = threading.Event()
         self._slot: LatestSlot[tuple[dict[str, Any], float]] = LatestSlot()
         self.frames_processed = 0
         self.frames_failed = 0
         self.last_error = ""
 
-        inputs = ["image", "camera_info"]
-        if p["stereo"]:
-            inputs += ["right/image", "right/camera_info"]
         sources = list(p["segmentation.source"])
-        if "topic" in sources:
-            inputs.append("masks")
         from .vision_msgs import rclpy_vision_types
 
         self._vision_types = rclpy_vision_types()
-        if "sam" in sources:
-            if self._vision_types is None:
-                self.get_logger().error("segmentation.source sam needs vision_msgs "
-                                        "(Detection2DArray prompts on `detections`), not installed")
-            else:
-                inputs.append("detections")
-        if p["model"] and p["metric.mode"] == "sparse_depth":
-            inputs.append("sparse_depth")
-        if p["model"] and p["metric.mode"] == "pointcloud":
-            inputs.append("lidar_points")
+        if "sam" in sources and self._vision_types is None:
+            self.get_logger().error("segmentation.source sam needs vision_msgs "
+                                    "(Detection2DArray prompts on `detections`), not installed")
+        inputs = input_names(p, detections=self._vision_types is not None)
         # masks and detections come from slower nodes: an image waits for them a while, then it is
         # processed without them (depth and scene cloud never depend on another node)
-        optional = tuple(n for n in ("masks", "detections") if n in inputs)
+        self._sync = synchronizer(inputs, p)
         wait_s = float(p["segmentation.wait"])
-        self._sync = StampSynchronizer(
-            inputs, primary="image", slop_ns=int(p["sync_slop"] * 1e9), queue_size=p["queue_size"],
-            optional=optional, optional_wait_ns=int(wait_s * 1e9),
-        )
-        if optional and wait_s > 0:
+        if self._sync.optional and wait_s > 0:
             self._poll_timer = self.create_timer(min(wait_s / 4, 0.05), self._poll_sync)
         self._timings: deque[dict[str, float]] = deque(maxlen=50)
         self._latencies_ms: deque[float] = deque(maxlen=50)
@@ -102,8 +81,27 @@ class DepthPerceptionNode(Node):
         self._last_region_count = 0
         self._last_metric = None
         self._last_segmentation = ""
+        self._prompt: str | None = None
         self._setup_diagnostics(inputs)
+        self._subscribe(inputs, p)
+        self._advertise()
 
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="depth_perception_worker",
+                                        daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"depth_perception ready: inputs {', '.join(inputs)}; depth from "
+            + (f"model {p['model']} ({p['metric.mode']})" if p["model"] else
+               "stereo" if p["stereo"] else "nothing: set `model` or `stereo: true`")
+        )
+
+    # -- topics -----------------------------------------------------------------------------------
+
+    def _subscribe(self, inputs: list[str], p: dict[str, Any]) -> None:
+        """One subscription per input (sensor-data QoS; users override reliability/depth per
+        topic with ``qos_overrides.<topic>.*``), plus ``prompt`` for text segmentation."""
         sub_qos = qos_profile_sensor_data
         overridable = QoSOverridingOptions.with_default_policies()
         t = self._types
@@ -112,8 +110,7 @@ class DepthPerceptionNode(Node):
                        "lidar_points": t.PointCloud2}
         if self._vision_types is not None:
             input_types["detections"] = self._vision_types.Detection2DArray
-        self._prompt: str | None = None
-        if "text" in sources:
+        if "text" in p["segmentation.source"]:
             from std_msgs.msg import String
 
             self.create_subscription(String, "prompt", self._on_prompt, 10)
@@ -121,11 +118,15 @@ class DepthPerceptionNode(Node):
             cls, topic = input_types.get(name, t.Image), name
             if compressed and name in ("image", "right/image"):
                 cls, topic = t.CompressedImage, f"{name}/compressed"
-            # Users override reliability/depth per topic with qos_overrides.<topic>.* parameters.
             self.create_subscription(cls, topic, self._make_callback(name), sub_qos,
                                      qos_overriding_options=overridable)
 
+    def _advertise(self) -> None:
+        """The output publishers; ``regions`` only where depth_perception_msgs is installed."""
+        t = self._types
+        overridable = QoSOverridingOptions.with_default_policies()
         out_qos = QoSProfile(depth=5)
+
         def publisher(cls: Any, topic: str) -> Any:
             return self.create_publisher(cls, topic, out_qos, qos_overriding_options=overridable)
 
@@ -152,17 +153,6 @@ class DepthPerceptionNode(Node):
         self._publishers_by_topic["regions/markers"] = publisher(self._marker_types.MarkerArray,
                                                                  "regions/markers")
         self._publishers_by_topic["masks/overlay"] = publisher(t.Image, "masks/overlay")
-
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="depth_perception_worker",
-                                        daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"depth_perception ready: inputs {', '.join(inputs)}; depth from "
-            + (f"model {p['model']} ({p['metric.mode']})" if p["model"] else
-               "stereo" if p["stereo"] else "nothing: set `model` or `stereo: true`")
-        )
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -197,8 +187,7 @@ class DepthPerceptionNode(Node):
             return SetParametersResult(successful=False, reason=reason)
         # Swap in a new pipeline; the worker picks it up on its next frame (the metric scale
         # filter restarts with the new settings).
-        self._pipeline = Pipeline(pipeline_config(values), estimator=self._estimator,
-                                  segmenters=self._segmenters)
+        self._pipeline = self._models.pipeline(pipeline_config(values))
         return SetParametersResult(successful=True)
 
     # -- input ------------------------------------------------------------------------------------
@@ -231,29 +220,23 @@ class DepthPerceptionNode(Node):
     # -- processing -------------------------------------------------------------------------------
 
     def _load_model(self) -> None:
-        """Build the monocular model off the executor: an export or a TensorRT engine build can
-        take minutes on first run, and the node must stay responsive meanwhile."""
+        """Build the models off the executor: an export or a TensorRT engine build can take
+        minutes on first run, and the node must stay responsive meanwhile."""
         values = self._current_values()
-        if values["model"]:
-            self.get_logger().info(
-                f"loading depth model {values['model']} (backend {values['backend']}, "
-                f"{values['precision']}); a first run may export ONNX / build a TensorRT engine")
-            try:
-                self._estimator = estimator_from_parameters(values, log=self.get_logger().info)
-            except Exception as exc:  # noqa: BLE001 - report and keep the node alive
-                self.last_error = f"depth model {values['model']} failed to load: {exc}"
-                self.get_logger().error(self.last_error)
-                return
-            self.get_logger().info(
-                f"depth model {values['model']} ready on {self._estimator.backend_name}")
         try:
-            self._segmenters = segmenters_from_parameters(values, log=self.get_logger().info)
-        except Exception as exc:  # noqa: BLE001 - depth and clouds still work without them
-            self.last_error = f"segmentation models failed to load: {exc}"
+            self._models = load_models(values, log=self.get_logger().info,
+                                       on_segmenter_error=self._segmenters_failed)
+        except Exception as exc:  # noqa: BLE001 - report and keep the node alive
+            self.last_error = f"depth model {values['model']} failed to load: {exc}"
             self.get_logger().error(self.last_error)
-        self._pipeline = Pipeline(pipeline_config(values), estimator=self._estimator,
-                                  segmenters=self._segmenters)
+            return
+        self._pipeline = self._models.pipeline(pipeline_config(values))
         self._ready.set()
+
+    def _segmenters_failed(self, exc: Exception) -> None:
+        """Depth and clouds still work without the mask sources."""
+        self.last_error = f"segmentation models failed to load: {exc}"
+        self.get_logger().error(self.last_error)
 
     def _work(self) -> None:
         self._load_model()
@@ -370,9 +353,10 @@ class DepthPerceptionNode(Node):
             values[f"{stage} latency mean (ms)"] = f"{sum(ms) / len(ms):.2f}"
         if self._latencies_ms:
             values["end-to-end latency max (ms)"] = f"{max(self._latencies_ms):.1f}"
-        if self._estimator is not None:
-            values["model"] = self._estimator.spec.name
-            values["backend"] = self._estimator.backend_name
+        estimator = self._models.estimator
+        if estimator is not None:
+            values["model"] = estimator.spec.name
+            values["backend"] = estimator.backend_name
         if self.last_error and self.frames_failed and not timings:
             stat.summary(DiagnosticStatus.ERROR, self.last_error)
         elif self.frames_processed == 0:
@@ -405,12 +389,24 @@ class DepthPerceptionNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = DepthPerceptionNode()
     try:
+        _run(args)
+    except KeyboardInterrupt:  # a further Ctrl-C while shutting down: nothing is left to stop
+        pass
+
+
+def _run(args: list[str] | None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DepthPerceptionNode()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
+        # Ctrl-C on `ros2 launch` signals the node twice (the terminal's SIGINT to the process
+        # group, then launch's own): the second must not interrupt the clean-up.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..regions import Region, Verdict, label_image, regions_cloud
+from . import clouds as C
 from . import messages as M
 
 MSG_PACKAGE = "depth_perception_msgs"
@@ -217,7 +218,7 @@ def region_to_msg(
         score=float(region.score),
         roi=types.RegionOfInterest(x_offset=int(x), y_offset=int(y), height=int(h), width=int(w),
                                    do_rectify=False),
-        cloud=M.points_to_cloud(types, region.points, header, rgb=region.colors) if cloud is None else cloud,
+        cloud=C.points_to_cloud(types, region.points, header, rgb=region.colors) if cloud is None else cloud,
         centroid=_point(t.Point, region.centroid),
         box_pose=_pose(t, region.box_center, region.box_rotation),
         box_size=_point(t.Vector3, region.box_size),
@@ -241,10 +242,10 @@ def regions_to_msg(
     Descriptors of regions without points stay NaN (REP 117); their verdict says why.
     """
     if len({r.colors is None for r in regions}) > 1:  # regions of different origins: one by one
-        clouds = [M.points_to_cloud(types, r.points, header, rgb=r.colors) for r in regions]
+        clouds = [C.points_to_cloud(types, r.points, header, rgb=r.colors) for r in regions]
     else:  # one interleaving pass for all
         xyz, rgb, _ = regions_cloud(regions, labels=False)
-        clouds = M.points_to_clouds(types, xyz, [r.point_count for r in regions], header, rgb=rgb)
+        clouds = C.points_to_clouds(types, xyz, [r.point_count for r in regions], header, rgb=rgb)
     return region_classes.GraspableRegionArray(
         header=header,
         regions=[
@@ -257,7 +258,7 @@ def regions_to_msg(
 def regions_cloud_msg(types: M.MessageTypes, regions: list[Region], header: Any) -> Any:
     """All region clouds as one `PointCloud2` (xyz [+ rgb] + uint16 ``label`` = region id)."""
     xyz, rgb, label = regions_cloud(regions)
-    return M.points_to_cloud(types, xyz, header, rgb=rgb, label=label)
+    return C.points_to_cloud(types, xyz, header, rgb=rgb, label=label)
 
 
 def label_image_msg(types: M.MessageTypes, regions: list[Region], shape: tuple[int, int], header: Any) -> Any:

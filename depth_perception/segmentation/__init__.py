@@ -9,16 +9,17 @@ image, 0 = background, plus names and scores per id):
   Runtime) — Segment Anything prompted by boxes/points, e.g. from a Detection2DArray;
 - ``text``: :class:`.text.TextSegmenter` — text prompt → OWLv2 → boxes → SAM.
 
-:func:`fuse_masks` then cleans each mask against the depth (edges, discontinuities, outliers,
-dominant 3-D cluster). Importing this package imports no torch, onnxruntime or transformers: the
-modules that need them import them when called.
+:func:`fuse_masks` then cleans each mask against the depth, once per frame, with the cleaning
+pass of :mod:`depth_perception.regions` (erosion, depth edges, outliers, dominant 3-D cluster).
+Importing this package imports no torch, onnxruntime or transformers: the modules that need them
+import them when called.
 """
 
 from __future__ import annotations
 
 from .base import Detection, Segmentation, SegmentationError, merge_segmentations
 from .external import external_segmentation, resize_nearest
-from .fusion import FusionParams, FusionResult, fuse_masks
+from .fusion import FusionResult, fuse_masks
 from .geometric import GeometricParams, PlaneFit, find_planes, segment_geometric
 
 SOURCES = ("geometric", "topic", "sam", "text")
@@ -26,7 +27,6 @@ SOURCES = ("geometric", "topic", "sam", "text")
 __all__ = [
     "SOURCES",
     "Detection",
-    "FusionParams",
     "FusionResult",
     "GeometricParams",
     "PlaneFit",

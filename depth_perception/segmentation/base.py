@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypedDict
 
 import numpy as np
 
@@ -108,6 +109,28 @@ class Detection:
     points_xy: np.ndarray | None = None
     point_labels: np.ndarray | None = None
 
+
+
+class PromptSegmenter(Protocol):
+    """The ``sam`` source: masks for box/point prompts (:class:`.sam.SamSegmenter`, its ONNX
+    Runtime and TensorRT twins)."""
+
+    def segment(self, rgb: np.ndarray, detections: Sequence[Detection]) -> Segmentation:
+        ...
+
+
+class TextPromptSegmenter(Protocol):
+    """The ``text`` source: masks for the objects a text prompt names (:class:`.text.TextSegmenter`)."""
+
+    def segment(self, rgb: np.ndarray, prompt: str) -> Segmentation:
+        ...
+
+
+class Segmenters(TypedDict, total=False):
+    """The heavy mask sources a pipeline is given, under their source names."""
+
+    sam: PromptSegmenter
+    text: TextPromptSegmenter
 
 def detections_in_image(detections: Sequence[Detection], shape: tuple[int, int]
                         ) -> tuple[list[Detection], list[str]]:

@@ -13,9 +13,9 @@ camera optical frame, NaN invalid), so neighbourhoods come from the pixel grid, 
    and ``margin_sigmas`` x the plane's robust residual, so noisy depth does not turn the table into
    objects) and below ``max_height_m``;
 4. instances: connected components of the candidates over 4-neighbour grid edges shorter than the
-   cluster gap in 3-D (max of ``cluster_gap_m`` and ``cluster_gap_px`` pixel footprints), one sparse
-   graph call; edges that fold concavely (two surfaces meeting in a valley, as touching objects
-   do) are cut as well when ``concave_cut_deg`` > 0;
+   cluster gap in 3-D (max of ``cluster_gap_m`` and ``cluster_gap_px`` pixel footprints), the
+   components of :func:`depth_perception.grid.grid_components`; edges that fold concavely (two
+   surfaces meeting in a valley, as touching objects do) are cut as well when ``concave_cut_deg`` > 0;
 5. the band of pixels within the margin above the plane (object feet) is grown back onto the
    instance it touches, in 3-D, so masks reach down to the table;
 6. components with fewer than ``min_points`` pixels or wider than ``max_object_size_m`` are dropped.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..regions import pixel_angle
+from ..grid import grid_components, orient_plane, pixel_angle, plane_basis, valid_points
 from .base import Segmentation, SegmentationError, check_points
 
 
@@ -106,13 +106,6 @@ class PlaneFit:
         return int(self.inliers.sum())
 
 
-def valid_points(pts: np.ndarray) -> np.ndarray:
-    """HxW bool: finite point in front of the camera (a NaN coordinate makes the sum NaN; three
-    plane adds, because numpy reduces a length-3 trailing axis slowly)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.isfinite(pts[..., 0] + pts[..., 1] + pts[..., 2]) & (pts[..., 2] > 0)
-
-
 def _fit_lsq(p: np.ndarray) -> np.ndarray:
     """Least-squares plane (4,) through Nx3 points (smallest principal axis as the normal)."""
     c = p.mean(axis=0)
@@ -154,11 +147,6 @@ def _ransac_plane(p: np.ndarray, rng: np.random.Generator, params: GeometricPara
     return plane
 
 
-def _orient(plane: np.ndarray) -> np.ndarray:
-    plane = plane / np.linalg.norm(plane[:3])
-    return -plane if plane[3] < 0 else plane
-
-
 def find_planes(points: np.ndarray, params: GeometricParams | None = None,
                 valid: np.ndarray | None = None) -> list[PlaneFit]:
     """Large planes of an organised cloud (HxWx3 metres, NaN invalid), largest first.
@@ -187,7 +175,7 @@ def find_planes(points: np.ndarray, params: GeometricParams | None = None,
         plane = _ransac_plane(p[remaining], rng, params)
         if plane is None:
             break
-        plane = _orient(plane)
+        plane = orient_plane(plane)
         on = np.abs(p @ plane[:3] + plane[3]) < _threshold(p[:, 2], params)
         on &= remaining
         if on.sum() < max(3, min_count):
@@ -196,21 +184,32 @@ def find_planes(points: np.ndarray, params: GeometricParams | None = None,
         with np.errstate(invalid="ignore"):
             sd = pts @ plane[:3].astype(np.float32) + np.float32(plane[3])
             inliers = np.abs(sd) < _threshold(pts[..., 2], params)  # NaN compares False
-        r = p[on] @ plane[:3] + plane[3]
-        mad = float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
-        fits.append(PlaneFit(plane=plane, inliers=inliers, residual_m=1.4826 * mad,
+        fits.append(PlaneFit(plane=plane, inliers=inliers, residual_m=_robust_sd(p[on] @ plane[:3] + plane[3]),
                              extent_m=_plane_extent(p[on], plane)))
     return fits
 
 
+def _robust_sd(r: np.ndarray) -> float:
+    """1.4826 x MAD: the standard deviation of the inliers' plane distances, outliers aside."""
+    return 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
+
+
 def _plane_extent(p: np.ndarray, plane: np.ndarray) -> float:
-    n = plane[:3]
-    a = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
-    a /= np.linalg.norm(a)
-    b = np.cross(n, a)
-    uv = p @ np.column_stack([a, b])
+    uv = p @ plane_basis(plane[:3])[:, :2]
     lo, hi = np.percentile(uv, [2, 98], axis=0)
     return float((hi - lo).max())
+
+
+def _given_plane(pts: np.ndarray, valid: np.ndarray, support_plane, params: GeometricParams) -> PlaneFit:
+    """A known support plane (e.g. from TF) as a :class:`PlaneFit` of this cloud."""
+    sp = np.asarray(support_plane, float).reshape(-1)
+    if sp.size != 4 or not np.isfinite(sp).all() or np.linalg.norm(sp[:3]) < 1e-9:
+        raise SegmentationError(f"support_plane must be finite (nx, ny, nz, d), got {support_plane!r}")
+    sp = orient_plane(sp)
+    with np.errstate(invalid="ignore"):
+        sd = pts @ sp[:3].astype(np.float32) + np.float32(sp[3])
+        inl = valid & (np.abs(sd) < _threshold(pts[..., 2], params))
+    return PlaneFit(sp, inl, _robust_sd(sd[inl]), np.inf)
 
 
 def choose_support_plane(fits: list[PlaneFit], up_camera=(0.0, -1.0, 0.0)) -> PlaneFit | None:
@@ -263,22 +262,19 @@ def _normals_at(P: np.ndarray, idx: np.ndarray, row: int) -> np.ndarray:
     return n
 
 
-def grid_components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
-                    cos_cut: float | None = None, labels: np.ndarray | None = None) -> np.ndarray:
+def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
+                cos_cut: float | None = None) -> np.ndarray:
     """Component id of every candidate (flat padded indices ``cand_idx``, sorted) over 4-neighbour
     edges that are short in 3-D (``gap``: per padded pixel, metres) and, when ``cos_cut`` is given,
-    not concave folds sharper than its angle; with ``labels`` (flat padded), only between pixels of
-    the same label. One sparse-graph call for the whole image."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
+    not concave folds sharper than its angle."""
     n_nodes = len(cand_idx)
     if cos_cut is not None:
         # normals of the candidates and their 4-neighbours, computed once (NaN elsewhere)
         near = np.unique(np.concatenate([cand_idx + o for o in (0, 1, -1, row, -row)]))
         normals = np.full(P.shape, np.nan, np.float32)
         normals[near] = _normals_at(P, near, row)
-    rows, cols = [], []
+    right = np.zeros(max(n_nodes - 1, 0), dtype=bool)  # node i to node i + 1, the next pixel
+    edges = []
     hole = ~np.isfinite(P[:, 2])
     # 4-neighbour edges, plus edges that jump a single invalid pixel (speckle, a dead row) so
     # that holes in the depth do not cut an object in two
@@ -295,8 +291,6 @@ def grid_components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: i
             a, b, ia, ib = a[over], b[over], ia[over], ib[over]
         diff = P[ib] - P[ia]
         ok = (diff * diff).sum(axis=1) < (np.minimum(gap[ia], gap[ib]) * (2 if jump else 1)) ** 2
-        if labels is not None:
-            ok &= labels[ia] == labels[ib]
         if cos_cut is not None and not jump:
             # normals one pixel back from each end of the edge: central differences right at a
             # crease straddle it and blur the fold away
@@ -308,12 +302,11 @@ def grid_components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: i
                 # concave: each point lies on the camera side of the other's tangent plane
                 concave = ((na * d2).sum(axis=1) > 0) & ((nb_ * d2).sum(axis=1) < 0)
             ok &= ~(sharp & concave)
-        rows.append(a[ok])
-        cols.append(b[ok])
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n_nodes, n_nodes)).tocsr()
-    return connected_components(graph, directed=False)[1]
+        if step == 1:
+            right[a[ok]] = True
+        else:
+            edges.append((a[ok], b[ok]))
+    return grid_components(n_nodes, right, edges)
 
 
 def _grow(lab: np.ndarray, band_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
@@ -358,17 +351,9 @@ def segment_geometric(points: np.ndarray, params: GeometricParams | None = None,
         return Segmentation.empty(shape, "geometric", f"only {int(valid.sum())} valid points")
     fits = find_planes(pts, params, valid)
     if support_plane is not None:
-        sp = np.asarray(support_plane, float).reshape(-1)
-        if sp.size != 4 or not np.isfinite(sp).all() or np.linalg.norm(sp[:3]) < 1e-9:
-            raise SegmentationError(f"support_plane must be finite (nx, ny, nz, d), got {support_plane!r}")
-        sp = _orient(sp)
-        with np.errstate(invalid="ignore"):
-            sd = pts @ sp[:3].astype(np.float32) + np.float32(sp[3])
-            inl = valid & (np.abs(sd) < _threshold(pts[..., 2], params))
-        r = sd[inl]
-        res = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
-        support = PlaneFit(sp, inl, res, np.inf)
+        support = _given_plane(pts, valid, support_plane, params)
         # a searched plane parallel and close to the given one is the same table
+        sp = support.plane
         others = [f for f in fits if not (abs(f.plane[:3] @ sp[:3]) > 0.97 and abs(f.plane[3] - sp[3]) < 0.03)]
     else:
         chosen = choose_support_plane(fits, params.up_camera)
@@ -403,7 +388,7 @@ def segment_geometric(points: np.ndarray, params: GeometricParams | None = None,
     z_pad = np.nan_to_num(P[:, 2])
     gap = np.maximum(params.cluster_gap_m, params.cluster_gap_px * pix * z_pad).astype(np.float32)
     cos_cut = float(np.cos(np.radians(params.concave_cut_deg))) if params.concave_cut_deg > 0 else None
-    comp = grid_components(cand_idx, P, gap, row, cos_cut)
+    comp = _components(cand_idx, P, gap, row, cos_cut)
     lab = np.zeros(len(P), np.int64)
     scene = pts[::4, ::4][valid[::4, ::4]]  # a sparse sample of the scene for the wall test
     lab[cand_idx] = _keep_components(comp, P[cand_idx], scene, params)

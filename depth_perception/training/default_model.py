@@ -19,11 +19,13 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .config import TrainConfig
 
 EVAL_SEED = 1_000_000  # held-out scenes: far from any training seed
 
@@ -32,7 +34,7 @@ def evaluate_generator(predict: Any, seeds: range, width: int, height: int) -> d
     """Mean per-image AbsRel / delta1 after the oracle inverse-affine alignment on generator scenes."""
     from ..metrics import depth_metrics
     from ..scene import generate_tabletop
-    from .train import aligned_depth
+    from .evaluation import aligned_depth
 
     rel, d1, ms = [], [], []
     for seed in seeds:
@@ -76,7 +78,7 @@ def evaluate_real(predict: Any) -> dict[str, Any]:
     oracle-aligned, next to the best constant depth (a prediction that knows nothing)."""
     from ..metrics import depth_metrics
     from ..stereo import motorcycle_pair
-    from .train import aligned_depth
+    from .evaluation import aligned_depth
 
     m = motorcycle_pair()
     pred = predict(m.left)
@@ -88,14 +90,29 @@ def evaluate_real(predict: Any) -> dict[str, Any]:
             "constant_depth_delta1": round(flat.delta1, 4)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
+@dataclass(frozen=True)
+class Recipe:
+    """One run of the recipe: the command line, the training scenes' size and the training run."""
 
-    from .data import TabletopDataset
-    from .losses import LossConfig
-    from .student import DEFAULT_CARD, DEFAULT_NAME, DEFAULT_WEIGHTS, calibrate_output, parameter_bytes, save_student
-    from .train import TrainConfig, make_predictor, train
+    args: argparse.Namespace
+    width: int  # training scenes, pixels
+    height: int
+    data: str  # the training data spec
+    config: TrainConfig
 
+
+@dataclass(frozen=True)
+class Measured:
+    """What a run measured, for the weights' metadata, the model card and the printed summary."""
+
+    calibration: tuple[float, float]  # (scale, shift) folded into the output, 1/m per output unit
+    metrics: dict[str, Any]  # generator evaluations by name (see :func:`evaluate_all`)
+    real: dict[str, Any] | None  # the real-image domain gap; None without scikit-image
+    training_minutes: float
+    wall_minutes: float
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="build/student_tabletop", help="training folder (checkpoints, curves)")
     p.add_argument("--install", default=str(Path(__file__).resolve().parent.parent / "data"),
@@ -111,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", help="scene cache folder (default ~/.cache/depth_perception/tabletop)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    t_start = time.perf_counter()
-    torch.set_num_threads(args.threads)
+    return p.parse_args(argv)
+
+
+def make_recipe(args: argparse.Namespace) -> Recipe:
+    """The training run of the command line: SSI + gradient matching on generator scenes."""
+    from .losses import LossConfig
+
     w, h = (int(v) for v in args.size.split("x"))
     cache = f",cache={args.cache}" if args.cache else ""
     data = f"tabletop:n={args.scenes},size={w}x{h},seed=0,workers={args.threads}{cache}"
@@ -121,21 +142,26 @@ def main(argv: list[str] | None = None) -> int:
                          lr=args.lr, holdout=16, eval_every=300, checkpoint_every=300, seed=0,
                          threads=args.threads, resume=args.resume, progress=not args.quiet,
                          loss=LossConfig(mode="ssi", alpha=0.5, beta=0.0))
-    result = train(config)
-    print(result.summary(), file=sys.stderr)
+    return Recipe(args, w, h, data, config)
 
-    from .train import make_trainee
 
-    trainee = make_trainee("student", result.model_path)
-    net = trainee.net
-    predict = make_predictor(trainee)
-    # calibration on training scenes (never the evaluation seeds)
-    scenes = TabletopDataset(n=args.scenes, width=w, height=h, cache_dir=args.cache)
+def calibrate(net: Any, predict: Any, recipe: Recipe) -> tuple[float, float]:
+    """Fold the global output affine in, fitted on 64 training scenes (never the evaluation seeds)."""
+    from .sources import TabletopDataset
+    from .student import calibrate_output
+
+    scenes = TabletopDataset(n=recipe.args.scenes, width=recipe.width, height=recipe.height,
+                             cache_dir=recipe.args.cache)
     idx = np.unique(np.linspace(0, len(scenes) - 1, 64).astype(int))
     preds = [predict(scenes[int(i)].rgb) for i in idx]
     invs = [1.0 / scenes.depth[int(i)].astype(np.float32) for i in idx]
-    a, b = calibrate_output(net, preds, invs)
+    return calibrate_output(net, preds, invs)
 
+
+def evaluate_all(predict: Any, recipe: Recipe) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The model card's numbers: held-out generator scenes at the training size (oracle and sparse
+    fit) and at 640x480, and the real-image domain gap (None without scikit-image)."""
+    args, w, h = recipe.args, recipe.width, recipe.height
     if args.eval_scenes < 1:
         raise SystemExit("--eval-scenes must be >= 1: the model card reports held-out numbers")
     metrics = {
@@ -148,21 +174,25 @@ def main(argv: list[str] | None = None) -> int:
         real: dict[str, Any] | None = evaluate_real(predict)
     except ImportError:  # scikit-image absent: no real image to measure the domain gap on
         real = None
-    wall_min = (time.perf_counter() - t_start) / 60
-    install = Path(args.install)
-    weights = save_student(net, install / DEFAULT_WEIGHTS, name=DEFAULT_NAME, extra={
-        "domain": "synthetic tabletop generator (depth_perception.scene); not trained on real images",
-        "abs_rel_aligned": str(metrics["train_size"]["abs_rel"]),
-        "delta1_aligned": str(metrics["train_size"]["delta1"]),
-    })
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    card = {
+    return metrics, real
+
+
+def model_card(net: Any, weights: Path, recipe: Recipe, measured: Measured) -> dict[str, Any]:
+    """The card that ships next to the weights: file, architecture, input, output, domain, training
+    and evaluation."""
+    import torch
+
+    from ..depth.student import DEFAULT_NAME, DEFAULT_WEIGHTS
+
+    args, metrics = recipe.args, measured.metrics
+    a, b = measured.calibration
+    return {
         "name": DEFAULT_NAME,
         "file": DEFAULT_WEIGHTS,
-        "sha256": sha,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "bytes": weights.stat().st_size,
         "parameters": int(sum(p.numel() for p in net.parameters())),
-        "architecture": "depth_perception.training.student.StudentDepthNet (own compact CNN: residual encoder "
+        "architecture": "depth_perception.depth.student.StudentDepthNet (own compact CNN: residual encoder "
                         "to 1/16, global context, U-Net decoder)",
         "config": json.loads(net.config.to_json()),
         "input": {"resize": "shorter side to input_size, both sides rounded to patch_multiple",
@@ -178,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
                   "poor depth on real images. It is the offline default so that `predict` and `demo` work "
                   "without downloads; for real robots use a Depth Anything V2 / DPT model or distil one into "
                   "a student on your own images (`depth-perception distill`).",
-        "training": {"data": data, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                     "loss": asdict(config.loss), "augmentation": "scale 1.0-1.25 + crop, h-flip, colour jitter",
-                     "threads": args.threads, "training_minutes": round(result.seconds / 60, 1),
-                     "wall_clock_minutes_this_invocation": round(wall_min, 1), "resumed": args.resume,
+        "training": {"data": recipe.data, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                     "loss": asdict(recipe.config.loss),
+                     "augmentation": "scale 1.0-1.25 + crop, h-flip, colour jitter",
+                     "threads": args.threads, "training_minutes": round(measured.training_minutes, 1),
+                     "wall_clock_minutes_this_invocation": round(measured.wall_minutes, 1), "resumed": args.resume,
                      "torch": torch.__version__,
                      "command": "scripts/train_default_model.sh"},
         "evaluation": {"protocol": "held-out generator seeds %d.. (never trained on); per-image oracle "
@@ -189,13 +220,53 @@ def main(argv: list[str] | None = None) -> int:
                                    "then AbsRel and delta1 (< 1.25) over valid pixels, averaged over images"
                                    % EVAL_SEED,
                        **metrics,
-                       "real_image_domain_gap": real},
+                       "real_image_domain_gap": measured.real},
         "licence": "Apache-2.0 (weights produced by this project's own script from its own generator)",
     }
-    (install / DEFAULT_CARD).write_text(json.dumps(card, indent=2) + "\n")
+
+
+def install(net: Any, recipe: Recipe, measured: Measured) -> tuple[Path, dict[str, Any]]:
+    """Write the weights and their model card into ``--install``; (weights path, card)."""
+    from ..depth.student import DEFAULT_NAME, DEFAULT_WEIGHTS
+    from .student import DEFAULT_CARD, save_student
+
+    folder = Path(recipe.args.install)
+    weights = save_student(net, folder / DEFAULT_WEIGHTS, name=DEFAULT_NAME, extra={
+        "domain": "synthetic tabletop generator (depth_perception.scene); not trained on real images",
+        "abs_rel_aligned": str(measured.metrics["train_size"]["abs_rel"]),
+        "delta1_aligned": str(measured.metrics["train_size"]["delta1"]),
+    })
+    card = model_card(net, weights, recipe, measured)
+    (folder / DEFAULT_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return weights, card
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from .evaluation import make_predictor
+    from .student import parameter_bytes
+    from .train import train
+    from .trainee import make_trainee
+
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    recipe = make_recipe(args)
+    result = train(recipe.config)
+    print(result.summary(), file=sys.stderr)
+
+    trainee = make_trainee("student", result.model_path)
+    net = trainee.net
+    predict = make_predictor(trainee)
+    calibration = calibrate(net, predict, recipe)
+    metrics, real = evaluate_all(predict, recipe)
+    measured = Measured(calibration, metrics, real, result.seconds / 60, (time.perf_counter() - t_start) / 60)
+    weights, card = install(net, recipe, measured)
     print(json.dumps({"weights": str(weights), "bytes": card["bytes"], "parameters": card["parameters"],
-                      "evaluation": metrics, "real_image": real, "training_minutes": round(result.seconds / 60, 1),
-                      "wall_clock_minutes": round(wall_min, 1)}, indent=2))
+                      "evaluation": metrics, "real_image": real,
+                      "training_minutes": round(measured.training_minutes, 1),
+                      "wall_clock_minutes": round(measured.wall_minutes, 1)}, indent=2))
     print(f"parameter bytes {parameter_bytes(net)}", file=sys.stderr)
     return 0
 

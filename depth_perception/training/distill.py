@@ -19,19 +19,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .data import Augment, DataError, DepthDataset, TrainingView, open_dataset, split
+from .config import TrainConfig, TrainingError
+from .dataset import DataError, DepthDataset, split
+from .evaluation import EvalSummary, evaluate, make_predictor
+from .loop import LossFn, run_training
 from .losses import LossConfig, LossTerms, depth_loss, ssi_loss
-from .train import (
-    EvalSummary,
-    TrainConfig,
-    TrainingError,
-    Trainee,
-    default_crop,
-    evaluate,
-    make_predictor,
-    make_trainee,
-    run_training,
-)
+from .sources import open_dataset
+from .trainee import Trainee, default_crop, make_trainee
+from .view import Augment, TrainingView
 
 
 @dataclass
@@ -91,7 +86,9 @@ def sparse_targets(dataset: DepthDataset, n: int, seed: int = 0) -> list[np.ndar
     return out
 
 
-def distill_loss(config: DistillConfig) -> Callable[[Trainee, dict[str, Any], Any], LossTerms]:
+def distill_loss(config: DistillConfig) -> LossFn:
+    """SSI + gradient matching against the pseudo-labels, plus SSI against the sparse samples' inverse
+    depth when the batch has them."""
     loss_cfg = LossConfig(mode="ssi", alpha=config.train.loss.alpha, beta=0.0, scales=config.train.loss.scales)
 
     def loss(trainee: Trainee, batch: dict[str, Any], pred: Any) -> LossTerms:
@@ -166,11 +163,14 @@ def distill(config: DistillConfig, log: Callable[[str], None] | None = None) -> 
     held_labels, teacher_ms = pseudo_label(teacher, held, tc.progress, desc="teacher (held out)")
     trainee = make_trainee(config.student, config.student_weights, tc.seed)
     crop = tc.crop_hw or default_crop(trainee)
-    extras: dict[str, Sequence[np.ndarray]] | None = {"sparse": sparse_targets(train_set, config.sparse_points, tc.seed)} if config.sparse_points > 0 else None
+    extras: dict[str, Sequence[np.ndarray]] | None = None
+    if config.sparse_points > 0:
+        extras = {"sparse": sparse_targets(train_set, config.sparse_points, tc.seed)}
     view = TrainingView(train_set, crop, trainee.mean, trainee.std, Augment() if tc.augment else None,
                         seed=tc.seed, targets=labels, extras=extras)
-    log(f"distilling {config.teacher} into {trainee.name} on {len(train_set)} images "
-        f"({len(held)} held out){'; sparse metric supervision: %d points/image' % config.sparse_points if config.sparse_points else ''}")
+    sparse_note = f"; sparse metric supervision: {config.sparse_points} points/image" if config.sparse_points else ""
+    log(f"distilling {config.teacher} into {trainee.name} on {len(train_set)} images ({len(held)} held out)"
+        f"{sparse_note}")
     predict = make_predictor(trainee)
     eval_fn = (lambda: evaluate(predict, "relative_inverse", held)) if held.has_depth else None
     result = run_training(trainee, view, tc, distill_loss(config), eval_fn, log,

@@ -137,7 +137,7 @@ def test_failed_atomic_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeyp
     def boom(*_args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ec.os, fail_in, boom)
+    monkeypatch.setattr(os, fail_in, boom)
     with pytest.raises(OSError, match="disk full"):
         ec.atomic_write_bytes(target, b"half-written new engine")
     assert target.read_bytes() == b"old engine"

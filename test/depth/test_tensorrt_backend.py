@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import configparser
 import importlib.util
 import logging
 import os
@@ -24,8 +25,10 @@ import pytest
 
 from depth_perception.depth import engine_cache as ec
 from depth_perception.depth import tensorrt_backend as tb
-from depth_perception.depth import trt_commands as tc
+from depth_perception.depth import tensorrt_engines as te
+from depth_perception.depth import tensorrt_import as ti
 from depth_perception.depth.engine_cache import ShapeProfile
+from depth_perception.depth.zoo import IMAGENET_MEAN, IMAGENET_STD
 from onnx_helpers import tiny_depth_onnx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,14 +91,33 @@ def test_mypy_against_tensorrt_stubs(tmp_path):
             pytest.skip(f"{module} is not installed")
     stubs = write_patched_tensorrt_stubs(tmp_path / "stubs")
     env = dict(os.environ, MYPYPATH=str(stubs))
-    proc = subprocess.run(
+    proc = subprocess.run(  # no paths given: mypy checks the `files` of mypy-trt.ini
         [sys.executable, "-m", "mypy", "--config-file", str(REPO / "mypy-trt.ini"),
-         "--cache-dir", str(tmp_path / "mypy-cache"),
-         "depth_perception/depth/tensorrt_backend.py", "depth_perception/depth/engine_cache.py",
-         "depth_perception/depth/trt_commands.py",
-         "depth_perception/segmentation/sam_tensorrt.py"],
+         "--cache-dir", str(tmp_path / "mypy-cache")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"in {len(mypy_checked_files())} source files" in proc.stdout, proc.stdout
+
+
+def mypy_checked_files() -> list[str]:
+    """The ``files`` of mypy-trt.ini: what the type check above covers."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "mypy-trt.ini", encoding="utf-8")
+    return [f.strip() for f in config["mypy"]["files"].split(",") if f.strip()]
+
+
+# A module touches TensorRT when it imports it, or takes the lazy ``trt`` stand-in.
+_USES_TENSORRT = re.compile(r"^\s*(import tensorrt\b|from \S*tensorrt_import import .*\btrt\b)",
+                            re.MULTILINE)
+
+
+def test_mypy_covers_every_tensorrt_module():
+    checked = set(mypy_checked_files())
+    assert all((REPO / f).is_file() for f in checked), sorted(checked)
+    touching = {p.relative_to(REPO).as_posix() for p in (REPO / "depth_perception").rglob("*.py")
+                if _USES_TENSORRT.search(p.read_text(encoding="utf-8"))}
+    assert "depth_perception/depth/tensorrt_runtime.py" in touching  # the pattern still matches
+    assert touching <= checked, f"add to mypy-trt.ini's files: {sorted(touching - checked)}"
 
 
 def test_mypy_sees_real_tensorrt_types(tmp_path):
@@ -123,9 +145,10 @@ def test_mypy_sees_real_tensorrt_types(tmp_path):
 
 
 def test_modules_import_without_torch_or_tensorrt():
+    files = [f for f in mypy_checked_files() if f.startswith("depth_perception/depth/")]
+    modules = [f.removesuffix(".py").replace("/", ".") for f in files] + ["depth_perception.cli.engine"]
     code = ("import sys, depth_perception.depth as d; before = set(sys.modules); "
-            "import depth_perception.depth.tensorrt_backend, depth_perception.depth.engine_cache, "
-            "depth_perception.depth.trt_commands; "
+            f"import {', '.join(modules)}; "
             "print(sorted(m for m in set(sys.modules) - before "
             "if m.split('.')[0] in ('torch', 'tensorrt', 'onnxruntime', 'onnx', 'cv2')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -303,11 +326,11 @@ def use_fake_tensorrt(monkeypatch):
     def install(*args, **kwargs):
         module = fake_tensorrt(*args, **kwargs)
         monkeypatch.setitem(sys.modules, "tensorrt", module)
-        tb._tensorrt_logger.cache_clear()
+        ti.tensorrt_logger.cache_clear()
         return module
 
     yield install
-    tb._tensorrt_logger.cache_clear()  # never keep a stand-in logger for real use
+    ti.tensorrt_logger.cache_clear()  # never keep a stand-in logger for real use
 
 
 def _names(calls, prefix):
@@ -379,80 +402,21 @@ def test_static_onnx_and_further_inputs(use_fake_tensorrt):
 
 
 # --------------------------------------------------------------------------------------------------
-# build-engine command line
-
-
-def _parse(*argv):
-    parser = argparse.ArgumentParser(prog="depth-perception")
-    tc.add_build_engine_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["build-engine", *argv])
-
-
-def test_build_engine_arguments_make_a_request():
-    req = tc.request_from_args(_parse("--onnx", "m.onnx", "--fp16", "--min", "266x266", "--opt",
-                                      "518x518", "--max", "784x1036", "--workspace", "2048",
-                                      "--output", "m.engine"))
-    assert req.precision == "fp16" and req.workspace_mb == 2048
-    assert req.profile == ShapeProfile((266, 266), (518, 518), (784, 1036))
-    assert req.output == Path("m.engine") and req.validate and req.calib_dir is None
-
-
-def test_build_engine_defaults_are_a_fixed_518_fp32_profile():
-    req = tc.request_from_args(_parse("--onnx", "m.onnx"))
-    assert req.precision == "fp32" and req.profile == ShapeProfile.fixed(518, 518)
-    req = tc.request_from_args(_parse("--onnx", "m.onnx", "--opt", "364x644", "--int8",
-                                      "--calib", "frames/", "--no-validate"))
-    assert req.precision == "int8" and req.profile == ShapeProfile.fixed(364, 644)
-    assert req.calib_dir == Path("frames") and not req.validate
-
-
-@pytest.mark.parametrize("size", ["518", "518x", "0x518", "big"])
-def test_build_engine_rejects_bad_sizes(size, capsys):
-    if size == "518":  # a single number is a square size
-        assert _parse("--onnx", "m", "--opt", size).opt_hw == (518, 518)
-        return
-    with pytest.raises(SystemExit) as exit_:
-        _parse("--onnx", "m", "--max", size)
-    assert exit_.value.code == 2
-    assert "--max: bad size" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("argv,message", [
-    (["--int8"], "--int8 needs --calib DIR"),
-    (["--calib", "frames"], "--calib is only used with --int8"),
-    (["--min", "600x600", "--opt", "518x518"], "--min/--opt/--max: .*height needs min <= opt"),
-    (["--workspace", "0"], "--workspace must be > 0"),
-    (["--tolerance", "0"], "--tolerance must be > 0"),
-])
-def test_build_engine_rejects_bad_combinations(argv, message):
-    with pytest.raises(ValueError, match=message):
-        tc.request_from_args(_parse("--onnx", "m.onnx", *argv))
-
-
-def test_build_engine_without_tensorrt_is_one_clear_error(monkeypatch, tmp_path):
-    _no_real_tensorrt()
-    from depth_perception.cli import CliError
-
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"onnx")
-    with pytest.raises(CliError, match="TensorRT is not usable here"):
-        tc.cmd_build_engine(_parse("--onnx", str(model), "--cache-dir", str(tmp_path / "c")))
-    with pytest.raises(CliError, match="no such file"):
-        tc.cmd_build_engine(_parse("--onnx", str(tmp_path / "absent.onnx")))
+# The default int8 calibration pre-processing
 
 
 def test_default_calibration_preprocessing_keeps_aspect_and_normalises():
     skimage_data = pytest.importorskip("skimage.data")
     rgb = skimage_data.astronaut()  # 512 x 512
-    x = tc.imagenet_preprocess(rgb, (364, 644))
+    x = tb.imagenet_preprocess(rgb, (364, 644))
     assert x.shape == (1, 3, 364, 644) and x.dtype == np.float32 and x.flags.c_contiguous
     gray = np.full((240, 320, 3), 124, np.uint8)
-    y = tc.imagenet_preprocess(gray, (112, 112))
-    expected = (124 / 255 - tc.IMAGENET_MEAN) / tc.IMAGENET_STD
+    y = tb.imagenet_preprocess(gray, (112, 112))
+    mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
+    expected = (124 / 255 - mean) / std
     np.testing.assert_allclose(y[0, :, 50, 50], expected, atol=1e-5)
     # Cover + centre crop: the astronaut's middle row stays in the middle, unsquashed.
-    assert abs(x[0, 0, 182].mean() - tc.imagenet_preprocess(rgb, (644, 644))[0, 0, 322].mean()) < 0.1
+    assert abs(x[0, 0, 182].mean() - tb.imagenet_preprocess(rgb, (644, 644))[0, 0, 322].mean()) < 0.1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -573,12 +537,12 @@ def test_engine_file_loads_directly_and_close_is_idempotent(gpu_model):
 @pytest.mark.gpu
 def test_engine_that_disagrees_is_refused_and_not_cached(gpu_model, tmp_path, monkeypatch):
     _, model, _, _ = gpu_model
-    real_validate = tb.validate_engine
+    real_validate = te.validate_engine
 
     def engine_with_wrong_depth(run, *args, **kwargs):  # what peers' broken engines do
         return real_validate(lambda x: run(x) * 1.5, *args, **kwargs)
 
-    monkeypatch.setattr(tb, "validate_engine", engine_with_wrong_depth)
+    monkeypatch.setattr(te, "validate_engine", engine_with_wrong_depth)
     with pytest.raises(ec.EngineValidationError, match=r"refusing to use it: worst input 1x3x\d+x\d+: "
                                                        "relative error"):
         tb.TensorRTBackend(model, precision="fp16", profile=GPU_PROFILE, cache_dir=tmp_path)
@@ -595,7 +559,7 @@ def test_int8_engine_from_calibration_images(gpu_model, tmp_path):
     calib.mkdir()
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         cv2.imwrite(str(calib / f"{name}.png"), getattr(skimage_data, name)()[..., ::-1])
-    calibration = tb.CalibrationData(calib, tc.imagenet_preprocess, tc.IMAGENET_PREPROCESS_ID)
+    calibration = tb.CalibrationData(calib, tb.imagenet_preprocess, tb.IMAGENET_PREPROCESS_ID)
     with tb.TensorRTBackend(model, precision="int8", profile=GPU_PROFILE, cache_dir=tmp_path,
                             calibration=calibration, tolerance=0.3) as trt:
         assert trt.artifact.report.ok

@@ -15,13 +15,18 @@ import numpy as np
 import pytest
 
 from depth_perception.camera import CameraModel, Roi
+from depth_perception.ros.clouds import (
+    cloud_to_array,
+    cloud_to_xyz,
+    points_to_cloud,
+    points_to_clouds,
+    unpack_rgb,
+)
 from depth_perception.ros.messages import (
     IMAGE_ENCODINGS,
     MessageError,
     MessageTypes,
     camera_info_to_model,
-    cloud_to_array,
-    cloud_to_xyz,
     compressed_to_rgb,
     depth_to_image,
     image_to_depth,
@@ -30,13 +35,10 @@ from depth_perception.ros.messages import (
     make_header,
     model_to_camera_info,
     numpy_to_image,
-    points_to_cloud,
-    points_to_clouds,
     rgb_to_compressed,
     rosbags_types,
     rclpy_types,
     stamp_to_ns,
-    unpack_rgb,
 )
 from consumers import read_cloud, read_depth_m, read_image
 

@@ -13,6 +13,7 @@ import pytest
 
 from depth_perception.camera import CameraModel
 from depth_perception.regions import Verdict, extract_regions, label_image, scene_cloud
+from depth_perception.ros import clouds as C
 from depth_perception.ros import messages as M
 from depth_perception.ros import region_messages as RM
 from depth_perception.scene import generate_tabletop
@@ -61,7 +62,7 @@ def check_array(msg, regions, stamp_ns: int, frame_id: str) -> None:
         assert (m.verdict, m.graspable, m.point_count) == (int(r.verdict), r.graspable, r.point_count)
         assert (m.roi.x_offset, m.roi.y_offset, m.roi.width, m.roi.height) == r.roi
         assert m.depth_source == "stereo" and np.isclose(m.depth_confidence, 0.75)
-        xyz = M.cloud_to_xyz(m.cloud).reshape(-1, 3)
+        xyz = C.cloud_to_xyz(m.cloud).reshape(-1, 3)
         assert np.array_equal(xyz, r.points)
         if r.point_count == 0:
             assert r.verdict == Verdict.TOO_FEW_POINTS and np.isnan(m.centroid.x)
@@ -117,15 +118,15 @@ def test_region_cloud_label_image_and_scene_cloud(scene_regions, rosbags):
     scene, pts, regions = scene_regions
     types, _, _ = rosbags
     header = M.make_header(types, 7, "cam")
-    cloud = M.cloud_to_array(RM.regions_cloud_msg(types, regions, header))
+    cloud = C.cloud_to_array(RM.regions_cloud_msg(types, regions, header))
     assert cloud.shape == (1, sum(r.point_count for r in regions))
     assert set(np.unique(cloud["label"])) == {r.id for r in regions if r.point_count}
     image = RM.label_image_msg(types, regions, scene.depth_m.shape, header)
     assert image.encoding == "16UC1"
     assert np.array_equal(M.image_to_numpy(image), label_image(regions, scene.depth_m.shape))
     cloud = scene_cloud(pts, scene.rgb, scene.instance_mask, stride=2)
-    organised = M.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb, label=cloud.label)
-    arr = M.cloud_to_array(organised)
+    organised = C.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb, label=cloud.label)
+    arr = C.cloud_to_array(organised)
     assert arr.shape == (120, 160) and (organised.height, organised.width) == (120, 160)
     assert np.array_equal(arr["label"], scene.instance_mask[::2, ::2])
     assert np.array_equal(arr["z"], pts[::2, ::2, 2], equal_nan=True)
@@ -133,7 +134,7 @@ def test_region_cloud_label_image_and_scene_cloud(scene_regions, rosbags):
 
 def _per_field_cloud_bytes(xyz, rgb=None, label=None) -> bytes:
     """The straightforward layout: a zeroed structured array filled field by field."""
-    out = np.zeros(xyz.shape[:-1], dtype=M.cloud_dtype(rgb is not None, label is not None))
+    out = np.zeros(xyz.shape[:-1], dtype=C.cloud_dtype(rgb is not None, label is not None))
     out["x"], out["y"], out["z"] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
     if rgb is not None:
         c = rgb.astype(np.uint32)
@@ -155,19 +156,19 @@ def test_cloud_bytes_match_a_per_field_build(scene_regions, rosbags, fields):
     holes = pts.copy()
     holes[5:9, 7:40] = np.nan  # no depth there
     for xyz, dense in ((holes, False), (pts, True)):
-        msg = M.points_to_cloud(types, xyz, header, rgb=rgb, label=label)
+        msg = C.points_to_cloud(types, xyz, header, rgb=rgb, label=label)
         assert bytes(msg.data) == _per_field_cloud_bytes(xyz, rgb, label)
         assert msg.is_dense is dense
     r = max(regions, key=lambda r: r.point_count)  # an unorganised cloud (Nx3)
     colours = r.colors if rgb is not None else None
     ids = np.full(r.point_count, r.id) if label is not None else None  # int64 ids: cast to uint16
-    small = M.points_to_cloud(types, r.points, header, rgb=colours, label=ids)
+    small = C.points_to_cloud(types, r.points, header, rgb=colours, label=ids)
     assert bytes(small.data) == _per_field_cloud_bytes(r.points, colours, ids)
     assert small.is_dense is True
     # the message owns its bytes: changing the input afterwards changes nothing
     before = bytes(small.data)
     points = r.points.copy()
-    again = M.points_to_cloud(types, points, header)
+    again = C.points_to_cloud(types, points, header)
     points[:] = 0
     assert bytes(again.data) == _per_field_cloud_bytes(r.points) and bytes(small.data) == before
 

@@ -8,8 +8,10 @@ import pytest
 from seg_helpers import tabletop
 
 from depth_perception.camera import CameraModel
+from depth_perception.regions import RegionError, RegionParams
+from depth_perception.regions.cleaning import depth_edges_at, erode_labels
 from depth_perception.segmentation import Segmentation, SegmentationError
-from depth_perception.segmentation.fusion import FusionParams, depth_edges, erode_labels, fuse_masks
+from depth_perception.segmentation.fusion import fuse_masks
 
 
 def _cloud(scene, depth_m):
@@ -50,7 +52,7 @@ def test_fusion_removes_flying_pixels_and_keeps_the_true_surface():
     assert (kept & flying).sum() <= 0.01 * (flying & (masks > 0)).sum()
     assert np.abs(depth - scene.depth_m)[kept].max() <= 0.03
     # kept pixels are their own object's, except table pixels touching an object's foot (continuous
-    # with it in 3-D; regions.py drops points within its plane margin)
+    # with it in 3-D; without a support plane the pass has no plane margin to drop them by)
     other = kept & (out != scene.instance_mask)
     assert scene.table_mask[other].all() and other.sum() < 0.05 * kept.sum()
     # the true surface stays: most of each object's interior is kept
@@ -85,7 +87,7 @@ def test_small_mask_is_kept_uneroded_and_tiny_or_depthless_masks_are_dropped_wit
     labels[50:70, 200:220] = 3
     holes = points.copy()
     holes[50:70, 200:220] = np.nan
-    res = fuse_masks(Segmentation(labels, names={1: "a", 2: "b", 3: "c"}), holes, FusionParams(min_pixels=30))
+    res = fuse_masks(Segmentation(labels, names={1: "a", 2: "b", 3: "c"}), holes, RegionParams(min_pixels=30))
     assert (res.segmentation.labels == 1).sum() > 30
     assert res.dropped.keys() == {2, 3} and "valid depth" in res.dropped[3]
     assert "'b' dropped" in res.segmentation.message
@@ -101,16 +103,19 @@ def test_erosion_removes_borders_between_labels_too():
 
 
 def test_depth_edges_mark_both_sides_of_a_jump_only():
-    z = np.ones((10, 10), np.float32)
-    z[:, 5:] = 2.0
-    e = depth_edges(z, 0.01, 8.0, 1e-3)
+    pts = np.zeros((10, 10, 3), np.float32)
+    pts[..., 2] = 1.0
+    pts[:, 5:, 2] = 2.0
+    pixel = np.arange(100)
+    e = depth_edges_at(pts, pixel, pts[..., 2].ravel(), 1e-3, RegionParams(edge_jump_m=0.01, edge_jump_px=8.0))
+    e = e.reshape(10, 10)
     assert e[:, 4].all() and e[:, 5].all() and not e[:, :4].any() and not e[:, 6:].any()
 
 
 def test_bad_input():
     with pytest.raises(SegmentationError, match="masks are 4x4"):
         fuse_masks(Segmentation(np.zeros((4, 4), np.uint16)), np.zeros((5, 4, 3), np.float32))
-    with pytest.raises(SegmentationError, match="erosion_px"):
-        FusionParams(erosion_px=-1)
+    with pytest.raises(RegionError, match="erosion_px"):
+        RegionParams(erosion_px=-1)
     empty = fuse_masks(Segmentation(np.zeros((4, 4), np.uint16)), np.zeros((4, 4, 3), np.float32))
     assert len(empty.segmentation) == 0

@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 
 from depth_perception.scene import generate_tabletop
-from depth_perception.training.data import (
-    Augment,
-    BagDataset,
-    DataError,
-    FolderDataset,
-    TabletopDataset,
-    TrainingView,
-    depth_from_array,
-    open_dataset,
-    split,
-)
+from depth_perception.training.dataset import DataError, depth_from_array, split
+from depth_perception.training.sources import BagDataset, FolderDataset, TabletopDataset, open_dataset
+from depth_perception.training.view import Augment, TrainingView
 
 SCENES = [generate_tabletop(seed=s, width=64, height=48) for s in range(3)]
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -133,12 +125,12 @@ def test_tabletop_is_rendered_once_then_read_from_the_cache(tmp_path, monkeypatc
     assert np.allclose(ds[1].depth_m[ok], ref.depth_m[ok], rtol=1e-3)  # float16 storage
     assert list((tmp_path / "64x48").glob("*.npz"))
 
-    import depth_perception.training.data as data
+    import depth_perception.training.sources as sources
 
     def boom(*a, **k):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(data, "_render_chunk", boom)
+    monkeypatch.setattr(sources, "_render_chunk", boom)
     again = open_dataset(f"tabletop:n=3,size=64x48,seed=1,cache={tmp_path}")
     assert np.array_equal(again.rgb, ds.rgb)
 

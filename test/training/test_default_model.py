@@ -11,14 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from depth_perception.training import default_model  # noqa: E402
-from depth_perception.training.student import (  # noqa: E402
+from depth_perception.depth.student import (  # noqa: E402
     OUTPUT_KIND,
-    default_card_path,
     default_weights_path,
     load_student,
     student_info,
-    student_spec,
 )
+from depth_perception.depth.zoo import student_spec  # noqa: E402
+from depth_perception.training.student import default_card_path  # noqa: E402
 
 
 def test_the_recipe_trains_evaluates_and_installs_weights_with_a_card(tmp_path, capsys):
@@ -58,7 +58,7 @@ def test_the_bundled_student_sees_depth_in_unseen_generator_scenes():
     from depth_perception.depth.processing import postprocess, preprocess
     from depth_perception.metrics import depth_metrics
     from depth_perception.scene import generate_tabletop
-    from depth_perception.training.train import aligned_depth
+    from depth_perception.training.evaluation import aligned_depth
 
     net = load_student()
     spec = student_spec()

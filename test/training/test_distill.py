@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from depth_perception.training.commands import add_distill_parser, cmd_distill  # noqa: E402
+from depth_perception.cli.training import add_distill_parser, cmd_distill  # noqa: E402
+from depth_perception.depth.student import load_student  # noqa: E402
 from depth_perception.training.distill import DistillConfig, distill, teacher_to_inverse  # noqa: E402
-from depth_perception.training.student import load_student  # noqa: E402
-from depth_perception.training.train import TrainConfig, TrainingError  # noqa: E402
+from depth_perception.training.config import TrainConfig, TrainingError  # noqa: E402
 
 
 def test_a_tiny_teacher_teaches_a_tiny_student_with_sparse_metric_supervision(tmp_path):

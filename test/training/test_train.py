@@ -10,19 +10,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from depth_perception.cli.training import add_train_parser, cmd_train  # noqa: E402
+from depth_perception.depth.student import load_student, student_info  # noqa: E402
 from depth_perception.scene import generate_tabletop  # noqa: E402
-from depth_perception.training.commands import add_train_parser, cmd_train  # noqa: E402
 from depth_perception.training.losses import LossConfig  # noqa: E402
-from depth_perception.training.student import load_student, student_info  # noqa: E402
-from depth_perception.training.train import (  # noqa: E402
-    TrainConfig,
-    TrainingError,
-    aligned_depth,
-    latest_checkpoint,
-    learning_rate,
-    plot_curves,
-    train,
-)
+from depth_perception.training.checkpoints import latest_checkpoint  # noqa: E402
+from depth_perception.training.config import TrainConfig, TrainingError  # noqa: E402
+from depth_perception.training.evaluation import aligned_depth  # noqa: E402
+from depth_perception.training.history import plot_curves  # noqa: E402
+from depth_perception.training.loop import learning_rate  # noqa: E402
+from depth_perception.training.train import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@
     depth-perception build-engine --onnx model.onnx [--fp16] [--int8 --calib DIR]
         [--min HxW --opt HxW --max HxW] [--output PATH] [--workspace MB]
 
-For ``cli.py``: ``add_build_engine_parser(sub)`` adds the sub-command and ``cmd_build_engine(args)``
-runs it (pass the estimator's pre-processing as ``preprocess`` so int8 calibration sees the same
-inputs as inference). Both import nothing heavy until the command runs.
+``add_build_engine_parser(sub)`` adds the sub-command and ``cmd_build_engine(args)`` runs it (pass
+the estimator's pre-processing as ``preprocess`` so int8 calibration sees the same inputs as
+inference; the default is :func:`depth_perception.depth.tensorrt_backend.imagenet_preprocess`).
+Both import nothing heavy until the command runs.
 """
 
 from __future__ import annotations
@@ -17,18 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from . import zoo
-from .engine_cache import DEFAULT_TOLERANCE, ShapeProfile, format_hw, parse_hw
+from ..depth.engine_cache import DEFAULT_TOLERANCE, ShapeProfile, format_hw, parse_hw
+from .errors import CliError
 
 if TYPE_CHECKING:
-    from .tensorrt_backend import Precision, PreprocessFn
+    from ..depth.tensorrt_backend import Precision, PreprocessFn
 
 DEFAULT_OPT_HW = (518, 518)
-IMAGENET_MEAN = np.asarray(zoo.IMAGENET_MEAN, dtype=np.float32)
-IMAGENET_STD = np.asarray(zoo.IMAGENET_STD, dtype=np.float32)
-IMAGENET_PREPROCESS_ID = "imagenet-cover-crop-v1"
 
 
 def hw_arg(text: str) -> tuple[int, int]:
@@ -124,26 +120,6 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         tolerance=args.tolerance, rebuild=args.rebuild)
 
 
-def imagenet_preprocess(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """HxWx3 uint8 RGB -> float32 1 x 3 x H x W: resize to cover ``size_hw`` keeping the aspect,
-    centre crop, ImageNet mean/std (Depth Anything's normalisation). The calibration default when
-    no estimator pre-processing is passed in."""
-    import cv2
-
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
-    out_h, out_w = size_hw
-    h, w = rgb.shape[:2]
-    scale = max(out_h / h, out_w / w)
-    new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
-    resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1
-                         else cv2.INTER_CUBIC)
-    top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
-    crop = resized[top:top + out_h, left:left + out_w].astype(np.float32) / 255.0
-    normed = (crop - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(normed.transpose(2, 0, 1)[None], dtype=np.float32)
-
-
 def _console_logging() -> None:
     """Show the backend's progress lines (building..., built in ...) when nothing else logs."""
     root = logging.getLogger()
@@ -157,8 +133,13 @@ def _console_logging() -> None:
 def cmd_build_engine(args: argparse.Namespace, preprocess: PreprocessFn | None = None,
                      preprocess_id: str | None = None) -> int:
     """Run ``build-engine``. Errors a user can fix are raised as ``ValueError`` or ``CliError``."""
-    from ..cli import CliError
-    from .tensorrt_backend import CalibrationData, TensorRTUnavailableError, ensure_engine
+    from ..depth.tensorrt_backend import (
+        IMAGENET_PREPROCESS_ID,
+        CalibrationData,
+        TensorRTUnavailableError,
+        ensure_engine,
+        imagenet_preprocess,
+    )
 
     req = request_from_args(args)
     if not req.onnx.is_file():

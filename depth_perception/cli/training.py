@@ -1,9 +1,5 @@
-"""``depth-perception train`` and ``depth-perception distill``. cli.py wires these in:
-
-    from .training.commands import add_train_parser, add_distill_parser, cmd_train, cmd_distill
-    add_train_parser(sub); add_distill_parser(sub)
-    COMMANDS.update(train=cmd_train, distill=cmd_distill)
-"""
+"""``depth-perception train`` (train or fine-tune a depth model) and ``depth-perception distill``
+(a student on a teacher's pseudo-labels), over :mod:`depth_perception.training`."""
 
 from __future__ import annotations
 
@@ -94,8 +90,8 @@ def add_distill_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
 
 def _train_config(args: argparse.Namespace, model: str, weights: str | None, data: str, beta: float = 0.0,
                   metric: bool = False, holdout: int = 16):
-    from .losses import LossConfig
-    from .train import TrainConfig
+    from ..training.losses import LossConfig
+    from ..training.config import TrainConfig
 
     return TrainConfig(
         model=model, weights=weights, data=data, out=args.out, steps=args.steps, batch_size=args.batch_size,
@@ -108,7 +104,7 @@ def _train_config(args: argparse.Namespace, model: str, weights: str | None, dat
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from ..training.train import train
 
     config = _train_config(args, args.model, args.weights, args.data, beta=args.beta, metric=args.metric,
                            holdout=args.holdout)
@@ -119,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from .distill import DistillConfig, distill
+    from ..training.distill import DistillConfig, distill
 
     tc = _train_config(args, args.student, args.student_weights, args.images, holdout=args.holdout)
     config = DistillConfig(

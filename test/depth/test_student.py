@@ -7,18 +7,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from depth_perception.training.student import (  # noqa: E402
+from depth_perception.depth.student import (  # noqa: E402
     OUTPUT_KIND,
     PRESETS,
     StudentConfig,
     StudentWeightsError,
     build_student,
-    calibrate_output,
     load_student,
+    student_info,
+)
+from depth_perception.depth.zoo import student_spec  # noqa: E402
+from depth_perception.training.student import (  # noqa: E402
+    calibrate_output,
     parameter_bytes,
     save_student,
-    student_info,
-    student_spec,
 )
 
 

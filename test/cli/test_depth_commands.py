@@ -1,4 +1,5 @@
-"""The depth engine's subcommands (`models`, `export`) through a real argparse parser."""
+"""The depth model sub-commands (`models`, `export`, `predict`'s monocular options) through a real
+argparse parser."""
 
 from __future__ import annotations
 
@@ -8,29 +9,29 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from depth_perception.depth import commands
+from depth_perception.cli import export, models, predict
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="depth-perception")
     sub = p.add_subparsers(dest="command", required=True)
-    commands.add_models_parser(sub)
-    commands.add_export_parser(sub)
-    predict = sub.add_parser("predict")
-    predict.add_argument("--model")
-    predict.add_argument("--weights")
-    predict.add_argument("--backend", default="auto")
-    commands.add_monocular_arguments(predict)
+    models.add_models_parser(sub)
+    export.add_export_parser(sub)
+    monocular = sub.add_parser("predict")
+    monocular.add_argument("--model")
+    monocular.add_argument("--weights")
+    monocular.add_argument("--backend", default="auto")
+    predict.add_monocular_arguments(monocular)
     return p
 
 
 def test_models_lists_semantics_and_licences(capsys) -> None:
-    assert commands.cmd_models(parser().parse_args(["models"])) == 0
+    assert models.cmd_models(parser().parse_args(["models"])) == 0
     out = capsys.readouterr().out
     assert "depth_anything_v2_small" in out and "Apache-2.0" in out and "CC-BY-NC-4.0" in out
     assert "metric (<= 20 m)" in out and "relative_inverse" in out
     assert "_tiny" not in out
-    commands.cmd_models(parser().parse_args(["models", "--tiny", "-v"]))
+    models.cmd_models(parser().parse_args(["models", "--tiny", "-v"]))
     assert "depth_anything_v2_small_tiny" in capsys.readouterr().out
 
 
@@ -38,7 +39,7 @@ def test_export_writes_a_checked_onnx_file(tmp_path: Path, capsys) -> None:
     out = tmp_path / "dpt.onnx"
     args = parser().parse_args(["export", "--model", "dpt_large_tiny", "--random-init", "-o", str(out),
                                 "--int8"])
-    assert commands.cmd_export(args) == 0
+    assert export.cmd_export(args) == 0
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape == [1, 3, 32, 32]
     assert (tmp_path / "dpt.int8.onnx").is_file()
@@ -52,11 +53,11 @@ def test_export_writes_a_checked_onnx_file(tmp_path: Path, capsys) -> None:
 ])
 def test_export_errors_are_one_clear_line(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        commands.cmd_export(parser().parse_args(argv))
+        export.cmd_export(parser().parse_args(argv))
 
 
 def test_predict_options_build_an_estimator() -> None:
     args = parser().parse_args(["predict", "--model", "depth_anything_v2_small_tiny", "--random-init",
                                 "--backend", "torch", "--input-size", "42"])
-    est = commands.estimator_from_args(args)
+    est = predict.estimator_from_args(args)
     assert est.backend_name == "torch" and est.input_size == 42

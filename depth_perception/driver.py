@@ -1,0 +1,100 @@
+"""What every driver of the pipeline sets up from the node's parameter values, transport-free.
+
+The ROS node (live topics) and the bag processor (recorded ones) both need the inputs the
+parameters ask for, a :class:`StampSynchronizer` grouping them, and the heavy models (the
+monocular depth network, SAM and the open-vocabulary detector) a :class:`Pipeline` runs with::
+
+    inputs = input_names(values)              # ["image", "camera_info", ...]
+    sync = synchronizer(inputs, values)
+    models = load_models(values)              # minutes on a first run (export, engine builds)
+    pipeline = models.pipeline(pipeline_config(values))   # again after every parameter change
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .config import DEFAULTS, estimator_from_parameters, segmenters_from_parameters
+from .depth.estimator import DepthEstimator
+from .pipeline import Pipeline, PipelineConfig
+from .segmentation.base import Segmenters
+from .sync import StampSynchronizer
+
+#: inputs from slower nodes: an image waits for them a while, then goes on without them
+OPTIONAL_INPUTS = ("masks", "detections")
+
+
+def input_names(values: dict[str, Any], detections: bool = True) -> list[str]:
+    """The pipeline inputs the parameters ask for: ``image`` and ``camera_info``; the right pair
+    with ``stereo``; ``masks`` for segmentation.source ``topic``; ``detections`` for ``sam`` (only
+    where ``detections``: the driver can receive them); the metric signal of a monocular ``model``
+    with metric.mode ``sparse_depth`` (``sparse_depth``) or ``pointcloud`` (``lidar_points``)."""
+    v = {**DEFAULTS, **values}
+    inputs = ["image", "camera_info"]
+    if v["stereo"]:
+        inputs += ["right/image", "right/camera_info"]
+    sources = list(v["segmentation.source"])
+    if "topic" in sources:
+        inputs.append("masks")
+    if "sam" in sources and detections:
+        inputs.append("detections")
+    if v["model"] and v["metric.mode"] == "sparse_depth":
+        inputs.append("sparse_depth")
+    if v["model"] and v["metric.mode"] == "pointcloud":
+        inputs.append("lidar_points")
+    return inputs
+
+
+def synchronizer(inputs: Sequence[str], values: dict[str, Any]) -> StampSynchronizer:
+    """Groups ``inputs`` around ``image`` within ``sync_slop`` seconds, ``queue_size`` messages per
+    input; masks and detections (from slower nodes) are waited for up to ``segmentation.wait``
+    seconds (on the caller's clock), then the image goes on without them."""
+    v = {**DEFAULTS, **values}
+    return StampSynchronizer(
+        list(inputs), primary="image", slop_ns=int(v["sync_slop"] * 1e9),
+        queue_size=int(v["queue_size"]), optional=tuple(n for n in OPTIONAL_INPUTS if n in inputs),
+        optional_wait_ns=int(float(v["segmentation.wait"]) * 1e9))
+
+
+@dataclass
+class Models:
+    """The heavy models a driver builds once and keeps across pipelines (parameter changes)."""
+
+    estimator: DepthEstimator | None = None
+    segmenters: Segmenters = field(default_factory=Segmenters)
+
+    def pipeline(self, config: PipelineConfig) -> Pipeline:
+        """A pipeline with ``config`` (:func:`depth_perception.config.pipeline_config`) running
+        these models."""
+        return Pipeline(config, estimator=self.estimator, segmenters=self.segmenters)
+
+
+def load_models(values: dict[str, Any], log: Callable[[str], None] | None = None,
+                on_segmenter_error: Callable[[Exception], None] | None = None) -> Models:
+    """The monocular model (when ``model`` is set) and the mask sources segmentation.source asks
+    for (SAM, the open-vocabulary detector). May take minutes on a first run (ONNX export, TensorRT
+    engine builds); ``log`` gets a line before and after the depth model and before each long step.
+
+    A model that fails to load raises, unless ``on_segmenter_error`` is given: then a failing mask
+    source is passed to it and the models load without mask sources (depth and clouds still work).
+    """
+    v = {**DEFAULTS, **values}
+    say = log or (lambda _msg: None)
+    if v["model"]:
+        say(f"loading depth model {v['model']} (backend {v['backend']}, {v['precision']}); a "
+            "first run may export ONNX / build a TensorRT engine")
+    estimator = estimator_from_parameters(values, log=log)
+    if estimator is not None:
+        say(f"depth model {v['model']} ready on {estimator.backend_name}")
+    try:
+        segmenters = segmenters_from_parameters(values, log=log)
+    except Exception as exc:  # noqa: BLE001 - the caller decides whether a driver goes on without
+        if on_segmenter_error is None:
+            raise
+        on_segmenter_error(exc)
+        segmenters = Segmenters()
+    return Models(estimator, segmenters)
+
+
+__all__ = ["OPTIONAL_INPUTS", "Models", "input_names", "load_models", "synchronizer"]
