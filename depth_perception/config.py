@@ -1,23 +1,140 @@
-"""The node's parameters, defined once: the ROS node declares them, the bag processor and the CLI
-read the same `config/*.yaml` files, and both turn them into a :class:`PipelineConfig` here."""
+"""The parameters of the node, the bag tool and the CLI, derived from the dataclasses that hold them.
+
+Every parameter is a dataclass field declared with :func:`depth_perception.params.param` (default,
+description, range, choices, read-only): the processing settings on the stages' own dataclasses
+(:class:`PipelineConfig`, :class:`StereoParams`, :class:`MetricConfig`, :class:`GripperParams`,
+:class:`RegionParams`), the drivers' settings on :class:`NodeParams`, :class:`ModelParams` and
+:class:`SegmenterParams` here. :data:`SECTIONS` names each dataclass's parameter prefix. From them
+come the ROS declarations (:data:`PARAMETERS`), validation (:func:`validate_parameters`, the same
+rules a library user meets when constructing the dataclasses), the processing config
+(:func:`pipeline_config`), `config/default.yaml` (:func:`default_yaml`) and the README table
+(:func:`parameters_markdown`); tests keep the last two identical to what is generated.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from .depth.estimator import BACKENDS, DepthEstimator
-from .metric import MODES as METRIC_MODES
 from .metric import MetricConfig
-from .pipeline import SEGMENTATION_SOURCES, PipelineConfig
-from .regions import REGION_IMPLEMENTATIONS, GripperParams, RegionParams, kernel_available
+from .params import Spec, check_fields, default_of, exposed, param, rule_violation
+from .pipeline import PipelineConfig
+from .regions import GripperParams, RegionParams, kernel_available
 from .segmentation.base import Segmenters
 from .stereo import StereoParams
+
+SAM_BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """How the drivers (node, bag tool) receive and publish; not per-frame processing."""
+
+    depth_encoding: str = param("32FC1", "32FC1 (metres, NaN invalid) or 16UC1 (mm, 0 invalid)",
+                                choices=("32FC1", "16UC1"))
+    image_transport: str = param("raw", "raw: sensor_msgs/Image on image; compressed: "
+                                 "sensor_msgs/CompressedImage on image/compressed",
+                                 choices=("raw", "compressed"), read_only=True)
+    stereo: bool = param(False, "subscribe to right/image + right/camera_info and use SGBM",
+                         read_only=True)
+    baseline: float = param(0.0, "stereo baseline in metres; 0 = from right CameraInfo P[0,3]",
+                            minimum=0.0, maximum=100.0)
+    sync_slop: float = param(0.0, "max stamp difference between synchronised inputs, seconds",
+                             minimum=0.0, maximum=1.0, read_only=True)
+    queue_size: int = param(5, "per-input synchroniser queue length", minimum=1, maximum=100,
+                            step=1, read_only=True)
+    segmentation_wait: float = param(
+        0.5, "how long an image waits for its `masks` / `detections` from another node before it "
+        "is processed without them (depth and clouds still published), seconds; also ends when "
+        "queue_size newer messages arrive", name="segmentation.wait", minimum=0.0, maximum=10.0,
+        read_only=True)
+    cloud_stride: int = param(1, "decimation of the published scene cloud, pixels",
+                              name="cloud.stride", minimum=1, maximum=16, step=1)
+    cloud_max_range: float = param(0.0, "drop scene-cloud points farther than this, metres "
+                                   "(0 = keep all)", name="cloud.max_range", minimum=0.0,
+                                   maximum=1000.0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The monocular depth network (none: depth from stereo)."""
+
+    model: str = param("", "monocular depth model (depth-perception models); empty = stereo",
+                       read_only=True)
+    weights: str = param("", "local weights for the model (folder, .safetensors, .pth) or a hub "
+                         "id where the robot has internet", read_only=True)
+    backend: str = param("auto", "auto, torch, onnxruntime or tensorrt", choices=BACKENDS,
+                         read_only=True)
+    precision: str = param("fp32", "fp32, fp16, bf16 (torch CPU) or int8", choices=PRECISIONS,
+                           read_only=True)
+    input_size: int = param(0, "network input size (shorter side); 0 = the model's default",
+                            minimum=0, maximum=4096, step=1, read_only=True)
+    onnx: str = param("", "ONNX file for onnxruntime/tensorrt (empty: export on first run)",
+                      read_only=True)
+    engine: str = param("", "TensorRT engine file (empty: build and cache on first run)",
+                        read_only=True)
+    device: str = param("", "torch device, e.g. cuda:0 (empty: cuda if present)", read_only=True)
+    random_init: bool = param(False, "random weights (benchmarks and plumbing only)",
+                              read_only=True)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class SegmenterParams:
+    """The heavy mask sources: SAM and the open-vocabulary detector."""
+
+    sam_model: str = param("vit_b", "SAM encoder: vit_b, vit_l or vit_h", name="sam.model",
+                           read_only=True)
+    sam_checkpoint: str = param("", "local SAM checkpoint (.pth)", name="sam.checkpoint",
+                                read_only=True)
+    sam_backend: str = param("torch", "SAM backend: " + ", ".join(SAM_BACKENDS) + " (TensorRT "
+                             "engines are built, checked against ONNX Runtime and cached on first "
+                             "use)", name="sam.backend", choices=SAM_BACKENDS, read_only=True)
+    sam_onnx_dir: str = param("", "onnxruntime/tensorrt: folder with `<name>_encoder.onnx` and "
+                              "`<name>_decoder.onnx` from `depth-perception export-sam` (empty: "
+                              "export segmentation.sam.checkpoint into the engine cache on first "
+                              "use)", name="sam.onnx_dir", read_only=True)
+    text_model_dir: str = param("", "local OWLv2 folder (Hugging Face format)",
+                                name="text.model_dir", read_only=True)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class Section:
+    """The dataclass ``cls`` whose exposed fields are the parameters ``prefix + name``."""
+
+    prefix: str
+    cls: type
+
+
+#: in the order of the README table and config/default.yaml
+SECTIONS = (
+    Section("", NodeParams),
+    Section("", PipelineConfig),
+    Section("stereo.", StereoParams),
+    Section("", ModelParams),
+    Section("metric.", MetricConfig),
+    Section("segmentation.", SegmenterParams),
+    Section("gripper.", GripperParams),
+    Section("regions.", RegionParams),
+)
 
 
 @dataclass(frozen=True)
 class ParameterSpec:
+    """One parameter as the node declares it. Lists default to a list."""
+
     name: str
     default: Any
     description: str
@@ -25,214 +142,93 @@ class ParameterSpec:
     min_value: float | None = None
     max_value: float | None = None
     step: float = 0.0
+    section: Section | None = None
+    field: str = ""
+    choices: tuple[str, ...] | None = None
 
 
-_STEREO = StereoParams()
-_PIPE = PipelineConfig()
-_GRIP = GripperParams()
-_REG = RegionParams()
-_MET = MetricConfig()
-SAM_BACKENDS = ("torch", "onnxruntime", "tensorrt")
+def _parameters() -> tuple[ParameterSpec, ...]:
+    out = []
+    for section in SECTIONS:
+        for name, f, spec in exposed(section.cls):
+            default = default_of(f)
+            out.append(ParameterSpec(
+                section.prefix + name, list(default) if isinstance(default, tuple) else default,
+                spec.description, spec.read_only, spec.minimum, spec.maximum, spec.step,
+                section, f.name, spec.choices))
+    return tuple(out)
 
-PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("min_depth", _PIPE.min_depth_m, "nearest valid depth, metres", min_value=0.0,
-                  max_value=1000.0),
-    ParameterSpec("max_depth", _PIPE.max_depth_m, "farthest valid depth, metres", min_value=0.0,
-                  max_value=1000.0),
-    ParameterSpec("depth_encoding", "32FC1", "32FC1 (metres, NaN invalid) or 16UC1 (mm, 0 invalid)"),
-    ParameterSpec("image_transport", "raw", "raw: sensor_msgs/Image on image; compressed: "
-                  "sensor_msgs/CompressedImage on image/compressed", read_only=True),
-    ParameterSpec("stereo", False, "subscribe to right/image + right/camera_info and use SGBM",
-                  read_only=True),
-    ParameterSpec("baseline", 0.0, "stereo baseline in metres; 0 = from right CameraInfo P[0,3]",
-                  min_value=0.0, max_value=100.0),
-    ParameterSpec("sync_slop", 0.0, "max stamp difference between synchronised inputs, seconds",
-                  read_only=True, min_value=0.0, max_value=1.0),
-    ParameterSpec("queue_size", 5, "per-input synchroniser queue length", read_only=True,
-                  min_value=1, max_value=100, step=1),
-    ParameterSpec("stereo.num_disparities", _STEREO.num_disparities,
-                  "SGBM disparity search range, multiple of 16", min_value=16, max_value=1024,
-                  step=16),
-    ParameterSpec("stereo.block_size", _STEREO.block_size, "SGBM block size, odd", min_value=1,
-                  max_value=31, step=2),
-    ParameterSpec("model", "", "monocular depth model (depth-perception models); empty = stereo",
-                  read_only=True),
-    ParameterSpec("weights", "", "local weights for the model (folder, .safetensors, .pth) or a "
-                  "hub id where the robot has internet", read_only=True),
-    ParameterSpec("backend", "auto", "auto, torch, onnxruntime or tensorrt", read_only=True),
-    ParameterSpec("precision", "fp32", "fp32, fp16, bf16 (torch CPU) or int8", read_only=True),
-    ParameterSpec("input_size", 0, "network input size (shorter side); 0 = the model's default",
-                  read_only=True, min_value=0, max_value=4096, step=1),
-    ParameterSpec("onnx", "", "ONNX file for onnxruntime/tensorrt (empty: export on first run)",
-                  read_only=True),
-    ParameterSpec("engine", "", "TensorRT engine file (empty: build and cache on first run)",
-                  read_only=True),
-    ParameterSpec("device", "", "torch device, e.g. cuda:0 (empty: cuda if present)",
-                  read_only=True),
-    ParameterSpec("random_init", False, "random weights (benchmarks and plumbing only)",
-                  read_only=True),
-    ParameterSpec("metric.mode", _MET.mode, "how relative depth becomes metric: "
-                  + ", ".join(METRIC_MODES), read_only=True),
-    ParameterSpec("metric.camera_height", _MET.camera_height_m,
-                  "camera height above the support plane for plane mode, metres (0 = unset)",
-                  min_value=0.0, max_value=100.0),
-    ParameterSpec("metric.fixed_scale", _MET.fixed_scale, "fixed mode: scale", min_value=-1e6,
-                  max_value=1e6),
-    ParameterSpec("metric.fixed_shift", _MET.fixed_shift, "fixed mode: shift", min_value=-1e6,
-                  max_value=1e6),
-    ParameterSpec("metric.min_inliers", _MET.min_inliers, "fewest inliers for an accepted fit",
-                  min_value=3, max_value=1_000_000, step=1),
-    ParameterSpec("metric.max_residual", _MET.max_residual, "largest accepted fit residual",
-                  min_value=0.0, max_value=10.0),
-    ParameterSpec("metric.temporal", _MET.temporal, "filter the scale over time"),
-    ParameterSpec("metric.stale_after", _MET.stale_after, "frames without a signal before the "
-                  "scale is reported stale", min_value=1, max_value=100_000, step=1),
-    ParameterSpec("metric.T_camera_from_cloud", list(_MET.T_camera_from_cloud),
-                  "pointcloud mode: 16 values, row-major 4x4 from the LiDAR frame to the camera "
-                  "optical frame (TF is not used)"),
-    ParameterSpec("flying_threshold", _PIPE.flying_threshold, "relative depth jump over 3x3 "
-                  "that marks a flying pixel (0 disables)", min_value=0.0, max_value=10.0),
-    ParameterSpec("segmentation.source", ["geometric"], "mask sources, combined in order: topic "
-                  "(instance-id image on `masks`), sam (prompted by `detections`), text (`prompt` "
-                  "→ OWLv2 → SAM), geometric (table plane + clustering, no weights); [] = none",
-                  read_only=True),
-    ParameterSpec("segmentation.wait", 0.5, "how long an image waits for its `masks` / "
-                  "`detections` from another node before it is processed without them (depth and "
-                  "clouds still published), seconds; also ends when queue_size newer messages "
-                  "arrive", read_only=True, min_value=0.0, max_value=10.0),
-    ParameterSpec("segmentation.allow_resize", False, "resample masks of another size (nearest) "
-                  "instead of dropping them"),
-    ParameterSpec("segmentation.fuse", True, "drop masks that the cleaning against depth (erosion, "
-                  "depth edges, outliers, dominant cluster) leaves with too few pixels, naming them "
-                  "in the segmentation message; false keeps them as regions with too few points"),
-    ParameterSpec("segmentation.sam.model", "vit_b", "SAM encoder: vit_b, vit_l or vit_h",
-                  read_only=True),
-    ParameterSpec("segmentation.sam.checkpoint", "", "local SAM checkpoint (.pth)", read_only=True),
-    ParameterSpec("segmentation.sam.backend", "torch", "SAM backend: " + ", ".join(SAM_BACKENDS)
-                  + " (TensorRT engines are built, checked against ONNX Runtime and cached on "
-                  "first use)", read_only=True),
-    ParameterSpec("segmentation.sam.onnx_dir", "", "onnxruntime/tensorrt: folder with "
-                  "`<name>_encoder.onnx` and `<name>_decoder.onnx` from `depth-perception export-sam` "
-                  "(empty: export segmentation.sam.checkpoint into the engine cache on first use)",
-                  read_only=True),
-    ParameterSpec("segmentation.text.model_dir", "", "local OWLv2 folder (Hugging Face format)",
-                  read_only=True),
-    ParameterSpec("cloud.stride", 1, "decimation of the published scene cloud, pixels",
-                  min_value=1, max_value=16, step=1),
-    ParameterSpec("cloud.max_range", 0.0, "drop scene-cloud points farther than this, metres "
-                  "(0 = keep all)", min_value=0.0, max_value=1000.0),
-    ParameterSpec("gripper.max_opening", _GRIP.max_opening_m, "widest graspable width, metres",
-                  min_value=0.001, max_value=2.0),
-    ParameterSpec("gripper.min_points", _GRIP.min_points, "fewest points for a graspable region",
-                  min_value=1, max_value=1_000_000, step=1),
-    ParameterSpec("gripper.min_range", _GRIP.min_range_m, "nearest graspable centroid, metres",
-                  min_value=0.0, max_value=100.0),
-    ParameterSpec("gripper.max_range", _GRIP.max_range_m, "farthest graspable centroid, metres",
-                  min_value=0.0, max_value=100.0),
-    ParameterSpec("regions.erosion_px", _REG.erosion_px, "mask border removed before measuring, px",
-                  min_value=0, max_value=50, step=1),
-    ParameterSpec("regions.stride", _REG.stride, "pixel decimation inside regions", min_value=1,
-                  max_value=8, step=1),
-    ParameterSpec("regions.outlier_std_ratio", _REG.outlier_std_ratio,
-                  "statistical outlier removal threshold, std devs", min_value=0.1,
-                  max_value=100.0),
-    ParameterSpec("regions.cluster_gap_m", _REG.cluster_gap_m,
-                  "depth gap that splits a region's clusters, metres", min_value=0.0001,
-                  max_value=1.0),
-    ParameterSpec("regions.implementation", _REG.implementation,
-                  "auto: the compiled kernel when it is built, else numpy; compiled or numpy to "
-                  "insist on one (same results; see the `regions implementation` diagnostic)"),
-)
 
+PARAMETERS: tuple[ParameterSpec, ...] = _parameters()
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 
 
-def validate_parameters(values: dict[str, Any]) -> str | None:
-    """Why this parameter set is unusable, or None. Checks what ranges alone cannot."""
+def _spec(p: ParameterSpec) -> Spec:
+    return Spec(p.description, None, p.min_value, p.max_value, int(p.step), p.choices, p.read_only)
+
+
+def _typed(p: ParameterSpec, value: Any) -> Any:
+    """A parameter value as its dataclass field holds it (lists → tuples, ints → floats)."""
+    if isinstance(p.default, list):
+        return tuple(value)
+    if isinstance(p.default, float):
+        return float(value)
+    return value
+
+
+def _build(section: Section, values: dict[str, Any]) -> Any:
+    kwargs = {p.field: _typed(p, values[p.name]) for p in PARAMETERS if p.section is section}
+    return section.cls(**kwargs)
+
+
+def _sections(values: dict[str, Any]) -> dict[type, Any]:
+    """Every section's dataclass from the values (missing ones default). Raises ValueError with
+    the rule a value breaks, named by its parameter."""
     unknown = sorted(set(values) - set(DEFAULTS))
     if unknown:
-        return f"unknown parameter(s): {', '.join(unknown)}"
+        raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
     v = {**DEFAULTS, **values}
-    for spec in PARAMETERS:
-        if isinstance(spec.default, list):
-            if isinstance(v[spec.name], (str, bytes)) or not hasattr(v[spec.name], "__len__"):
-                return f"{spec.name} must be a list, got {v[spec.name]!r}"
-            continue
-        if not isinstance(v[spec.name], type(spec.default)) and not (
-            isinstance(spec.default, float) and isinstance(v[spec.name], int)
-            and not isinstance(v[spec.name], bool)
-        ):
-            return f"{spec.name} must be a {type(spec.default).__name__}, got {v[spec.name]!r}"
-        if spec.min_value is not None and not spec.min_value <= v[spec.name] <= spec.max_value:
-            return f"{spec.name} must be in [{spec.min_value}, {spec.max_value}], got {v[spec.name]}"
-    if v["image_transport"] not in ("raw", "compressed"):
-        return f"image_transport must be raw or compressed, not {v['image_transport']!r}"
-    if v["depth_encoding"] not in ("32FC1", "16UC1"):
-        return f"depth_encoding must be 32FC1 or 16UC1, not {v['depth_encoding']!r}"
-    if not 0.0 <= v["min_depth"] < v["max_depth"]:
-        return f"need 0 <= min_depth < max_depth, got {v['min_depth']} and {v['max_depth']}"
-    if v["stereo.num_disparities"] % 16:
-        return "stereo.num_disparities must be a multiple of 16"
-    if v["stereo.block_size"] % 2 == 0:
-        return "stereo.block_size must be odd"
-    unknown = [x for x in v["segmentation.source"] if x not in SEGMENTATION_SOURCES]
-    if unknown:
-        return (f"segmentation.source entries must be among {', '.join(SEGMENTATION_SOURCES)}, "
-                f"not {unknown}")
-    if v["metric.mode"] not in METRIC_MODES:
-        return f"metric.mode must be one of {', '.join(METRIC_MODES)}, not {v['metric.mode']!r}"
-    if len(v["metric.T_camera_from_cloud"]) != 16:
-        return "metric.T_camera_from_cloud needs 16 values (row-major 4x4)"
-    if v["backend"] not in BACKENDS:
-        return f"backend must be auto, torch, onnxruntime or tensorrt, not {v['backend']!r}"
-    if v["precision"] not in ("fp32", "fp16", "bf16", "int8"):
-        return f"precision must be fp32, fp16, bf16 or int8, not {v['precision']!r}"
-    if v["segmentation.sam.backend"] not in SAM_BACKENDS:
-        return (f"segmentation.sam.backend must be {', '.join(SAM_BACKENDS[:-1])} or "
-                f"{SAM_BACKENDS[-1]}, not {v['segmentation.sam.backend']!r}")
-    if v["gripper.min_range"] >= v["gripper.max_range"]:
-        return "need gripper.min_range < gripper.max_range"
-    if v["regions.implementation"] not in REGION_IMPLEMENTATIONS:
-        return (f"regions.implementation must be auto, compiled or numpy, not "
-                f"{v['regions.implementation']!r}")
-    if v["regions.implementation"] == "compiled" and not kernel_available():
-        return ("regions.implementation is compiled, but depth_perception._regions_kernel is not "
-                "built (reinstall the package with a C++ compiler)")
+    for p in PARAMETERS:
+        reason = rule_violation(p.name, _spec(p), _typed(p, p.default), v[p.name])
+        if reason:
+            raise ValueError(reason)
+    built = {}
+    for section in SECTIONS:
+        try:
+            built[section.cls] = _build(section, v)
+        except ValueError as exc:  # a rule between fields, from the dataclass itself
+            raise ValueError(_in_parameter_names(str(exc), section)) from None
+    built[StereoParams].check()
+    if built[RegionParams].implementation == "compiled" and not kernel_available():
+        raise ValueError("regions.implementation is compiled, but depth_perception._regions_kernel "
+                         "is not built (reinstall the package with a C++ compiler)")
+    return built
+
+
+def _in_parameter_names(message: str, section: Section) -> str:
+    """A dataclass's error message with its field names replaced by the parameters' names."""
+    words = {p.field: p.name for p in PARAMETERS if p.section is section}
+    renamed = re.sub(r"\b(" + "|".join(map(re.escape, words)) + r")\b",
+                     lambda m: words[m.group(1)], message) if words else message
+    if renamed != message:
+        return re.sub(r"^(metric|stereo|gripper|regions) (?=\S+\.)", "", renamed)
+    return f"{section.prefix.rstrip('.') or section.cls.__name__}: {message}"
+
+
+def validate_parameters(values: dict[str, Any]) -> str | None:
+    """Why this parameter set is unusable, or None."""
+    try:
+        _sections(values)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
 def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
     """Parameter values (missing ones default) → PipelineConfig. Raises ValueError when invalid."""
-    reason = validate_parameters(values)
-    if reason:
-        raise ValueError(reason)
-    v = {**DEFAULTS, **values}
-    stereo = replace(StereoParams(), num_disparities=int(v["stereo.num_disparities"]),
-                     block_size=int(v["stereo.block_size"]))
-    gripper = GripperParams(max_opening_m=float(v["gripper.max_opening"]),
-                            min_points=int(v["gripper.min_points"]),
-                            min_range_m=float(v["gripper.min_range"]),
-                            max_range_m=float(v["gripper.max_range"]))
-    region_params = replace(RegionParams(), erosion_px=int(v["regions.erosion_px"]),
-                            stride=int(v["regions.stride"]),
-                            outlier_std_ratio=float(v["regions.outlier_std_ratio"]),
-                            cluster_gap_m=float(v["regions.cluster_gap_m"]),
-                            implementation=str(v["regions.implementation"]))
-    metric = replace(MetricConfig(), mode=str(v["metric.mode"]),
-                     camera_height_m=float(v["metric.camera_height"]),
-                     fixed_scale=float(v["metric.fixed_scale"]),
-                     fixed_shift=float(v["metric.fixed_shift"]),
-                     min_inliers=int(v["metric.min_inliers"]),
-                     max_residual=float(v["metric.max_residual"]),
-                     temporal=bool(v["metric.temporal"]),
-                     stale_after=int(v["metric.stale_after"]),
-                     T_camera_from_cloud=tuple(float(x) for x in v["metric.T_camera_from_cloud"]))
-    return PipelineConfig(min_depth_m=float(v["min_depth"]), max_depth_m=float(v["max_depth"]),
-                          stereo=stereo, flying_threshold=float(v["flying_threshold"]),
-                          metric=metric, gripper=gripper, region_params=region_params,
-                          segmentation=tuple(str(x) for x in v["segmentation.source"]),
-                          fuse_masks=bool(v["segmentation.fuse"]),
-                          allow_mask_resize=bool(v["segmentation.allow_resize"]))
+    built = _sections(values)
+    return replace(built[PipelineConfig], stereo=built[StereoParams], metric=built[MetricConfig],
+                   gripper=built[GripperParams], region_params=built[RegionParams])
 
 
 def segmenters_from_parameters(values: dict[str, Any],
@@ -343,14 +339,34 @@ def load_parameters(path: str | Path) -> dict[str, Any]:
     return flat
 
 
+def default_yaml() -> str:
+    """`config/default.yaml`: every parameter at its default, with its description."""
+    import yaml
+
+    lines = ["# depth_perception_node parameters at their defaults, generated from the dataclasses",
+             "# (depth_perception.config.default_yaml(); a test keeps this file identical to it).",
+             "# Other profiles in this folder override a few of them.",
+             "/**:", "  ros__parameters:"]
+    for p in PARAMETERS:
+        note = p.description + (" (read-only: restart)" if p.read_only else "")
+        lines.append(f"    # {note}")
+        value = yaml.safe_dump(p.default, default_flow_style=True, width=1000).strip()
+        value = value.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"    {p.name}: {value}")
+    return "\n".join(lines) + "\n"
+
+
 def parameters_markdown() -> str:
-    """The parameter table of the README (kept in step by a test)."""
+    """The parameter table of the README (a test keeps the README's copy identical)."""
     rows = ["| name | type | default | notes |", "|---|---|---|---|"]
     for p in PARAMETERS:
-        kind = "double[]" if isinstance(p.default, list) else {
-            bool: "bool", int: "int", float: "double", str: "string"}[type(p.default)]
-        default = "identity" if isinstance(p.default, list) else (
-            f'`"{p.default}"`' if isinstance(p.default, str) else f"`{p.default}`")
+        if isinstance(p.default, list):
+            kind = "string[]" if all(isinstance(x, str) for x in p.default) else "double[]"
+            default = ("identity" if p.name == "metric.T_camera_from_cloud"
+                       else "`[" + ", ".join(f'"{x}"' for x in p.default) + "]`")
+        else:
+            kind = {bool: "bool", int: "int", float: "double", str: "string"}[type(p.default)]
+            default = f'`"{p.default}"`' if isinstance(p.default, str) else f"`{p.default}`"
         notes = p.description + ("; read-only (restart)" if p.read_only else "")
         rows.append(f"| `{p.name}` | {kind} | {default} | {notes} |")
     return "\n".join(rows)

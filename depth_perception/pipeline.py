@@ -24,16 +24,17 @@ from .metric import (
     StereoSignal,
 )
 from .metric import apply_validity
+from .params import check_fields, param
 from .regions import GripperParams, Region, RegionParams, describe_regions, label_image
 from .segmentation.base import Detection, Segmentation, SegmentationError, Segmenters
 from .segmentation.geometric import GeometricParams
+from .stereo import StereoParams, stereo_depth
 
 if TYPE_CHECKING:
     from .depth.estimator import DepthPredictor
 
 #: Mask sources a pipeline can combine (in priority order where masks overlap).
 SEGMENTATION_SOURCES = ("topic", "sam", "text", "geometric")
-from .stereo import StereoParams, stereo_depth
 
 
 class PipelineError(ValueError):
@@ -44,32 +45,36 @@ class PipelineError(ValueError):
 class PipelineConfig:
     """Per-frame processing settings (ROS parameters map 1:1 onto these)."""
 
-    min_depth_m: float = 0.1
-    max_depth_m: float = 20.0
+    min_depth_m: float = param(0.1, "nearest valid depth, metres", name="min_depth", minimum=0.0,
+                               maximum=1000.0)
+    max_depth_m: float = param(20.0, "farthest valid depth, metres", name="max_depth",
+                               minimum=0.0, maximum=1000.0)
     #: stereo images are matched as given: they must already be rectified (`image_rect`).
     stereo: StereoParams | None = None
-    #: relative depth jump over a 3x3 window that marks a flying pixel (0 disables).
-    flying_threshold: float = 0.1
+    flying_threshold: float = param(0.1, "relative depth jump over 3x3 that marks a flying pixel "
+                                    "(0 disables)", minimum=0.0, maximum=10.0)
     #: how a monocular prediction is made metric (mode, fit gates, temporal filter).
     metric: MetricConfig = MetricConfig()
     cloud: bool = True
-    #: mask sources, combined in this order (earlier wins where masks overlap); () = none.
-    segmentation: tuple[str, ...] = ("geometric",)
+    segmentation: tuple[str, ...] = param(
+        ("geometric",), "mask sources, combined in order (earlier wins where masks overlap): "
+        "topic (instance-id image on `masks`), sam (prompted by `detections`), text (`prompt` → "
+        "OWLv2 → SAM), geometric (table plane + clustering, no weights); [] = none",
+        name="segmentation.source", choices=SEGMENTATION_SOURCES, read_only=True)
     geometric: GeometricParams = GeometricParams()
-    #: masks left with fewer than region_params.min_pixels points after cleaning are dropped and
-    #: named in the segmentation message; False keeps them as regions with too few points.
-    fuse_masks: bool = True
-    allow_mask_resize: bool = False
+    fuse_masks: bool = param(True, "drop masks that the cleaning against depth (erosion, depth "
+                             "edges, outliers, dominant cluster) leaves with too few pixels, naming "
+                             "them in the segmentation message; false keeps them as regions with "
+                             "too few points", name="segmentation.fuse")
+    allow_mask_resize: bool = param(False, "resample masks of another size (nearest) instead of "
+                                    "dropping them", name="segmentation.allow_resize")
     #: graspable regions from the (fused) instance masks.
     regions: bool = True
     gripper: GripperParams = GripperParams()
     region_params: RegionParams = RegionParams()
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.segmentation if s not in SEGMENTATION_SOURCES]
-        if unknown:
-            raise PipelineError(f"unknown segmentation source(s) {unknown}; choose from "
-                                f"{', '.join(SEGMENTATION_SOURCES)}")
+        check_fields(self, error=PipelineError)
         if not (0.0 <= self.min_depth_m < self.max_depth_m):
             raise PipelineError(
                 f"need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m} and {self.max_depth_m}"

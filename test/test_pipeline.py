@@ -119,7 +119,7 @@ def test_geometric_segmentation_is_the_default_and_finds_the_objects(scene):
 
 
 def test_unknown_segmentation_source_is_named():
-    with pytest.raises(PipelineError, match="unknown segmentation source"):
+    with pytest.raises(PipelineError, match="segmentation must be among"):
         PipelineConfig(segmentation=("magic",))
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..grid import orient_plane
+from ..params import check_fields, param
 
 
 #: values of RegionParams.implementation
@@ -21,12 +22,17 @@ class RegionError(ValueError):
 class GripperParams:
     """What the gripper can take. Range is the depth z of the region's centroid (camera frame)."""
 
-    max_opening_m: float = 0.08
-    min_points: int = 30
-    min_range_m: float = 0.1
-    max_range_m: float = 2.0
+    max_opening_m: float = param(0.08, "widest graspable width, metres", name="max_opening",
+                                 minimum=0.001, maximum=2.0)
+    min_points: int = param(30, "fewest points for a graspable region", minimum=1,
+                            maximum=1_000_000, step=1)
+    min_range_m: float = param(0.1, "nearest graspable centroid, metres", name="min_range",
+                               minimum=0.0, maximum=100.0)
+    max_range_m: float = param(2.0, "farthest graspable centroid, metres", name="max_range",
+                               minimum=0.0, maximum=100.0)
 
     def __post_init__(self) -> None:
+        check_fields(self, "gripper", RegionError)
         if not (np.isfinite(self.max_opening_m) and self.max_opening_m > 0):
             raise RegionError(f"gripper max_opening_m must be > 0, got {self.max_opening_m!r}")
         if int(self.min_points) < 1:
@@ -45,11 +51,12 @@ class RegionParams:
 
     #: work on every stride-th pixel in u and v (stride² fewer points; the label image and masks
     #: are filled back in stride x stride blocks).
-    stride: int = 1
+    stride: int = param(1, "pixel decimation inside regions", minimum=1, maximum=8, step=1)
     #: pixels (of the strided grid) eroded off every mask boundary: colour masks bleed over object
     #: borders, and depth there mixes the object with what lies behind it. Masks that would keep
     #: fewer than ``min_pixels`` valid pixels are used uneroded.
-    erosion_px: int = 1
+    erosion_px: int = param(1, "mask border removed before measuring, px", minimum=0, maximum=50,
+                            step=1)
     #: a pixel with a 4-neighbour (of any mask or none) whose depth differs by more than
     #: max(edge_jump_m, edge_jump_px footprints) lies on an occlusion edge or is a flying pixel.
     edge_jump_m: float = 0.01
@@ -60,12 +67,14 @@ class RegionParams:
     mad_floor_m: float = 0.01
     #: grid neighbourhood of the statistical outlier removal: 4 or 8.
     outlier_k: int = 4
-    outlier_std_ratio: float = 2.0
+    outlier_std_ratio: float = param(2.0, "statistical outlier removal threshold, std devs",
+                                     minimum=0.1, maximum=100.0)
     #: never call a point an outlier when its mean neighbour distance is below this (a clean plane
     #: has a tiny spread, and mean + k·std would otherwise trim its ordinary points).
     outlier_min_px: float = 3.0
     #: grid neighbours closer than max(cluster_gap_m, cluster_gap_px · footprint) are connected.
-    cluster_gap_m: float = 0.01
+    cluster_gap_m: float = param(0.01, "depth gap that splits a region's clusters, metres",
+                                 minimum=0.0001, maximum=1.0)
     cluster_gap_px: float = 6.0
     #: other components at least this fraction of the largest join it when they come within the
     #: gap of it in 3-D (an object split by an occluder).
@@ -91,11 +100,13 @@ class RegionParams:
     degenerate_ratio: float = 0.02
     #: "auto": the compiled kernel (depth_perception/_regions_kernel.cpp) when it is built, else
     #: numpy; "compiled" or "numpy" to insist on one (same points).
-    implementation: str = "auto"
+    implementation: str = param("auto", "auto: the compiled kernel when it is built, else numpy; "
+                                "compiled or numpy to insist on one (same results; see the "
+                                "`regions implementation` diagnostic)",
+                                choices=REGION_IMPLEMENTATIONS)
 
     def __post_init__(self) -> None:
-        if self.implementation not in REGION_IMPLEMENTATIONS:
-            raise RegionError(f"implementation must be auto, compiled or numpy, got {self.implementation!r}")
+        check_fields(self, "regions", RegionError)
         for name in ("stride", "min_pixels"):
             if int(getattr(self, name)) < 1:
                 raise RegionError(f"{name} must be >= 1, got {getattr(self, name)!r}")

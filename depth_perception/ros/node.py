@@ -167,6 +167,8 @@ class DepthPerceptionNode(Node):
                 ranges["integer_range"] = [IntegerRange(
                     from_value=int(spec.min_value), to_value=int(spec.max_value),
                     step=int(spec.step))]
+            if spec.choices is not None:
+                ranges["additional_constraints"] = "one of: " + ", ".join(spec.choices)
             desc = ParameterDescriptor(description=spec.description, read_only=spec.read_only,
                                        **ranges)
             values[spec.name] = self.declare_parameter(spec.name, spec.default, desc).value
