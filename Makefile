@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test msgs clean
+.PHONY: demo test msgs bench clean
 
 $(VENV)/.base: setup.py requirements/ci.txt depth_perception/_regions_kernel.cpp
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ ROS_TOOLS_REQUIRED := $(if $(wildcard ../shared/ros2-src/SOURCES.tsv),1,0)
 test: msgs
 	DP_REQUIRE_ROS=1 DP_REQUIRE_ROS_TOOLS=$(ROS_TOOLS_REQUIRED) DP_REQUIRE_TYPECHECK=1 \
 		DP_REQUIRE_KERNEL=1 scripts/netns.sh $(PY) -m pytest -q -p no:cacheprovider
+
+# Every benchmark, one after another; each prints ratios measured within its own run (bench/node.py
+# starts DDS, so all run in the loopback-only namespace).
+bench: msgs
+	for b in regions clouds accuracy segmentation inference node; do \
+		echo "== bench/$$b.py"; scripts/netns.sh $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf build install log demo_out

@@ -12,7 +12,7 @@
 (2) The Middlebury 2014 Motorcycle pair (real images, ground-truth disparity): SGBM vs ground truth,
     and an emulated prediction aligned to sparse samples of the real ground truth and to SGBM.
 
-Targets (issue 4): aligned AbsRel <= 1.1 x oracle with >= 200 points and 30 % outliers; scale
+Targets: aligned AbsRel <= 1.1 x oracle with >= 200 points and 30 % outliers; scale
 converged within 10 frames; jitter (std/mean of the scale, static sequence) < 1 %; SGBM delta1 >= 0.90.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ depend on the weight values), at network input 518 and 364. Every row runs the s
 
 Prints ms/frame (median of --reps after a warm-up), the speed-up over the pipeline, and the
 accuracy cost (max |d - d_fp32| / range of the torch fp32 depth, and the mean). Ratios are measured
-in one run: this machine is shared and noisy, absolute numbers move between runs.
+in one run: a shared machine is noisy, and absolute numbers move between runs.
 
     .venv/bin/python bench/inference.py                   # both models, 518 and 364 (~5 min)
     .venv/bin/python bench/inference.py --models small --sizes 518 --reps 3

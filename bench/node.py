@@ -6,7 +6,7 @@ time: the next is sent when the previous one is done.
     .venv/bin/python bench/node.py [--frames 2000] [--width 640 --height 480]
 
 Re-executes itself inside a loopback-only network namespace (scripts/netns.sh) when needed.
-Target (issue 7): transport + conversion overhead at 640x480 <= 20 % of pipeline time; RSS flat.
+Target: transport + conversion overhead at 640x480 <= 20 % of pipeline time; RSS flat.
 """
 
 from __future__ import annotations

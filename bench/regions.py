@@ -149,10 +149,10 @@ def _step(side: str):
     """The mask → regions step of one side, as Pipeline runs it: (segmentation, points, rgb,
     plane) → (regions, label image)."""
     from depth_perception.regions import label_image
-    from depth_perception.segmentation import fuse_masks
 
-    if side == "before":
+    if side == "before":  # the revision given by --before: fusion lived in segmentation then
         from depth_perception.regions import extract_regions
+        from depth_perception.segmentation import fuse_masks
 
         def before(seg, points, rgb, plane):
             fused = fuse_masks(seg, points).segmentation
@@ -161,6 +161,7 @@ def _step(side: str):
         return before
 
     from depth_perception.regions import RegionParams, describe_regions
+    from depth_perception.regions.fusion import fuse_masks
 
     params = RegionParams(implementation="numpy" if side == "after-numpy" else "auto")
 

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from depth_perception.camera import CameraModel  # noqa: E402
 from depth_perception.metrics import matched_iou  # noqa: E402
 from depth_perception.scene import generate_tabletop  # noqa: E402
-from depth_perception.segmentation import Segmentation, fuse_masks, segment_geometric  # noqa: E402
+from depth_perception.regions.fusion import fuse_masks  # noqa: E402
+from depth_perception.segmentation import Segmentation, segment_geometric  # noqa: E402
 
 
 def _time(fn, repeats: int) -> float:

@@ -12,6 +12,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_cloud(points: np.ndarray, error: type[Exception] = ValueError,
+                what: str = "points") -> np.ndarray:
+    """An organised cloud HxWx3 (floating-point metres) as float32, no copy when it is already;
+    ``error`` names ``what`` and the problem otherwise."""
+    pts = np.asarray(points)
+    if pts.ndim != 3 or pts.shape[2] != 3:
+        raise error(f"{what} must be an organised HxWx3 cloud, got shape {pts.shape}")
+    if not np.issubdtype(pts.dtype, np.floating):
+        raise error(f"{what} must be floating point metres, got dtype {pts.dtype}")
+    return pts.astype(np.float32, copy=False)
+
+
 def valid_xyz(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Finite points in front of the camera, from coordinate arrays of any (equal) shape: a NaN
     coordinate makes the sum NaN, so three adds replace three isfinite calls."""

@@ -82,7 +82,7 @@ def rule_violation(name: str, spec: Spec, default: Any, value: Any) -> str | Non
         wrong = [x for x in items if x not in spec.choices]
         if wrong:
             return f"{name} must be {'among' if isinstance(default, tuple) else 'one of'} " \
-                   f"{', '.join(spec.choices)}, not {wrong[0] if len(items) == 1 else wrong}"
+                   f"{', '.join(spec.choices)}, not {wrong if isinstance(default, tuple) else wrong[0]!r}"
     return None
 
 

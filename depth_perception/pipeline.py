@@ -245,7 +245,7 @@ class Pipeline:
     def _regions(self, frame: Frame, seg: Segmentation, points: np.ndarray) -> tuple[list[Region], str]:
         """The masks cleaned once against the depth (fusion), then the regions of what that kept;
         returns them with the segmentation message (naming the masks fusion dropped)."""
-        from .segmentation.fusion import fuse_masks
+        from .regions.fusion import fuse_masks
 
         cfg = self.config
         plane = frame.support_plane if frame.support_plane is not None else seg.support_plane

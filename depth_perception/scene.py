@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .camera import CameraModel
+
 KINDS = ("box", "cylinder", "sphere")
 _EPS = 1e-6
 
@@ -63,6 +65,18 @@ class TabletopScene:
     table_mask: np.ndarray
     objects: list[SceneObject]
     light_dir_world: np.ndarray
+
+    @property
+    def camera(self) -> CameraModel:
+        """The left camera (pinhole K, no distortion) at the images' size."""
+        h, w = self.depth_m.shape
+        K = self.K
+        return CameraModel.from_intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], w, h)
+
+    def points(self) -> np.ndarray:
+        """HxWx3 float32 organised cloud of ``depth_m`` in the left camera's optical frame (NaN
+        where nothing is hit)."""
+        return self.camera.backproject(self.depth_m)
 
 
 @dataclass(frozen=True)

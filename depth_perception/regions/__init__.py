@@ -7,7 +7,8 @@ scene cloud, an instance label image aligned with depth, and PLY files. Read top
 - :mod:`.params`: the settings (:class:`RegionParams`, :class:`GripperParams`) and input checks;
 - :mod:`.cleaning`: the one cleaning pass, masks ∩ organised cloud → the points each mask really
   covers (erosion, validity, depth edges, outliers, dominant cluster). Mask fusion
-  (:func:`depth_perception.segmentation.fusion.fuse_masks`) and region extraction share it;
+  (:func:`.fusion.fuse_masks`: the masks of a frame as one cleaned label image) and region
+  extraction share it;
   :mod:`.neighbours` holds its grid-neighbour steps, :mod:`.compiled` its C++ implementation;
 - :mod:`.geometry`: per region, moments, box (plane / sphere / PCA), approach and width;
 - :mod:`.verdict`: whether the gripper can take it, and why;

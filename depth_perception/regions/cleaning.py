@@ -23,7 +23,7 @@ on the mask pixels only:
    with fewer than ``min_pixels`` points are marked dropped, with the reason.
 
 Mask fusion turns the result into the frame's label image
-(:func:`depth_perception.segmentation.fusion.fuse_masks`) and region extraction measures its points
+(:func:`.fusion.fuse_masks`) and region extraction measures its points
 (:func:`.extract.describe_regions`): neither cleans again.
 
 Two implementations of steps 1-5 keep the same points: numpy (below, the reference) and the

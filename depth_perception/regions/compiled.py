@@ -3,7 +3,7 @@
 Built with the package where a C++ compiler exists and used by default: the same steps and the
 same float32 arithmetic as the numpy pass in :mod:`.cleaning`, in a few loops over the mask pixels
 instead of ~300 numpy array passes. ``RegionParams.implementation`` chooses ("auto",
-"compiled", "numpy"); test/test_regions_kernel.py holds the two equal.
+"compiled", "numpy"); test/regions/test_kernel.py holds the two equal.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..grid import orient_plane
+from ..grid import check_cloud, orient_plane
 from ..params import check_fields, param
 
 
@@ -127,12 +127,7 @@ class RegionParams:
 
 def check_points(points: np.ndarray) -> np.ndarray:
     """HxWx3 floating-point organised cloud → float32 (no copy when it is already)."""
-    pts = np.asarray(points)
-    if pts.ndim != 3 or pts.shape[2] != 3:
-        raise RegionError(f"points must be an HxWx3 organised cloud, got shape {pts.shape}")
-    if not np.issubdtype(pts.dtype, np.floating):
-        raise RegionError(f"points must be floating point metres, got dtype {pts.dtype}")
-    return pts.astype(np.float32, copy=False)
+    return check_cloud(points, RegionError)
 
 
 def check_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

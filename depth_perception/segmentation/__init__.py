@@ -1,4 +1,4 @@
-"""Mask sources and mask–depth fusion.
+"""Mask sources.
 
 Every source returns a :class:`Segmentation` (HxW uint16 instance labels aligned with the depth
 image, 0 = background, plus names and scores per id):
@@ -9,8 +9,8 @@ image, 0 = background, plus names and scores per id):
   Runtime) — Segment Anything prompted by boxes/points, e.g. from a Detection2DArray;
 - ``text``: :class:`.text.TextSegmenter` — text prompt → OWLv2 → boxes → SAM.
 
-:func:`fuse_masks` then cleans each mask against the depth, once per frame, with the cleaning
-pass of :mod:`depth_perception.regions` (erosion, depth edges, outliers, dominant 3-D cluster).
+:func:`depth_perception.regions.fuse_masks` then cleans each mask against the depth, once per
+frame (erosion, depth edges, outliers, dominant 3-D cluster).
 Importing this package imports no torch, onnxruntime or transformers: the modules that need them
 import them when called.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from .base import Detection, Segmentation, SegmentationError, merge_segmentations
 from .external import external_segmentation, resize_nearest
-from .fusion import FusionResult, fuse_masks
 from .geometric import GeometricParams, PlaneFit, find_planes, segment_geometric
 
 SOURCES = ("geometric", "topic", "sam", "text")
@@ -27,14 +26,12 @@ SOURCES = ("geometric", "topic", "sam", "text")
 __all__ = [
     "SOURCES",
     "Detection",
-    "FusionResult",
     "GeometricParams",
     "PlaneFit",
     "Segmentation",
     "SegmentationError",
     "external_segmentation",
     "find_planes",
-    "fuse_masks",
     "merge_segmentations",
     "resize_nearest",
     "segment_geometric",

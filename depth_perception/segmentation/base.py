@@ -14,6 +14,8 @@ from typing import Protocol, TypedDict
 
 import numpy as np
 
+from ..grid import check_cloud
+
 
 class SegmentationError(ValueError):
     """Input a segmentation source cannot use; the message names the argument and the problem."""
@@ -215,12 +217,7 @@ def join_messages(*parts: str) -> str:
 
 def check_points(points: np.ndarray, what: str = "points") -> np.ndarray:
     """An organised cloud HxWx3 (metres, camera optical frame, NaN invalid) as float32."""
-    p = np.asarray(points)
-    if p.ndim != 3 or p.shape[2] != 3:
-        raise SegmentationError(f"{what} must be an organised HxWx3 cloud, got shape {p.shape}")
-    if not np.issubdtype(p.dtype, np.floating):
-        raise SegmentationError(f"{what} must be floating point metres, got dtype {p.dtype}")
-    return p.astype(np.float32, copy=False)
+    return check_cloud(points, SegmentationError, what)
 
 
 def check_image_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:

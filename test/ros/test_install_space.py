@@ -13,7 +13,7 @@ itself). With ``ws/install/setup.bash`` sourced on top of scripts/ros_env.sh, as
 
 Runs inside the loopback-only network namespace only (scripts/netns.sh; make test does); needs the
 ROS 2 tools of scripts/install_ros_tools.sh (colcon, ros2, launch_ros) in the venv, cmake and g++.
-On this machine the message build needs scripts/cmake/drop_missing_include_dirs.cmake (the PyPI
+Without a ROS install (PyPI wheels only) the message build needs scripts/cmake/drop_missing_include_dirs.cmake (the PyPI
 wheels' CMake exports name include dirs that do not exist); a robot's ROS 2 install needs nothing.
 """
 

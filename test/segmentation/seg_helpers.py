@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-from depth_perception.camera import CameraModel
 from depth_perception.scene import generate_tabletop
 
 
@@ -12,6 +11,4 @@ from depth_perception.scene import generate_tabletop
 def tabletop(seed: int, separated: bool = True, width: int = 320, height: int = 240):
     """(scene, organised cloud HxWx3 float32) of a generator scene; cached across tests."""
     scene = generate_tabletop(seed=seed, width=width, height=height, separated=separated)
-    K = scene.K
-    cam = CameraModel.from_intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], width, height)
-    return scene, cam.backproject(scene.depth_m)
+    return scene, scene.points()

@@ -424,7 +424,7 @@ def test_tensorrt_backend_without_tensorrt_fails_before_exporting(checkpoint, tm
 
 def test_backend_errors_name_the_parameter(tmp_path):
     reason = config.validate_parameters({"segmentation.sam.backend": "tensorrt8"})
-    assert reason == ("segmentation.sam.backend must be torch, onnxruntime or tensorrt, "
+    assert reason == ("segmentation.sam.backend must be one of torch, onnxruntime, tensorrt, "
                       "not 'tensorrt8'")
     with pytest.raises(ValueError, match="segmentation.sam.backend must be"):
         config.pipeline_config({"segmentation.sam.backend": "cuda"})

@@ -2,12 +2,12 @@
 
 Masks come from colour (SAM, a VLM, another node) and depth from a network or a sensor; at object
 borders they disagree, and depth there is the worst. Fusion runs the cleaning pass of region
-extraction once (:func:`depth_perception.regions.clean_masks`: erosion, validity, depth edges,
+extraction once (:func:`.cleaning.clean_masks`: erosion, validity, depth edges,
 outliers, dominant 3-D cluster per mask) and turns what it keeps into a :class:`Segmentation`
 aligned with the depth image: 0 = background, value = the input id, with the names and scores of
 the masks that keep at least ``RegionParams.min_pixels`` pixels, and a message naming the masks
 dropped and why. :attr:`FusionResult.cleaned` carries the cleaned points on to
-:func:`depth_perception.regions.describe_regions`, so no frame is cleaned twice.
+:func:`.extract.describe_regions`, so no frame is cleaned twice.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..regions import CleanedMasks, RegionParams, clean_masks
-from .base import Segmentation, SegmentationError, check_points, join_messages
+from ..segmentation.base import Segmentation, SegmentationError, check_points, join_messages
+from .cleaning import CleanedMasks, clean_masks
+from .params import RegionParams
 
 
 @dataclass

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import pytest
-from seg_helpers import tabletop
 
 from depth_perception.camera import CameraModel
 from depth_perception.regions import RegionError, RegionParams
 from depth_perception.regions.cleaning import depth_edges_at, erode_labels
+from depth_perception.regions.fusion import fuse_masks
+from depth_perception.scene import generate_tabletop
 from depth_perception.segmentation import Segmentation, SegmentationError
-from depth_perception.segmentation.fusion import fuse_masks
+
+
+@functools.lru_cache(maxsize=None)
+def tabletop(seed: int, separated: bool = True, width: int = 320, height: int = 240):
+    """(scene, organised cloud HxWx3 float32) of a generator scene; cached across tests."""
+    scene = generate_tabletop(seed=seed, width=width, height=height, separated=separated)
+    return scene, scene.points()
 
 
 def _cloud(scene, depth_m):
