@@ -115,6 +115,54 @@ def grid_components(n: int, right: np.ndarray, edges: list[tuple[np.ndarray, np.
 # -- planes -----------------------------------------------------------------------------------------
 
 
+def fit_plane_ransac(points: np.ndarray, rng: np.random.Generator, *, iterations: int = 256,
+                     threshold_m: float = 0.0, threshold_rel: float = 0.0,
+                     score_points: int | None = None, prior: np.ndarray | None = None,
+                     max_angle_deg: float = 90.0, refine: int = 2) -> np.ndarray | None:
+    """The dominant plane of Nx3 float64 points, or None when no hypothesis is left.
+
+    RANSAC over ``iterations`` random point triples, each hypothesis scored by its MSAC cost over
+    ``score_points`` random points (all when None): a point's residual |n·p + d| is divided by the
+    threshold at its depth, ``threshold_m + threshold_rel · z`` (metres, or relative units with
+    ``threshold_rel`` alone), squared and truncated at 1. With ``prior`` (a unit normal), only
+    hypotheses within ``max_angle_deg`` of it compete. The best is refitted by least squares on its
+    inliers ``refine`` times. Returns (4,) n·p + d = 0 with a unit normal towards the camera.
+    """
+    n_pts = len(points)
+    if n_pts < 3:
+        return None
+    tri = points[rng.integers(0, n_pts, size=(int(iterations), 3))]  # (hypotheses, 3 points, xyz)
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(normals, axis=1)
+    ok = length > 1e-12
+    normals = normals[ok] / length[ok, None]
+    d = -(normals * tri[ok, 0]).sum(axis=1)
+    flip = d < 0  # towards the camera: the origin on the positive side
+    normals[flip] *= -1
+    d = np.abs(d)
+    if prior is not None:
+        keep = normals @ prior >= np.cos(np.radians(max_angle_deg))
+        normals, d = normals[keep], d[keep]
+    if len(normals) == 0:
+        return None
+    sample = points if score_points is None or score_points >= n_pts else \
+        points[rng.integers(0, n_pts, size=int(score_points))]
+    tol = threshold_m + threshold_rel * sample[:, 2:3]
+    # all hypotheses scored in one matrix product: (samples, hypotheses) residuals
+    cost = np.minimum(((sample @ normals.T + d) / tol) ** 2, 1.0).sum(axis=0)
+    best = int(np.argmin(cost))
+    plane = np.append(normals[best], d[best])
+    for _ in range(refine):  # least squares on the inliers, the smallest principal axis as normal
+        inl = np.abs(points @ plane[:3] + plane[3]) < threshold_m + threshold_rel * points[:, 2]
+        if inl.sum() < 3:
+            break
+        c = points[inl].mean(axis=0)
+        q = points[inl] - c
+        normal = np.linalg.eigh(q.T @ q)[1][:, 0]
+        plane = orient_plane(np.append(normal, -normal @ c))
+    return plane
+
+
 def orient_plane(plane: np.ndarray) -> np.ndarray:
     """(4,) plane n·p + d = 0 scaled to a unit normal pointing to the camera's side (d > 0 when the
     camera is above it)."""

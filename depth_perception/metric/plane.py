@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..camera import CameraModel
+from ..grid import fit_plane_ransac
 from .fits import ScaleFit, _refused, fit_inverse_affine, fit_scale
 
 
@@ -59,10 +60,12 @@ def fit_plane(prediction: np.ndarray, prediction_kind: str, camera: CameraModel,
     if n > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_points, replace=False))
     P = cloud[idx]
-    plane = _ransac_plane(P, prior, plane_threshold, max_angle_deg, iterations, seed)
+    plane = fit_plane_ransac(P, np.random.default_rng(seed + 1), iterations=iterations,
+                             threshold_rel=plane_threshold, prior=prior,
+                             max_angle_deg=max_angle_deg, refine=3)
     if plane is None:
         return _refused(space, f"no plane within {max_angle_deg:g} deg of the given normal", n, source)
-    normal, off = _refine_plane(P, *plane, plane_threshold)
+    normal, off = plane[:3], float(plane[3])
     inl = np.abs((P @ normal + off) / P[:, 2]) < plane_threshold
     if prior is not None and normal @ prior < math.cos(math.radians(max_angle_deg)):
         return _refused(space, f"refined plane is {math.degrees(math.acos(np.clip(normal @ prior, -1, 1))):.0f} "
@@ -110,45 +113,3 @@ def _relative_cloud(pred: np.ndarray, space: str, camera: CameraModel) -> np.nda
         rel = np.where(np.isfinite(rel) & (rel > 0), rel, np.float32(np.nan)).astype(np.float32)
     rays = cam.normalized_rays()
     return cam.backproject(rel, rays).reshape(-1, 3).astype(np.float64)
-
-
-def _ransac_plane(P: np.ndarray, prior: np.ndarray | None, plane_threshold: float, max_angle_deg: float,
-                  iterations: int, seed: int) -> tuple[np.ndarray, float] | None:
-    """RANSAC on ``iterations`` random point triples of the Nx3 cloud ``P``: the plane (unit normal
-    towards the camera, offset d >= 0 with n·p + d = 0) of lowest MSAC cost (distance relative to
-    depth, truncated at ``plane_threshold``), among those within ``max_angle_deg`` of ``prior`` when
-    given; None when no candidate is left."""
-    rng = np.random.default_rng(seed + 1)
-    tri = rng.integers(0, len(P), size=(3, iterations))
-    nrm = np.cross(P[tri[1]] - P[tri[0]], P[tri[2]] - P[tri[0]])
-    length = np.linalg.norm(nrm, axis=1)
-    good = length > 0
-    nrm = nrm[good] / length[good, None]
-    d = -np.einsum("ij,ij->i", nrm, P[tri[0][good]])
-    nrm[d < 0] *= -1  # orient every normal towards the camera (the origin is on its positive side)
-    d = np.abs(d)
-    if prior is not None:
-        good = nrm @ prior >= math.cos(math.radians(max_angle_deg))
-        nrm, d = nrm[good], d[good]
-    if len(nrm) == 0:
-        return None
-    dist = (nrm @ P.T + d[:, None]) / P[:, 2][None, :]
-    cost = np.minimum(dist**2, plane_threshold**2).sum(axis=1)
-    best = int(np.argmin(cost))
-    return nrm[best], d[best]
-
-
-def _refine_plane(P: np.ndarray, normal: np.ndarray, off: float,
-                  plane_threshold: float) -> tuple[np.ndarray, float]:
-    """Least-squares plane (smallest principal axis) through the inliers of (``normal``, ``off``),
-    three times over; the normal stays oriented towards the camera."""
-    for _ in range(3):
-        inl = np.abs((P @ normal + off) / P[:, 2]) < plane_threshold
-        if inl.sum() < 3:
-            break
-        c = P[inl].mean(axis=0)
-        normal = np.linalg.svd(P[inl] - c, full_matrices=False)[2][2]
-        off = -float(normal @ c)
-        if off < 0:
-            normal, off = -normal, -off
-    return normal, off

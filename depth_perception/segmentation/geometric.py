@@ -27,7 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..grid import grid_components, orient_plane, pixel_angle, plane_basis, valid_points
+from ..grid import (
+    fit_plane_ransac,
+    grid_components,
+    orient_plane,
+    pixel_angle,
+    plane_basis,
+    valid_points,
+)
 from .base import Segmentation, SegmentationError, check_points
 
 
@@ -106,45 +113,8 @@ class PlaneFit:
         return int(self.inliers.sum())
 
 
-def _fit_lsq(p: np.ndarray) -> np.ndarray:
-    """Least-squares plane (4,) through Nx3 points (smallest principal axis as the normal)."""
-    c = p.mean(axis=0)
-    q = p - c
-    _, vecs = np.linalg.eigh(q.T @ q)
-    n = vecs[:, 0]
-    return np.append(n, -n @ c)
-
-
 def _threshold(z: np.ndarray, params: GeometricParams) -> np.ndarray:
     return params.plane_threshold_m + params.plane_threshold_rel * z
-
-
-def _ransac_plane(p: np.ndarray, rng: np.random.Generator, params: GeometricParams) -> np.ndarray | None:
-    """Best plane (4,) for Nx3 float64 points, or None when no hypothesis is valid."""
-    n_pts = len(p)
-    if n_pts < 3:
-        return None
-    iters = int(params.ransac_iterations)
-    tri = p[rng.integers(0, n_pts, size=(iters, 3))]  # (iters, 3 points, xyz)
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    norm = np.linalg.norm(normals, axis=1)
-    ok = norm > 1e-12
-    if not ok.any():
-        return None
-    normals = normals[ok] / norm[ok, None]
-    d = -(normals * tri[ok, 0]).sum(axis=1)
-    sub = p[rng.integers(0, n_pts, size=min(n_pts, int(params.ransac_samples)))]
-    # all hypotheses scored in one matrix product: (samples, hypotheses) distances
-    dist = np.abs(sub @ normals.T + d)
-    score = (dist < _threshold(sub[:, 2:3], params)).sum(axis=0)
-    best = int(np.argmax(score))
-    plane = np.append(normals[best], d[best])
-    for _ in range(2):  # refit on all inliers, then once more with the refined inlier set
-        inl = np.abs(p @ plane[:3] + plane[3]) < _threshold(p[:, 2], params)
-        if inl.sum() < 3:
-            break
-        plane = _fit_lsq(p[inl])
-    return plane
 
 
 def find_planes(points: np.ndarray, params: GeometricParams | None = None,
@@ -172,7 +142,10 @@ def find_planes(points: np.ndarray, params: GeometricParams | None = None,
     for _ in range(int(params.max_planes)):
         if remaining.sum() < max(3, min_count):
             break
-        plane = _ransac_plane(p[remaining], rng, params)
+        plane = fit_plane_ransac(p[remaining], rng, iterations=params.ransac_iterations,
+                                 threshold_m=params.plane_threshold_m,
+                                 threshold_rel=params.plane_threshold_rel,
+                                 score_points=params.ransac_samples)
         if plane is None:
             break
         plane = orient_plane(plane)
