@@ -259,49 +259,64 @@ class Pipeline:
     def _segment(self, frame: Frame, points: np.ndarray) -> Segmentation:
         """Every configured mask source → merged (not yet cleaned). Never raises for bad masks:
         problems end up in the message and the frame keeps its depth and cloud."""
-        from .segmentation.base import detections_in_image, join_messages, merge_segmentations
-        from .segmentation.external import external_segmentation
-        from .segmentation.geometric import segment_geometric
+        from .segmentation.base import join_messages, merge_segmentations
 
-        cfg = self.config
         shape = points.shape[:2]
+        sources: dict[str, Callable[[Frame, np.ndarray, list[str]], Segmentation | None]] = {
+            "topic": self._topic_masks, "geometric": self._geometric_masks,
+            "sam": self._sam_masks, "text": self._text_masks}
         found: list[Segmentation] = []
         notes: list[str] = list(frame.input_notes)
-        for source in cfg.segmentation:
+        for source in self.config.segmentation:
             try:
-                if source == "topic":
-                    if frame.masks is None:
-                        notes.append("topic: no mask image for this frame")
-                        continue
-                    found.append(external_segmentation(np.asarray(frame.masks), shape,
-                                                       frame.detections,
-                                                       allow_resize=cfg.allow_mask_resize))
-                elif source == "geometric":
-                    found.append(segment_geometric(points, cfg.geometric, frame.support_plane))
-                elif source == "sam":
-                    sam = self.segmenters.get("sam")
-                    prompts, outside = detections_in_image(frame.detections or [], frame.rgb.shape[:2])
-                    notes += [f"sam: {text}" for text in outside]
-                    if sam is None or not prompts:
-                        notes.append("sam: " + ("no SAM model loaded" if sam is None
-                                                else "no detections to prompt it"))
-                        continue
-                    found.append(sam.segment(frame.rgb, prompts))
-                elif source == "text":
-                    text = self.segmenters.get("text")
-                    if text is None or not frame.prompt:
-                        notes.append("text: " + ("no detector loaded" if text is None
-                                                 else "no prompt yet"))
-                        continue
-                    found.append(text.segment(frame.rgb, frame.prompt))
+                seg = sources[source](frame, points, notes)
             except SegmentationError as exc:
                 notes.append(f"{source}: {exc}")
+                continue
+            if seg is not None:
+                found.append(seg)
         if not found:
             return Segmentation(labels=np.zeros(shape, np.uint16), message=join_messages(*notes))
         # One source keeps its own ids (another node's ids stay meaningful); several are renumbered.
         merged = found[0] if len(found) == 1 else merge_segmentations(found, shape)
         merged.message = join_messages(*notes, merged.message)
         return merged
+
+    # Each mask source: the frame's masks, or None with the reason appended to ``notes``.
+
+    def _topic_masks(self, frame: Frame, points: np.ndarray, notes: list[str]) -> Segmentation | None:
+        from .segmentation.external import external_segmentation
+
+        if frame.masks is None:
+            notes.append("topic: no mask image for this frame")
+            return None
+        return external_segmentation(np.asarray(frame.masks), points.shape[:2], frame.detections,
+                                     allow_resize=self.config.allow_mask_resize)
+
+    def _geometric_masks(self, frame: Frame, points: np.ndarray,
+                         notes: list[str]) -> Segmentation | None:
+        from .segmentation.geometric import segment_geometric
+
+        return segment_geometric(points, self.config.geometric, frame.support_plane)
+
+    def _sam_masks(self, frame: Frame, points: np.ndarray, notes: list[str]) -> Segmentation | None:
+        from .segmentation.base import detections_in_image
+
+        sam = self.segmenters.get("sam")
+        prompts, outside = detections_in_image(frame.detections or [], frame.rgb.shape[:2])
+        notes += [f"sam: {text}" for text in outside]
+        if sam is None or not prompts:
+            notes.append("sam: " + ("no SAM model loaded" if sam is None
+                                    else "no detections to prompt it"))
+            return None
+        return sam.segment(frame.rgb, prompts)
+
+    def _text_masks(self, frame: Frame, points: np.ndarray, notes: list[str]) -> Segmentation | None:
+        text = self.segmenters.get("text")
+        if text is None or not frame.prompt:
+            notes.append("text: " + ("no detector loaded" if text is None else "no prompt yet"))
+            return None
+        return text.segment(frame.rgb, frame.prompt)
 
     def _signal(self, frame: Frame) -> Any:
         """The metric signal this frame carries for the configured mode (None: none this frame)."""
