@@ -224,6 +224,22 @@ def validate_parameters(values: dict[str, Any]) -> str | None:
     return None
 
 
+def parameter_problems(values: dict[str, Any]) -> list[str]:
+    """Every reason this parameter set is unusable, one line per bad parameter ([] when usable);
+    rules between parameters are checked once each parameter is fine on its own."""
+    problems = [f"unknown parameter {name}" for name in sorted(set(values) - set(DEFAULTS))]
+    v = {**DEFAULTS, **values}
+    for p in PARAMETERS:
+        reason = rule_violation(p.name, _spec(p), _typed(p, p.default), v[p.name])
+        if reason:
+            problems.append(reason)
+    if not problems:
+        reason = validate_parameters(values)
+        if reason:
+            problems.append(reason)
+    return problems
+
+
 def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
     """Parameter values (missing ones default) → PipelineConfig. Raises ValueError when invalid."""
     built = _sections(values)

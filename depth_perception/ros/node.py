@@ -19,6 +19,7 @@ thread fed through a latest-frame-wins slot; bad input is logged and the next fr
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -32,12 +33,13 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
-from ..config import PARAMETERS, pipeline_config, validate_parameters
+from ..config import PARAMETERS, parameter_problems, pipeline_config, validate_parameters
 from ..driver import Models, input_names, load_models, synchronizer
 from ..regions import implementation_in_use
 from ..sync import LatestSlot
@@ -48,11 +50,22 @@ from .conversion import group_to_frame, iter_result_messages, output_options
 EARLY_TOPICS = ("depth", "depth/camera_info", "depth/colored")
 
 
+class InvalidParameters(ValueError):
+    """Start-up parameters the node cannot run with; ``problems`` has one line per parameter."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class DepthPerceptionNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("depth_perception", **kwargs)
         self._types = M.rclpy_types()
         p = self._declare_parameters()
+        #: the parameter values accepted last (guarded: the worker reads them after a model load)
+        self._values_lock = threading.Lock()
+        self._values = p
         self._models = Models()
         self._pipeline = self._models.pipeline(pipeline_config(p))
         self._ready = threading.Event()
@@ -157,7 +170,10 @@ class DepthPerceptionNode(Node):
     # -- parameters -------------------------------------------------------------------------------
 
     def _declare_parameters(self) -> dict[str, Any]:
-        values = {}
+        """Declare every parameter (ranges, choices, read-only in its descriptor); raise
+        InvalidParameters naming each bad override."""
+        values: dict[str, Any] = {}
+        refused: list[str] = []  # overrides rclpy itself refused (range, type)
         for spec in PARAMETERS:
             ranges: dict[str, Any] = {}
             if spec.min_value is not None and isinstance(spec.default, float):
@@ -171,25 +187,37 @@ class DepthPerceptionNode(Node):
                 ranges["additional_constraints"] = "one of: " + ", ".join(spec.choices)
             desc = ParameterDescriptor(description=spec.description, read_only=spec.read_only,
                                        **ranges)
-            values[spec.name] = self.declare_parameter(spec.name, spec.default, desc).value
-        reason = validate_parameters(values)
-        if reason:
-            raise ValueError(f"invalid parameters: {reason}")
+            try:
+                values[spec.name] = self.declare_parameter(spec.name, spec.default, desc).value
+            except InvalidParameterValueException:  # rclpy checked the override against the range
+                refused.append(f"{spec.name} must be in [{spec.min_value}, {spec.max_value}]")
+            except InvalidParameterTypeException as exc:  # an override of another type
+                refused.append(str(exc).rsplit(": ", 1)[0].replace("Trying to set parameter ", ""))
+            if spec.name not in values:  # go on, so that every bad parameter is reported at once
+                values[spec.name] = self.declare_parameter(spec.name, spec.default, desc,
+                                                           ignore_override=True).value
+        problems = refused + parameter_problems(values)
+        if problems:
+            raise InvalidParameters(problems)
         return values
 
-    def _current_values(self) -> dict[str, Any]:
-        return {p.name: p.value for p in self.get_parameters([s.name for s in PARAMETERS])}
-
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
-        values = self._current_values()
-        # qos_overrides.* and use_sim_time are rclpy's own parameters, not ours to validate.
-        values.update({p.name: p.value for p in params if p.name in values})
-        reason = validate_parameters(values)
-        if reason:
-            return SetParametersResult(successful=False, reason=reason)
-        # Swap in a new pipeline; the worker picks it up on its next frame (the metric scale
-        # filter restarts with the new settings).
-        self._pipeline = self._models.pipeline(pipeline_config(values))
+        with self._values_lock:
+            values = dict(self._values)
+            # qos_overrides.* and use_sim_time are rclpy's own parameters, not ours to validate.
+            values.update({p.name: p.value for p in params if p.name in values})
+            reason = validate_parameters(values)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            # Swap in a new pipeline; the worker picks it up on its next frame (the metric scale
+            # filter restarts with the new settings). A pipeline that cannot be built leaves the
+            # running one in place.
+            try:
+                pipeline = self._models.pipeline(pipeline_config(values))
+            except Exception as exc:  # noqa: BLE001 - refuse the change, keep the node running
+                return SetParametersResult(successful=False, reason=f"not applied: {exc}")
+            self._pipeline = pipeline
+            self._values = values
         return SetParametersResult(successful=True)
 
     # -- input ------------------------------------------------------------------------------------
@@ -224,15 +252,20 @@ class DepthPerceptionNode(Node):
     def _load_model(self) -> None:
         """Build the models off the executor: an export or a TensorRT engine build can take
         minutes on first run, and the node must stay responsive meanwhile."""
-        values = self._current_values()
+        with self._values_lock:
+            values = dict(self._values)
         try:
-            self._models = load_models(values, log=self.get_logger().info,
-                                       on_segmenter_error=self._segmenters_failed)
+            models = load_models(values, log=self.get_logger().info,
+                                 on_segmenter_error=self._segmenters_failed)
         except Exception as exc:  # noqa: BLE001 - report and keep the node alive
             self.last_error = f"depth model {values['model']} failed to load: {exc}"
             self.get_logger().error(self.last_error)
             return
-        self._pipeline = self._models.pipeline(pipeline_config(values))
+        # the models only depend on read-only parameters; the pipeline takes the values accepted
+        # last, including any set while the models loaded
+        with self._values_lock:
+            self._models = models
+            self._pipeline = models.pipeline(pipeline_config(self._values))
         self._ready.set()
 
     def _segmenters_failed(self, exc: Exception) -> None:
@@ -395,6 +428,11 @@ def main(args: list[str] | None = None) -> None:
         _run(args)
     except KeyboardInterrupt:  # a further Ctrl-C while shutting down: nothing is left to stop
         pass
+    except InvalidParameters as exc:  # one line per bad parameter, no traceback, exit status 2
+        logger = rclpy.logging.get_logger("depth_perception")
+        for problem in exc.problems:
+            logger.fatal(f"invalid parameter: {problem}")
+        sys.exit(2)
 
 
 def _run(args: list[str] | None) -> None:
@@ -412,3 +450,7 @@ def _run(args: list[str] | None) -> None:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
