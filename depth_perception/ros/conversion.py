@@ -67,12 +67,11 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
         stamp_ns=M.stamp_to_ns(image.header.stamp),
         frame_id=image.header.frame_id,
     )
-    if "masks" in group:
-        masks = group["masks"]
-        if masks.encoding not in ("mono8", "8UC1", "mono16", "16UC1"):
-            raise M.MessageError(
-                f"mask image has encoding {masks.encoding!r}; expected mono8, mono16 or 16UC1")
-        frame.masks = M.image_to_numpy(masks).astype(np.uint16, copy=False)
+    if "masks" in group:  # another node's problem must not cost this frame its depth and cloud
+        try:
+            frame.masks = _mask_image(group["masks"])
+        except M.MessageError as exc:
+            frame.input_notes.append(f"topic: masks ignored: {exc}")
     if "detections" in group:
         from .vision_msgs import detections_from_msg
 
@@ -86,6 +85,13 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
         frame.right_camera = M.camera_info_to_model(group["right/camera_info"])
         frame.baseline_m = baseline_m if baseline_m and baseline_m > 0 else None
     return frame
+
+
+def _mask_image(msg: Any) -> np.ndarray:
+    """An instance-id mask message → HxW uint16 (0 = background)."""
+    if msg.encoding not in ("mono8", "8UC1", "mono16", "16UC1"):
+        raise M.MessageError(f"mask image has encoding {msg.encoding!r}; expected mono8, mono16 or 16UC1")
+    return M.image_to_numpy(msg).astype(np.uint16, copy=False)
 
 
 def iter_result_messages(

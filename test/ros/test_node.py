@@ -206,6 +206,27 @@ def test_masks_from_another_node_give_regions_labels_markers_and_region_clouds(r
         h.close()
 
 
+def test_a_mask_in_an_unsupported_encoding_costs_only_the_masks(rclpy_context, scene):
+    h = Harness(rclpy_context, {"stereo": True, "segmentation.source": ["topic"], "max_depth": 5.0})
+    try:
+        t, M = h.types, h.M
+        masks_pub = h.tester.create_publisher(t.Image, "masks", 10)
+        h.wait_for_connections()
+        assert h.spin_until(lambda: masks_pub.get_subscription_count() > 0, timeout=5.0)
+        stamp = 9_500_000_000
+        masks_pub.publish(M.numpy_to_image(t, scene.depth_m, "32FC1",
+                                           M.make_header(t, stamp, FRAME_ID)))
+        h.send_stereo(scene, stamp)
+        assert h.spin_until(lambda: h.received["depth"] and h.received["points"], timeout=10.0), \
+            h.node.last_error
+        assert M.stamp_to_ns(h.received["depth"][0].header.stamp) == stamp
+        assert h.node.frames_failed == 0
+        assert "masks ignored" in h.node._last_segmentation
+        assert "'32FC1'" in h.node._last_segmentation
+    finally:
+        h.close()
+
+
 def test_monocular_model_with_sparse_depth_publishes_depth_and_metric_diagnostics(rclpy_context,
                                                                                  scene):
     from diagnostic_msgs.msg import DiagnosticArray
