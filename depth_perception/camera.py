@@ -78,6 +78,14 @@ class CameraModel:
             raise ValueError(f"camera K must be finite with fx, fy > 0, got K={self.K.tolist()}")
         if self.K[2, 2] != 1.0 or self.K[1, 0] != 0.0 or self.K[2, 0] != 0.0 or self.K[2, 1] != 0.0:
             raise ValueError(f"camera K is not an intrinsic matrix: {self.K.tolist()}")
+        # a calibration whose principal point lies over an image width/height outside the image
+        # belongs to another camera or another resolution
+        if not (-self.width <= self.cx <= 2 * self.width and -self.height <= self.cy <= 2 * self.height):
+            raise ValueError(f"camera K principal point ({self.cx:g}, {self.cy:g}) lies far outside the "
+                             f"{self.width}x{self.height} image")
+        P = self.P
+        if P is not None and (not np.all(np.isfinite(P)) or P[0, 0] <= 0 or P[1, 1] <= 0):
+            raise ValueError(f"camera P must be finite with fx', fy' > 0, got P={np.asarray(P).tolist()}")
         if self.D.size and self.distortion_model not in DISTORTION_COEFFS:
             known = ", ".join(sorted(DISTORTION_COEFFS))
             raise ValueError(

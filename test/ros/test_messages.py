@@ -394,6 +394,13 @@ def test_impossible_camera_info_raises_message_error_naming_the_field(flavour):
     K[0] = 500.0
     with pytest.raises(MessageError, match=r"'plumb_bob' needs 5 coefficients, got 2"):
         camera_info_to_model(_camera_info(flavour.types, K, d=[0.1, 0.2]))
+    with pytest.raises(MessageError, match=r"K must be finite"):
+        camera_info_to_model(_camera_info(flavour.types, [float("nan")] + K[1:]))
+    with pytest.raises(MessageError, match=r"principal point \(319.5, 5000\) lies far outside"):
+        camera_info_to_model(_camera_info(flavour.types, K[:5] + [5000.0] + K[6:]))
+    bad_p = [0.0, 0.0, 319.5, 0.0, 0.0, 500.0, 239.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(MessageError, match=r"camera P must be finite with fx', fy' > 0"):
+        camera_info_to_model(_camera_info(flavour.types, K, p=np.array(bad_p)))
 
 
 # -- point clouds ---------------------------------------------------------------------------------
