@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .depth.estimator import BACKENDS, DepthEstimator
+from .depth.processing import MAX_ASPECT_RATIO
 from .metric import MetricConfig
 from .params import Spec, check_fields, default_of, exposed, param, rule_violation
 from .pipeline import PipelineConfig
@@ -83,6 +84,10 @@ class ModelParams:
     device: str = param("", "torch device, e.g. cuda:0 (empty: cuda if present)", read_only=True)
     random_init: bool = param(False, "random weights (benchmarks and plumbing only)",
                               read_only=True)
+    max_aspect_ratio: float = param(MAX_ASPECT_RATIO, "longest / shortest image side the network "
+                                    "accepts; wider images are refused before any allocation (the "
+                                    "network input grows with the ratio)", minimum=1.0,
+                                    maximum=64.0, read_only=True)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -316,7 +321,8 @@ def estimator_from_parameters(values: dict[str, Any], log: Any = None) -> DepthE
         v["model"], weights=v["weights"] or None, backend=v["backend"],
         device=v["device"] or None, random_init=bool(v["random_init"]),
         input_size=int(v["input_size"]) or None, onnx_path=v["onnx"] or None,
-        engine_path=v["engine"] or None, precision=v["precision"], **kwargs)
+        engine_path=v["engine"] or None, precision=v["precision"],
+        max_aspect_ratio=float(v["max_aspect_ratio"]), **kwargs)
 
 
 def load_parameters(path: str | Path) -> dict[str, Any]:

@@ -24,7 +24,14 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from .onnx_export import FOV_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
-from .processing import Geometry, check_rgb, depth_pro_inverse_depth, postprocess, preprocess
+from .processing import (
+    MAX_ASPECT_RATIO,
+    Geometry,
+    check_rgb,
+    depth_pro_inverse_depth,
+    postprocess,
+    preprocess,
+)
 from .zoo import ModelSpec, get_spec, missing_requirements
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -92,6 +99,7 @@ class DepthEstimator:
         precision: str = "fp32",
         log: Callable[[str], None] | None = _stderr,
         seed: int = 0,
+        max_aspect_ratio: float = MAX_ASPECT_RATIO,
     ) -> None:
         self.spec = spec = get_spec(spec_or_name)
         if backend not in BACKENDS:
@@ -104,6 +112,7 @@ class DepthEstimator:
             raise ValueError(f"input size {input_size} must be a multiple of {spec.patch_multiple} "
                              f"for {spec.name}")
         self.input_size = int(input_size or spec.input_size)
+        self.max_aspect_ratio = float(max_aspect_ratio)
         self.precision = precision
         self._log = log or (lambda _msg: None)
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -225,7 +234,8 @@ class DepthEstimator:
             timings["inference"] = (time.perf_counter() - t0) * 1e3
             timings["total"] = timings["inference"]
             return DepthPrediction(values, self.kind, timings)
-        x, geo = preprocess(rgb, self.spec, self.input_size, device=self._device)
+        x, geo = preprocess(rgb, self.spec, self.input_size, device=self._device,
+                            max_aspect_ratio=self.max_aspect_ratio)
         prompt = self._prompt(prompt_depth_m, x)
         t1 = time.perf_counter()
         timings["preprocess"] = (t1 - t0) * 1e3

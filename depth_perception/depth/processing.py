@@ -33,10 +33,22 @@ class Geometry:
         return self.content_hw[1] / self.image_hw[1]
 
 
-def network_geometry(height: int, width: int, spec: ModelSpec, input_size: int | None = None) -> Geometry:
-    """Network input layout for an image of ``height`` x ``width`` pixels."""
+#: longest / shortest image side the short-side layout accepts by default: the network input grows
+#: with it (a 1xN image would become size x size·N) and attention with its square
+MAX_ASPECT_RATIO = 4.0
+
+
+def network_geometry(height: int, width: int, spec: ModelSpec, input_size: int | None = None,
+                     max_aspect_ratio: float = MAX_ASPECT_RATIO) -> Geometry:
+    """Network input layout for an image of ``height`` x ``width`` pixels. Refuses, before anything
+    is allocated, an image whose sides differ by more than ``max_aspect_ratio`` where the network
+    input would grow with it (short-side layout; a fixed letterbox never grows)."""
     if height < 1 or width < 1:
         raise ValueError(f"image must be at least 1x1 pixels, got {width}x{height}")
+    aspect = max(height, width) / min(height, width)
+    if spec.resize_mode != "fixed" and aspect > max_aspect_ratio:
+        raise ValueError(f"image {width}x{height} has an aspect ratio of {aspect:.1f}, more than "
+                         f"max_aspect_ratio {max_aspect_ratio:g} allows for {spec.name}'s input")
     size = int(input_size or spec.input_size)
     m = max(1, spec.patch_multiple)
     if size < m:
@@ -61,13 +73,13 @@ def check_rgb(rgb: Any) -> None:
 
 
 def preprocess(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = None, device: Any = "cpu",
-               dtype: Any = None) -> tuple[Any, Geometry]:
+               dtype: Any = None, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> tuple[Any, Geometry]:
     """HxWx3 uint8 RGB → (1x3xh×w normalised torch tensor on ``device``, geometry)."""
     import torch
     import torch.nn.functional as F
 
     check_rgb(rgb)
-    geo = network_geometry(rgb.shape[0], rgb.shape[1], spec, input_size)
+    geo = network_geometry(rgb.shape[0], rgb.shape[1], spec, input_size, max_aspect_ratio)
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
     x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     if geo.content_hw != geo.image_hw:

@@ -64,3 +64,28 @@ def test_bad_images_are_rejected_with_a_clear_error(bad: np.ndarray) -> None:
 def test_input_size_must_be_a_patch_multiple() -> None:
     with pytest.raises(ValueError, match="multiple of 14"):
         network_geometry(480, 640, DA, input_size=500)
+
+
+@pytest.mark.parametrize("hw", [(2, 600), (600, 2), (1, 5)])
+def test_a_thin_image_is_refused_before_the_network_input_grows_with_it(hw) -> None:
+    spec = get_spec("depth_anything_v2_small_tiny")
+    with pytest.raises(ValueError, match=rf"image {hw[1]}x{hw[0]} has an aspect ratio of .* more "
+                                         r"than max_aspect_ratio 4 allows"):
+        network_geometry(*hw, spec)
+    assert network_geometry(100, 400, spec).net_hw[1] <= 4 * network_geometry(100, 400, spec).net_hw[0]
+    wide = network_geometry(*hw, spec, max_aspect_ratio=1000)  # a user may raise the limit
+    assert max(wide.net_hw) > 4 * min(wide.net_hw)
+
+
+def test_a_letterboxed_model_takes_any_aspect_ratio() -> None:
+    spec = get_spec("dpt_large_tiny")
+    assert network_geometry(2, 600, spec).net_hw == (spec.input_size, spec.input_size)
+
+
+def test_the_estimator_refuses_a_thin_image_without_allocating_its_input() -> None:
+    from depth_perception.depth.estimator import DepthEstimator
+
+    est = DepthEstimator("depth_anything_v2_small_tiny", random_init=True, backend="torch", log=None)
+    with pytest.raises(ValueError, match="aspect ratio of 300.0"):
+        est.predict(np.zeros((2, 600, 3), np.uint8))
+    assert est.predict(np.zeros((60, 80, 3), np.uint8)).values.shape == (60, 80)
