@@ -50,6 +50,14 @@ from .conversion import group_to_frame, iter_result_messages, output_options
 EARLY_TOPICS = ("depth", "depth/camera_info", "depth/colored")
 
 
+#: longest diagnostic value / log detail: a flood of bad input must not make megabyte messages
+MAX_TEXT = 2000
+
+
+def _capped(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 class InvalidParameters(ValueError):
     """Start-up parameters the node cannot run with; ``problems`` has one line per parameter."""
 
@@ -286,11 +294,11 @@ class DepthPerceptionNode(Node):
                 self._latencies_ms.append((time.monotonic() - received) * 1e3)
             except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
                 self.frames_failed += 1
-                self.last_error = str(exc)
+                self.last_error = _capped(str(exc))
                 header = group["image"].header
                 self.get_logger().error(
-                    f"frame {header.stamp.sec}.{header.stamp.nanosec:09d} ({header.frame_id}) "
-                    f"skipped: {exc}"
+                    f"frame {header.stamp.sec}.{header.stamp.nanosec:09d} "
+                    f"({_capped(header.frame_id, 200)}) skipped: {self.last_error}"
                 )
 
     def _wanted_topics(self) -> tuple[str, ...]:
@@ -399,7 +407,7 @@ class DepthPerceptionNode(Node):
         else:
             stat.summary(DiagnosticStatus.OK, "ok")
         for key, value in values.items():
-            stat.add(key, value)
+            stat.add(key, _capped(value))
         return stat
 
     def _metric_status(self, stat: Any) -> Any:

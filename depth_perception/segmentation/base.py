@@ -211,8 +211,17 @@ def merge_segmentations(segmentations: list[Segmentation], shape: tuple[int, int
                         support_plane=plane)
 
 
+#: a message lists at most this many parts (a mask image with thousands of ids must not make a
+#: diagnostic or a log line of megabytes)
+MAX_MESSAGE_PARTS = 20
+
+
 def join_messages(*parts: str) -> str:
-    return "; ".join(p for p in parts if p)
+    """The non-empty parts joined with "; ", the first MAX_MESSAGE_PARTS and a count of the rest."""
+    kept = [p for p in parts if p]
+    if len(kept) > MAX_MESSAGE_PARTS:
+        kept = kept[:MAX_MESSAGE_PARTS] + [f"... and {len(kept) - MAX_MESSAGE_PARTS} more"]
+    return "; ".join(kept)
 
 
 def check_points(points: np.ndarray, what: str = "points") -> np.ndarray:

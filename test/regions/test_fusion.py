@@ -128,3 +128,18 @@ def test_bad_input():
         RegionParams(erosion_px=-1)
     empty = fuse_masks(Segmentation(np.zeros((4, 4), np.uint16)), np.zeros((4, 4, 3), np.float32))
     assert len(empty.segmentation) == 0
+
+
+def test_thousands_of_dropped_masks_give_a_bounded_message():
+    """65,535 one-pixel ids (a corrupt or hostile mask image) must not make a megabyte message."""
+    from depth_perception.segmentation.base import MAX_MESSAGE_PARTS
+
+    scene, pts = tabletop(0)
+    h, w = scene.depth_m.shape
+    labels = (np.arange(h * w, dtype=np.uint32) % 65535 + 1).astype(np.uint16).reshape(h, w)
+    fused = fuse_masks(Segmentation(labels=labels), pts)
+    message = fused.segmentation.message
+    assert len(fused.dropped) > 60_000
+    assert message.count(" dropped: ") == MAX_MESSAGE_PARTS
+    assert message.endswith(f"... and {len(fused.dropped) - MAX_MESSAGE_PARTS} more")
+    assert len(message) < 5_000

@@ -96,3 +96,15 @@ def test_bad_start_up_parameters_print_one_line_each_and_exit_2(loopback_netns):
     assert len(lines) == 3, text
     for name in ("queue_size", "metric.mode", "depth_encoding"):
         assert any(name in line for line in lines), text
+
+
+def test_diagnostic_values_are_capped(node):
+    from diagnostic_updater import DiagnosticStatusWrapper
+
+    from depth_perception.ros.node import MAX_TEXT
+
+    node.last_error = "x" * 1_000_000
+    node._last_segmentation = "mask 'id 1' dropped: no depth; " * 50_000
+    stat = node._depth_status(DiagnosticStatusWrapper())
+    assert max(len(kv.value) for kv in stat.values) < MAX_TEXT + 100
+    assert any(kv.value.endswith("more characters)") for kv in stat.values if kv.key == "last error")
