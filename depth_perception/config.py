@@ -53,6 +53,13 @@ class NodeParams:
         "is processed without them (depth and clouds still published), seconds; also ends when "
         "queue_size newer messages arrive", name="segmentation.wait", minimum=0.0, maximum=10.0,
         read_only=True)
+    qos_reliability: str = param("best_effort", "reliability of the input subscriptions: "
+                                 "best_effort (matches every publisher) or reliable (only reliable "
+                                 "publishers; no lost fragments of large images)",
+                                 name="qos.reliability", choices=("best_effort", "reliable"),
+                                 read_only=True)
+    qos_depth: int = param(5, "history depth of the input subscriptions", name="qos.depth",
+                           minimum=1, maximum=100, step=1, read_only=True)
     cloud_stride: int = param(1, "decimation of the published scene cloud, pixels",
                               name="cloud.stride", minimum=1, maximum=16, step=1)
     cloud_max_range: float = param(0.0, "drop scene-cloud points farther than this, metres "

@@ -36,7 +36,7 @@ from rcl_interfaces.msg import (
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from ..config import PARAMETERS, parameter_problems, pipeline_config, validate_parameters
@@ -121,9 +121,13 @@ class DepthPerceptionNode(Node):
     # -- topics -----------------------------------------------------------------------------------
 
     def _subscribe(self, inputs: list[str], p: dict[str, Any]) -> None:
-        """One subscription per input (sensor-data QoS; users override reliability/depth per
+        """One subscription per input (``qos.reliability`` / ``qos.depth``; users override them per
         topic with ``qos_overrides.<topic>.*``), plus ``prompt`` for text segmentation."""
-        sub_qos = qos_profile_sensor_data
+        sub_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=int(p["qos.depth"]),
+            reliability=(ReliabilityPolicy.RELIABLE if p["qos.reliability"] == "reliable"
+                         else ReliabilityPolicy.BEST_EFFORT),
+            durability=DurabilityPolicy.VOLATILE)
         overridable = QoSOverridingOptions.with_default_policies()
         t = self._types
         compressed = p["image_transport"] == "compressed"

@@ -270,6 +270,25 @@ def test_monocular_model_with_sparse_depth_publishes_depth_and_metric_diagnostic
         h.close()
 
 
+@pytest.mark.parametrize("reliability", ["best_effort", "reliable"])
+def test_input_qos_follows_the_qos_parameters(rclpy_context, reliability):
+    from rclpy.parameter import Parameter
+    from rclpy.qos import ReliabilityPolicy
+
+    from depth_perception.ros.node import DepthPerceptionNode
+
+    node = DepthPerceptionNode(context=rclpy_context, parameter_overrides=[
+        Parameter("qos.reliability", value=reliability), Parameter("qos.depth", value=2)])
+    try:
+        (info,) = node.get_subscriptions_info_by_topic("/camera_info")
+        assert info.qos_profile.reliability == {"best_effort": ReliabilityPolicy.BEST_EFFORT,
+                                                "reliable": ReliabilityPolicy.RELIABLE}[reliability]
+        (sub,) = [s for s in node.subscriptions if s.topic_name == "/camera_info"]
+        assert sub.qos_profile.depth == 2  # history depth is local: the graph does not carry it
+    finally:
+        node.destroy_node()
+
+
 def test_input_and_output_qos_can_be_overridden_by_parameters(rclpy_context):
     from rclpy.parameter import Parameter
     from rclpy.qos import ReliabilityPolicy
