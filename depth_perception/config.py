@@ -207,10 +207,11 @@ def _sections(values: dict[str, Any]) -> dict[type, Any]:
     built = {}
     for section in SECTIONS:
         try:
-            built[section.cls] = _build(section, v)
+            built[section.cls] = obj = _build(section, v)
+            if section.cls is StereoParams:
+                obj.check()  # SGBM's own rules, checked when matching rather than on construction
         except ValueError as exc:  # a rule between fields, from the dataclass itself
             raise ValueError(_in_parameter_names(str(exc), section)) from None
-    built[StereoParams].check()
     if built[RegionParams].implementation == "compiled" and not kernel_available():
         raise ValueError("regions.implementation is compiled, but depth_perception._regions_kernel "
                          "is not built (reinstall the package with a C++ compiler)")

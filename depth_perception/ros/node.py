@@ -39,7 +39,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
-from ..config import PARAMETERS, parameter_problems, pipeline_config, validate_parameters
+from ..config import PARAMETERS, parameter_problems, pipeline_config
 from ..driver import Models, input_names, load_models, synchronizer
 from ..regions import implementation_in_use
 from ..sync import LatestSlot
@@ -218,14 +218,15 @@ class DepthPerceptionNode(Node):
             values = dict(self._values)
             # qos_overrides.* and use_sim_time are rclpy's own parameters, not ours to validate.
             values.update({p.name: p.value for p in params if p.name in values})
-            reason = validate_parameters(values)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
+            try:  # the same rules as at start-up
+                config = pipeline_config(values)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
             # Swap in a new pipeline; the worker picks it up on its next frame (the metric scale
             # filter restarts with the new settings). A pipeline that cannot be built leaves the
             # running one in place.
             try:
-                pipeline = self._models.pipeline(pipeline_config(values))
+                pipeline = self._models.pipeline(config)
             except Exception as exc:  # noqa: BLE001 - refuse the change, keep the node running
                 return SetParametersResult(successful=False, reason=f"not applied: {exc}")
             self._pipeline = pipeline
