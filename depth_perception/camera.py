@@ -14,6 +14,41 @@ import numpy as np
 #: Distortion models of `sensor_msgs/distortion_models.hpp` and their coefficient counts.
 DISTORTION_COEFFS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
 
+#: How an image relates to its CameraInfo (see :func:`image_geometry`).
+GEOMETRIES = ("auto", "rectified", "raw")
+
+
+def rectified_topic(topic: str) -> bool | None:
+    """Whether a ROS image topic carries a rectified image by image_proc's naming (``image_rect``,
+    ``image_rect_color``, also under ``.../compressed``): True for those, False for ``image_raw`` /
+    ``image_color`` / ``image_mono``, None when the name says nothing (e.g. ``image``)."""
+    parts = [p for p in topic.split("/") if p and p not in ("compressed", "compressedDepth")]
+    if not parts:
+        return None
+    name = parts[-1]
+    if name.startswith("image_rect"):
+        return True
+    if name in ("image_raw", "image_color", "image_mono"):
+        return False
+    return None
+
+
+def image_geometry(setting: str, stereo: bool, rectified_hint: bool | None) -> str:
+    """``"rectified"`` or ``"raw"``: how to read the CameraInfo of an image.
+
+    As image_geometry's PinholeCameraModel: a rectified image (image_proc's ``image_rect``, every
+    stereo pair SGBM can match) is described by P's 3x3 block with no distortion; a raw image by K
+    and D. ``setting`` ``auto`` decides from the topic name (``rectified_hint``), else stereo →
+    rectified, monocular → raw.
+    """
+    if setting not in GEOMETRIES:
+        raise ValueError(f"image_geometry must be one of {', '.join(GEOMETRIES)}, got {setting!r}")
+    if setting != "auto":
+        return setting
+    if rectified_hint is not None:
+        return "rectified" if rectified_hint else "raw"
+    return "rectified" if stereo else "raw"
+
 
 @dataclass(frozen=True)
 class Roi:
@@ -179,9 +214,25 @@ class CameraModel:
         return replace(cam, width=int(width), height=int(height), K=T @ cam.K, P=T @ cam.P)
 
     def rectified(self) -> CameraModel:
-        """The model of the rectified image: K = P[:, :3], no distortion, R = I."""
+        """The model of the rectified image: K = P[:, :3], no distortion, R = I (P unchanged, so a
+        right camera keeps its Tx = -fx'·B)."""
         cam = self.effective()
         return replace(cam, K=cam.P[:, :3].copy(), D=np.zeros(0), R=np.eye(3))
+
+    @property
+    def rectification_is_identity(self) -> bool:
+        """Whether rectifying changes nothing: no distortion, R = I and P's 3x3 block equal to K."""
+        return (not self.is_distorted and np.allclose(self.R, np.eye(3))
+                and np.allclose(self.P[:, :3], self.K))
+
+    def describe(self, geometry: str) -> str:
+        """One line naming the model used for rays, e.g. "rectified: rays from P (fx 525.0)"."""
+        if geometry == "rectified":
+            return f"rectified: rays from P (fx {self.P[0, 0]:.1f}, cx {self.P[0, 2]:.1f}), no distortion"
+        if self.is_distorted:
+            return (f"raw: rays from K (fx {self.fx:.1f}) and D ({self.distortion_model}, "
+                    f"{np.count_nonzero(self.D)} non-zero)")
+        return f"raw: rays from K (fx {self.fx:.1f}), no distortion"
 
     # -- image geometry ---------------------------------------------------------------------------
 

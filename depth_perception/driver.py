@@ -23,13 +23,16 @@ from .sync import StampSynchronizer
 
 #: inputs from slower nodes: an image waits for them a while, then goes on without them
 OPTIONAL_INPUTS = ("masks", "detections")
+#: metric signals metric.mode ``auto`` uses when they are there; an image never waits for them
+SIGNAL_INPUTS = ("sparse_depth", "lidar_points")
 
 
 def input_names(values: dict[str, Any], detections: bool = True) -> list[str]:
     """The pipeline inputs the parameters ask for: ``image`` and ``camera_info``; the right pair
     with ``stereo``; ``masks`` for segmentation.source ``topic``; ``detections`` for ``sam`` (only
     where ``detections``: the driver can receive them); the metric signal of a monocular ``model``
-    with metric.mode ``sparse_depth`` (``sparse_depth``) or ``pointcloud`` (``lidar_points``)."""
+    with metric.mode ``sparse_depth`` (``sparse_depth``) or ``pointcloud`` (``lidar_points``), both
+    with ``auto`` (optional there: :data:`SIGNAL_INPUTS`)."""
     v = {**DEFAULTS, **values}
     inputs = ["image", "camera_info"]
     if v["stereo"]:
@@ -39,9 +42,9 @@ def input_names(values: dict[str, Any], detections: bool = True) -> list[str]:
         inputs.append("masks")
     if "sam" in sources and detections:
         inputs.append("detections")
-    if v["model"] and v["metric.mode"] == "sparse_depth":
+    if v["model"] and v["metric.mode"] in ("sparse_depth", "auto"):
         inputs.append("sparse_depth")
-    if v["model"] and v["metric.mode"] == "pointcloud":
+    if v["model"] and v["metric.mode"] in ("pointcloud", "auto"):
         inputs.append("lidar_points")
     return inputs
 
@@ -49,12 +52,15 @@ def input_names(values: dict[str, Any], detections: bool = True) -> list[str]:
 def synchronizer(inputs: Sequence[str], values: dict[str, Any]) -> StampSynchronizer:
     """Groups ``inputs`` around ``image`` within ``sync_slop`` seconds, ``queue_size`` messages per
     input; masks and detections (from slower nodes) are waited for up to ``segmentation.wait``
-    seconds (on the caller's clock), then the image goes on without them."""
+    seconds (on the caller's clock), then the image goes on without them. With metric.mode
+    ``auto`` the metric signals join a set when they are there and are never waited for."""
     v = {**DEFAULTS, **values}
+    no_wait = tuple(n for n in SIGNAL_INPUTS if n in inputs) if v["metric.mode"] == "auto" else ()
+    optional = tuple(n for n in OPTIONAL_INPUTS if n in inputs) + no_wait
     return StampSynchronizer(
         list(inputs), primary="image", slop_ns=int(v["sync_slop"] * 1e9),
-        queue_size=int(v["queue_size"]), optional=tuple(n for n in OPTIONAL_INPUTS if n in inputs),
-        optional_wait_ns=int(float(v["segmentation.wait"]) * 1e9))
+        queue_size=int(v["queue_size"]), optional=optional,
+        optional_wait_ns=int(float(v["segmentation.wait"]) * 1e9), no_wait=no_wait)
 
 
 @dataclass
@@ -97,4 +103,4 @@ def load_models(values: dict[str, Any], log: Callable[[str], None] | None = None
     return Models(estimator, segmenters)
 
 
-__all__ = ["OPTIONAL_INPUTS", "Models", "input_names", "load_models", "synchronizer"]
+__all__ = ["OPTIONAL_INPUTS", "SIGNAL_INPUTS", "Models", "input_names", "load_models", "synchronizer"]

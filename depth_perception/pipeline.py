@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .camera import CameraModel
+from .camera import GEOMETRIES, CameraModel, image_geometry
 from .metric import (
     DepthImageSignal,
     MetricAligner,
@@ -45,6 +45,14 @@ class PipelineError(ValueError):
 class PipelineConfig:
     """Per-frame processing settings (ROS parameters map 1:1 onto these)."""
 
+    image_geometry: str = param(
+        "auto", "how the colour image relates to its CameraInfo: rectified (image_rect: rays from "
+        "P, no distortion, as image_geometry), raw (image_raw: rays from K and D), auto (by the image "
+        "topic's name, image_rect* = rectified, image_raw = raw; otherwise stereo = rectified, "
+        "monocular = raw)", choices=GEOMETRIES)
+    rectify: bool = param(False, "rectify raw images (K, D, R -> P) before depth; every output and "
+                          "depth/camera_info then describe the rectified image (D = 0, K = P). "
+                          "false: raw images give depth in the raw geometry with the raw CameraInfo")
     min_depth_m: float = param(0.1, "nearest valid depth, metres", name="min_depth", minimum=0.0,
                                maximum=1000.0)
     max_depth_m: float = param(20.0, "farthest valid depth, metres", name="max_depth",
@@ -113,6 +121,9 @@ class Frame:
     #: problems with optional inputs found while building the frame (e.g. a malformed detection
     #: that was skipped), reported with the segmentation message.
     input_notes: list[str] = field(default_factory=list)
+    #: whether the image is rectified, as its topic name says (:func:`camera.rectified_topic`;
+    #: None: the name does not say); read when ``image_geometry`` is ``auto``.
+    image_rectified: bool | None = None
 
 
 @dataclass
@@ -122,7 +133,7 @@ class FrameResult:
     depth_m: np.ndarray  # HxW float32 metres, NaN where invalid (REP 117/118)
     valid: np.ndarray  # HxW bool
     points: np.ndarray | None  # HxWx3 float32 metres, camera optical frame, NaN where invalid
-    camera: CameraModel  # model of the depth image (binning/ROI applied)
+    camera: CameraModel  # model of the depth image (binning/ROI applied; rectified when rectified)
     depth_source: str  # "stereo", "sparse_depth", "pointcloud", "plane", "model", "fixed", "none"
     stamp_ns: int = 0
     frame_id: str = ""
@@ -134,6 +145,9 @@ class FrameResult:
     labels: np.ndarray | None = None  # HxW uint16 cleaned instance image (0 = background)
     segmentation_source: str = ""  # "topic", "geometric", "sam", ... ("" = none)
     segmentation_message: str = ""  # why masks were dropped or missing ("" = all fine)
+    #: the colour image the outputs are aligned with (the input, or its rectified version)
+    rgb: np.ndarray | None = None
+    geometry: str = ""  # the camera model used for rays, e.g. "rectified: rays from P (...)"
 
     @property
     def valid_fraction(self) -> float:
@@ -166,6 +180,36 @@ class Pipeline:
                          stereo=self.config.metric.stereo or self.config.stereo)
         self.aligner = MetricAligner(metric)
         self._rays: tuple[tuple, np.ndarray] | None = None  # (camera key, HxWx2 rays)
+        from .rectify import RectifyMaps
+
+        self._maps = RectifyMaps()  # remap tables of the cameras seen, for ``rectify``
+
+    def _in_geometry(self, frame: Frame) -> tuple[Frame, CameraModel, str]:
+        """(frame, camera model for rays and metric signals, "rectified" | "raw").
+
+        A rectified image is read through P (:meth:`CameraModel.rectified`); a raw one through K and
+        D, or, with ``rectify``, resampled into the rectified geometry first, together with every
+        pixel-aligned input (right image, masks, sparse depth, detections) — the frame returned then
+        carries the rectified images and model."""
+        cfg = self.config
+        cam = frame.camera.effective()
+        stereo = frame.right_rgb is not None
+        geometry = image_geometry(cfg.image_geometry, stereo, frame.image_rectified)
+        if geometry == "rectified":
+            return frame, cam.rectified(), geometry
+        if cam.rectification_is_identity:
+            return frame, cam, "raw"
+        if cfg.rectify:
+            from .rectify import rectify_frame
+
+            rectified = rectify_frame(frame, self._maps, self.aligner.config.T_camera_from_cloud)
+            return rectified, rectified.camera, "rectified"
+        if stereo:
+            raise PipelineError(
+                "stereo matching needs rectified images, but this pair is read as raw (its CameraInfo "
+                "has distortion or R != I): subscribe to image_rect, set image_geometry: rectified if "
+                "it already is, or set rectify: true")
+        return frame, cam, geometry
 
     def _rays_for(self, cam: CameraModel) -> np.ndarray:
         key = (cam.width, cam.height, cam.K.tobytes(), cam.D.tobytes(), cam.distortion_model)
@@ -187,7 +231,11 @@ class Pipeline:
             frame.camera.check_image(frame.rgb, "colour image")
         except ValueError as exc:
             raise PipelineError(str(exc)) from exc
-        cam = frame.camera.effective()
+        t = time.perf_counter()
+        given = frame
+        frame, cam, geometry = self._in_geometry(frame)
+        if frame is not given:
+            timings["rectify"] = (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
         prediction = metric = None
@@ -222,7 +270,8 @@ class Pipeline:
             timings["cloud"] = (time.perf_counter() - t) * 1e3
         result = FrameResult(depth_m=depth_m, valid=valid, points=points, camera=cam, depth_source=source,
                              stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, timings_ms=timings,
-                             depth_confidence=confidence, prediction=prediction, metric=metric)
+                             depth_confidence=confidence, prediction=prediction, metric=metric,
+                             rgb=frame.rgb, geometry=cam.describe(geometry))
         if on_depth is not None:
             on_depth(replace(result, timings_ms=dict(timings)))
         regions: list[Region] = []
@@ -319,16 +368,18 @@ class Pipeline:
         return text.segment(frame.rgb, frame.prompt)
 
     def _signal(self, frame: Frame) -> Any:
-        """The metric signal this frame carries for the configured mode (None: none this frame)."""
+        """The metric signal this frame carries for the configured mode (None: none this frame);
+        for ``auto`` the first present among sparse depth, LiDAR, stereo and a camera height."""
         mode = self.aligner.config.mode
-        if mode == "sparse_depth" and frame.sparse_depth is not None:
+        auto = mode == "auto"
+        if (auto or mode == "sparse_depth") and frame.sparse_depth is not None:
             return DepthImageSignal(frame.sparse_depth)
-        if mode == "pointcloud" and frame.cloud_points is not None:
+        if (auto or mode == "pointcloud") and frame.cloud_points is not None:
             return PointCloudSignal(frame.cloud_points, frame.T_camera_from_cloud)
-        if mode == "stereo" and frame.right_rgb is not None:
+        if (auto or mode == "stereo") and frame.right_rgb is not None:
             return StereoSignal(frame.rgb, frame.right_rgb, baseline_m=frame.baseline_m,
                                 right_camera=frame.right_camera)
-        if mode == "plane" and frame.camera_height_m is not None:
+        if (auto or mode == "plane") and frame.camera_height_m is not None:
             return PlaneSignal(frame.camera_height_m)
         return None
 

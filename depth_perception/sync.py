@@ -40,12 +40,14 @@ class StampSynchronizer:
     arrives in time; a primary waits for them up to ``optional_wait_ns`` of the caller's clock
     (``now_ns``: monotonic time in a node, log time in a bag) or until it or one of its partners
     would be pushed out of a full queue, then it is released without them. With
-    ``optional_wait_ns=0`` they join only when already there. Call :meth:`poll` from a timer so
-    that a wait can end without a new message.
+    ``optional_wait_ns=0`` they join only when already there; so do the optional inputs named in
+    ``no_wait`` (a metric signal that may or may not exist: never worth delaying depth for). Call
+    :meth:`poll` from a timer so that a wait can end without a new message.
     """
 
     def __init__(self, inputs: list[str], primary: str, slop_ns: int = 0, queue_size: int = 5,
-                 optional: tuple[str, ...] = (), optional_wait_ns: int = 0):
+                 optional: tuple[str, ...] = (), optional_wait_ns: int = 0,
+                 no_wait: tuple[str, ...] = ()):
         if primary not in inputs:
             raise ValueError(f"primary input {primary!r} is not one of {inputs}")
         if queue_size < 1:
@@ -63,6 +65,9 @@ class StampSynchronizer:
             raise ValueError(f"optional inputs {unknown} must be non-primary inputs of {inputs}")
         self.optional = tuple(optional)
         self.optional_wait_ns = int(optional_wait_ns)
+        if not set(no_wait) <= set(self.optional):
+            raise ValueError(f"no_wait inputs {list(no_wait)} must be optional inputs {list(optional)}")
+        self.no_wait = tuple(no_wait)
         # entries: (stamp_ns, message, arrival on the caller's clock or None)
         self._queues: dict[str, deque[tuple[int, Any, int | None]]] = {n: deque() for n in inputs}
         self._lock = threading.Lock()
@@ -112,7 +117,8 @@ class StampSynchronizer:
                     continue
                 best = self._nearest(self._queues[name], stamp)
                 if best is None:
-                    if name in self.optional and not self._waiting(index, arrival, now_ns):
+                    if name in self.optional and (name in self.no_wait
+                                                  or not self._waiting(index, arrival, now_ns)):
                         missing.append(name)
                         continue
                     break

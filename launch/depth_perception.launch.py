@@ -152,7 +152,7 @@ def generate_launch_description() -> LaunchDescription:
         ("precision", "", "fp32, fp16, bf16 or int8"),
         ("input_size", "", "network input size (a multiple of the model's patch; 0 = the "
          "model's default)"),
-        ("metric_mode", "", "sparse_depth, pointcloud, stereo, plane, model or fixed"),
+        ("metric_mode", "", "auto, sparse_depth, pointcloud, stereo, plane, model or fixed"),
         ("segmentation", "", "comma-separated mask sources: topic, sam, text, geometric"),
         ("stereo", "", "true: subscribe to the right camera, depth from SGBM"),
         ("use_rviz", "false", "start RViz with config/depth_perception.rviz (skipped with a "

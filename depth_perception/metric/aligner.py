@@ -36,7 +36,24 @@ from .signals import (
 from .temporal import ScaleEstimate, TemporalScaleFilter
 from .validity import apply_validity
 
-MODES = ("sparse_depth", "pointcloud", "stereo", "plane", "model", "fixed")
+MODES = ("auto", "sparse_depth", "pointcloud", "stereo", "plane", "model", "fixed")
+
+#: What each mode needs, and the parameter or topic that gives it: the message of a frame without it.
+MISSING_SIGNAL = {
+    "sparse_depth": "no registered depth image on `sparse_depth` for this frame (metric.mode "
+                    "sparse_depth): publish one, or choose another metric.mode",
+    "pointcloud": "no LiDAR cloud on `lidar_points` for this frame (metric.mode pointcloud): publish "
+                  "one, or choose another metric.mode",
+    "stereo": "no right image for this frame (metric.mode stereo needs stereo: true and "
+              "right/image + right/camera_info)",
+    "plane": "plane mode needs the camera height above the support plane: set metric.camera_height "
+             "(metres, > 0)",
+    "model": "metric.mode model needs a metric network, but the model predicts relative inverse "
+             "depth: choose a metric model, or metric.mode auto with a signal",
+    "auto": "no metric signal (metric.mode auto): no registered depth on `sparse_depth`, no LiDAR "
+            "cloud on `lidar_points`, no right camera (stereo: true), no metric network and no "
+            "metric.camera_height; give one of them",
+}
 PREDICTION_KINDS = ("relative_inverse", "metric")
 
 #: diagnostic_msgs/DiagnosticStatus levels, so a driver can publish ``MetricResult.level`` as is.
@@ -68,8 +85,10 @@ class MetricConfig:
     reported for unverified scales (fixed, or a metric model without a signal).
     """
 
-    mode: str = param("sparse_depth", "how relative depth becomes metric: " + ", ".join(MODES),
-                      choices=MODES, read_only=True)
+    mode: str = param("auto", "how relative depth becomes metric: " + ", ".join(MODES) + "; auto "
+                      "uses per frame the first signal present among sparse_depth, pointcloud "
+                      "(lidar_points), stereo (a right camera), a metric network's own scale and "
+                      "plane (metric.camera_height > 0)", choices=MODES, read_only=True)
     min_depth_m: float = 0.1
     max_depth_m: float = 20.0
     flying_threshold: float = 0.1
@@ -232,26 +251,27 @@ class MetricAligner:
                 cam = cam.scaled(w, h)
 
         space = "inverse_depth" if prediction_kind == "relative_inverse" else "depth"
+        mode = self.frame_mode(prediction_kind, signal)
         fit: ScaleFit | None = None
-        if c.mode == "fixed":
+        if mode == "fixed":
             fit = ScaleFit(c.fixed_scale, c.fixed_shift, space, 1.0, 0.0, 0, True, "fixed", source="fixed")
             estimate = ScaleEstimate(scale=c.fixed_scale, shift=c.fixed_shift, space=space, inlier_ratio=1.0,
                                      residual=0.0, source="fixed", confidence=c.prior_confidence,
                                      reason="fixed scale from the configuration")
         else:
             try:
-                fit = self._fit(pred, prediction_kind, cam, cam_image, signal)
+                fit = self._fit(mode, pred, prediction_kind, cam, cam_image, signal)
             except (ValueError, np.linalg.LinAlgError) as exc:
-                fit = _refused(space, f"bad signal: {exc}", source=c.mode)
+                fit = _refused(space, f"bad signal: {exc}", source=mode)
             except cv2.error as exc:  # OpenCV rejecting an odd image must not stop the stream either
-                fit = _refused(space, f"bad signal (OpenCV): {exc}", source=c.mode)
-            estimate = self.filter.miss(f"no {c.mode} signal this frame") if fit is None \
+                fit = _refused(space, f"bad signal (OpenCV): {exc}", source=mode)
+            estimate = self.filter.miss(self._missing(mode, prediction_kind)) if fit is None \
                 else self.filter.update(fit)
 
         source = estimate.source
         if estimate.has_scale and estimate.space == space:
             depth = apply_scale(pred, estimate.scale, estimate.shift, estimate.space)
-        elif prediction_kind == "metric" and c.mode == "model":
+        elif prediction_kind == "metric" and mode == "model":
             # a metric network with no correction yet is published as is, flagged as unverified
             depth = pred.copy()
             source = "model"
@@ -280,13 +300,48 @@ class MetricAligner:
                     min_inlier_ratio=c.min_inlier_ratio, max_residual=c.max_residual,
                     max_points=c.max_points, seed=c.seed)
 
-    def _fit(self, pred: np.ndarray, kind: str, cam: CameraModel | None, cam_image: CameraModel | None,
-             signal) -> ScaleFit | None:
-        """This frame's fit, or None when there is no signal at all. ``cam`` is the camera scaled to
-        the prediction grid, ``cam_image`` the one of the full image (for stereo)."""
+    def frame_mode(self, prediction_kind: str, signal) -> str:
+        """The mode this frame is aligned in: the configured one, or for ``auto`` the kind of the
+        signal present (a typed signal, a metric network's own scale, the configured camera height),
+        ``"auto"`` when there is none."""
+        c = self.config
+        if c.mode != "auto":
+            return c.mode
+        if isinstance(signal, DepthImageSignal):
+            return "sparse_depth"
+        if isinstance(signal, PointCloudSignal):
+            return "pointcloud"
+        if isinstance(signal, StereoSignal):
+            return "stereo"
+        if isinstance(signal, PlaneSignal) or (
+                isinstance(signal, (int, float)) and not isinstance(signal, bool)):
+            return "plane"
+        if isinstance(signal, np.ndarray):  # bare arrays: Nx3 points, else a depth image
+            return "pointcloud" if signal.ndim == 2 and signal.shape[1] == 3 else "sparse_depth"
+        if prediction_kind == "metric":
+            return "model"
+        if c.camera_height_m > 0:
+            return "plane"
+        return "auto"
+
+    @staticmethod
+    def _missing(mode: str, prediction_kind: str) -> str:
+        """Why a frame in ``mode`` has no fit, naming the parameter or topic that would give one."""
+        if mode == "model" and prediction_kind == "metric":
+            return "no signal to check the metric network against this frame"
+        return MISSING_SIGNAL.get(mode, f"no {mode} signal this frame")
+
+    def _fit(self, mode: str, pred: np.ndarray, kind: str, cam: CameraModel | None,
+             cam_image: CameraModel | None, signal) -> ScaleFit | None:
+        """This frame's fit in ``mode``, or None when there is no signal at all. ``cam`` is the
+        camera scaled to the prediction grid, ``cam_image`` the one of the full image (for stereo)."""
         c = self.config
         kw = self._fit_kwargs()
-        if c.mode == "plane":
+        if mode == "auto":  # no signal it knows: a wrong type is a bad signal, not a missing one
+            if signal is None:
+                return None
+            raise ValueError(f"unsupported signal type {type(signal).__name__} for auto mode")
+        if mode == "plane":
             height, normal = c.camera_height_m, c.plane_normal
             if isinstance(signal, PlaneSignal):
                 height = signal.camera_height_m
@@ -297,27 +352,29 @@ class MetricAligner:
                 raise ValueError(f"plane mode takes a PlaneSignal or a camera height, got {type(signal).__name__}")
             if cam is None:
                 raise ValueError("plane mode needs the camera model")
+            if not height > 0:
+                return None
             return fit_plane(pred, kind, cam, height, normal, plane_threshold=c.plane_threshold,
                              max_angle_deg=c.plane_max_angle_deg, iterations=c.ransac_iterations, **kw)
         if signal is None:
             return None
-        samples, source = self._samples(signal, pred.shape, cam, cam_image)
+        samples, source = self._samples(mode, signal, pred.shape, cam, cam_image)
         if kind == "relative_inverse":
             return fit_inverse_affine(pred, samples, iterations=c.ransac_iterations, source=source, **kw)
         return fit_scale(pred, samples, source=source, **kw)
 
-    def _samples(self, signal, shape: tuple[int, int], cam: CameraModel | None,
+    def _samples(self, mode: str, signal, shape: tuple[int, int], cam: CameraModel | None,
                  cam_image: CameraModel | None) -> tuple[np.ndarray, str]:
         """(HxW float32 metric samples on the prediction grid, source name) for a signal."""
         c = self.config
         if isinstance(signal, np.ndarray):
-            if c.mode == "pointcloud":
+            if mode == "pointcloud":
                 signal = PointCloudSignal(signal)
-            elif c.mode in ("sparse_depth", "model"):
+            elif mode in ("sparse_depth", "model"):
                 signal = DepthImageSignal(signal, c.depth_scale_m)
             else:
-                wanted = "StereoSignal" if c.mode == "stereo" else "typed signal"
-                raise ValueError(f"{c.mode} mode takes a {wanted}, not a bare array")
+                wanted = "StereoSignal" if mode == "stereo" else "typed signal"
+                raise ValueError(f"{mode} mode takes a {wanted}, not a bare array")
         if isinstance(signal, DepthImageSignal):
             return sparse_from_depth_image(signal.depth, shape, signal.depth_scale_m), "sparse_depth"
         if isinstance(signal, PointCloudSignal):
@@ -348,7 +405,7 @@ class MetricAligner:
                                          params=c.stereo, doffs_px=doffs, min_depth_m=c.min_depth_m,
                                          max_depth_m=c.max_depth_m)
             return samples, "stereo"
-        raise ValueError(f"unsupported signal type {type(signal).__name__} for {c.mode} mode")
+        raise ValueError(f"unsupported signal type {type(signal).__name__} for {mode} mode")
 
     def _describe(self, fit: ScaleFit | None, e: ScaleEstimate, source: str,
                   notes: list[str]) -> tuple[int, str]:

@@ -101,6 +101,7 @@ def iter_result_messages(
     """(relative topic, message) for one frame's outputs, all with ``header``, cheapest and most
     awaited first (depth), so a driver can publish each as soon as it is built."""
     want = set(options.topics)
+    rgb = result.rgb if result.rgb is not None else frame.rgb  # rectified with ``rectify``
     if "depth" in want:
         yield "depth", M.depth_to_image(types, result.depth_m, header, options.depth_encoding)
     if "depth/camera_info" in want:
@@ -114,7 +115,7 @@ def iter_result_messages(
         from ..regions import scene_cloud
 
         labels = result.labels if options.cloud_label and result.labels is not None else None
-        cloud = scene_cloud(result.points, frame.rgb if options.cloud_rgb else None, labels,
+        cloud = scene_cloud(result.points, rgb if options.cloud_rgb else None, labels,
                             stride=options.cloud_stride, max_range_m=options.cloud_max_range_m)
         yield "points", C.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb,
                                           label=cloud.label)
@@ -134,7 +135,7 @@ def iter_result_messages(
     if "masks/overlay" in want:
         from ..visualize import label_overlay
 
-        yield "masks/overlay", M.numpy_to_image(types, label_overlay(frame.rgb, result.labels),
+        yield "masks/overlay", M.numpy_to_image(types, label_overlay(rgb, result.labels),
                                                 "rgb8", header)
 
 

@@ -25,7 +25,7 @@ def _aligned_aligner(**cfg) -> tuple[MetricAligner, float]:
 
 
 @pytest.mark.parametrize("signal, words", [
-    (None, "no sparse_depth signal"),
+    (None, "no metric signal (metric.mode auto)"),
     (np.full((H, W), 0.8, np.float32), "sample depths equal"),
     (np.full((H, W), np.nan, np.float32), "0 usable samples"),
     (np.zeros((H, W), np.uint16), "0 usable samples"),

@@ -66,7 +66,7 @@ def test_scale_goes_stale_without_a_signal():
     assert all(np.isfinite(r.depth_m).mean() > 0.5 for r in held)  # still published, flagged
     conf = [good.confidence] + [r.confidence for r in held]
     assert all(a > b for a, b in zip(conf, conf[1:])) and conf[-1] == 0.0
-    assert "no sparse_depth signal" in held[0].message and "STALE" in held[-1].message
+    assert "no registered depth image on `sparse_depth`" in held[0].message and "STALE" in held[-1].message
     assert held[-1].diagnostics()["stale"] == "true"
 
 
