@@ -33,13 +33,15 @@ def rectified_topic(topic: str) -> bool | None:
     return None
 
 
-def image_geometry(setting: str, stereo: bool, rectified_hint: bool | None) -> str:
+def image_geometry(setting: str, stereo: bool, rectified_hint: bool | None,
+                   rectify: bool = False) -> str:
     """``"rectified"`` or ``"raw"``: how to read the CameraInfo of an image.
 
     As image_geometry's PinholeCameraModel: a rectified image (image_proc's ``image_rect``, every
     stereo pair SGBM can match) is described by P's 3x3 block with no distortion; a raw image by K
-    and D. ``setting`` ``auto`` decides from the topic name (``rectified_hint``), else stereo →
-    rectified, monocular → raw.
+    and D. ``setting`` ``auto`` decides from the topic name (``rectified_hint``), else by
+    ``rectify`` (asking to rectify says the images are raw), else stereo → rectified, monocular →
+    raw.
     """
     if setting not in GEOMETRIES:
         raise ValueError(f"image_geometry must be one of {', '.join(GEOMETRIES)}, got {setting!r}")
@@ -47,7 +49,7 @@ def image_geometry(setting: str, stereo: bool, rectified_hint: bool | None) -> s
         return setting
     if rectified_hint is not None:
         return "rectified" if rectified_hint else "raw"
-    return "rectified" if stereo else "raw"
+    return "rectified" if stereo and not rectify else "raw"
 
 
 @dataclass(frozen=True)

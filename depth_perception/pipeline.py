@@ -48,8 +48,8 @@ class PipelineConfig:
     image_geometry: str = param(
         "auto", "how the colour image relates to its CameraInfo: rectified (image_rect: rays from "
         "P, no distortion, as image_geometry), raw (image_raw: rays from K and D), auto (by the image "
-        "topic's name, image_rect* = rectified, image_raw = raw; otherwise stereo = rectified, "
-        "monocular = raw)", choices=GEOMETRIES)
+        "topic's name, image_rect* = rectified, image_raw = raw; otherwise raw with rectify: true, "
+        "else stereo = rectified, monocular = raw)", choices=GEOMETRIES)
     rectify: bool = param(False, "rectify raw images (K, D, R -> P) before depth; every output and "
                           "depth/camera_info then describe the rectified image (D = 0, K = P). "
                           "false: raw images give depth in the raw geometry with the raw CameraInfo")
@@ -194,7 +194,7 @@ class Pipeline:
         cfg = self.config
         cam = frame.camera.effective()
         stereo = frame.right_rgb is not None
-        geometry = image_geometry(cfg.image_geometry, stereo, frame.image_rectified)
+        geometry = image_geometry(cfg.image_geometry, stereo, frame.image_rectified, cfg.rectify)
         if geometry == "rectified":
             return frame, cam.rectified(), geometry
         if cam.rectification_is_identity:

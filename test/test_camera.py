@@ -273,3 +273,38 @@ def test_rectify_image_undoes_opencv_distortion_of_a_checkerboard():
     err = np.abs(out - ideal)[valid]
     assert err.mean() < 1.5 and err.max() < 8, (err.mean(), err.max())  # grey levels of 0..255
     assert np.abs(raw - ideal)[valid].mean() > 30  # the distortion was large, and it is gone
+
+
+@pytest.mark.parametrize("topic, rectified", [
+    ("/camera/image_rect", True), ("/camera/color/image_rect_color", True),
+    ("/cam/image_rect_color/compressed", True), ("/camera/image_raw", False),
+    ("/cam/image_raw/compressed", False), ("/camera/image_color", False),
+    ("/camera/image", None), ("image", None), ("/", None)])
+def test_topic_names_say_whether_an_image_is_rectified(topic, rectified):
+    from depth_perception.camera import rectified_topic
+
+    assert rectified_topic(topic) is rectified
+
+
+@pytest.mark.parametrize("setting, stereo, hint, rectify, expected", [
+    ("rectified", False, False, False, "rectified"), ("raw", True, True, False, "raw"),
+    ("auto", False, True, False, "rectified"), ("auto", True, False, False, "raw"),
+    ("auto", True, None, False, "rectified"), ("auto", False, None, False, "raw"),
+    ("auto", True, None, True, "raw")])
+def test_image_geometry_follows_the_setting_then_the_topic_then_the_kind_of_input(
+        setting, stereo, hint, rectify, expected):
+    from depth_perception.camera import image_geometry
+
+    assert image_geometry(setting, stereo, hint, rectify) == expected
+
+
+def test_the_rectified_model_is_P_without_distortion():
+    P = np.array([[500.0, 0, 330, -30.0], [0, 500.0, 242, 0], [0, 0, 1, 0]])
+    R = np.array([[1, 0, 0], [0, np.cos(0.02), -np.sin(0.02)], [0, np.sin(0.02), np.cos(0.02)]])
+    cam = CameraModel(width=640, height=480, K=np.array([[520.0, 0, 320], [0, 521, 240], [0, 0, 1]]),
+                      D=[-0.3, 0.1, 0, 0, 0], R=R, P=P)
+    rect = cam.rectified()
+    assert np.allclose(rect.K, P[:, :3]) and rect.D.size == 0 and np.allclose(rect.R, np.eye(3))
+    assert np.allclose(rect.P, P) and rect.baseline_m == pytest.approx(0.06)
+    assert rect.rectification_is_identity and not cam.rectification_is_identity
+    assert "rays from P" in cam.describe("rectified") and "plumb_bob" in cam.describe("raw")

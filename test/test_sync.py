@@ -262,3 +262,19 @@ def test_detections_with_a_stamp_of_no_image_are_never_paired_and_are_counted():
 def test_a_negative_wait_is_refused():
     with pytest.raises(ValueError, match="optional_wait_ns"):
         StampSynchronizer(["image", "info"], primary="image", optional_wait_ns=-1)
+
+
+def test_a_no_wait_input_joins_when_there_and_is_never_waited_for():
+    sync = StampSynchronizer(["image", "masks", "sparse_depth"], primary="image", slop_ns=5,
+                             optional=("masks", "sparse_depth"), optional_wait_ns=1_000,
+                             no_wait=("sparse_depth",))
+    sync.add("sparse_depth", 100, "d100", now_ns=0)
+    sync.add("masks", 100, "m100", now_ns=0)
+    assert sync.add("image", 100, "i100", now_ns=0) == {"image": "i100", "masks": "m100",
+                                                          "sparse_depth": "d100"}
+    sync.add("masks", 200, "m200", now_ns=10)
+    # no depth for 200: the image goes on at once instead of waiting the optional 1000 ns
+    assert sync.add("image", 200, "i200", now_ns=10) == {"image": "i200", "masks": "m200"}
+    assert sync.stats.released_without["sparse_depth"] == 1
+    with pytest.raises(ValueError, match="no_wait"):
+        StampSynchronizer(["image", "x"], primary="image", no_wait=("x",))

@@ -104,3 +104,44 @@ def test_fixed_mode():
     assert depth_metrics(res.depth_m, GT).abs_rel < 0.05
     assert set(res.diagnostics()) >= {"mode", "source", "scale", "shift", "inlier_ratio", "residual",
                                       "age_frames", "stale", "confidence", "message"}
+
+
+# -- metric.mode auto ---------------------------------------------------------------------------
+
+
+def test_auto_uses_the_signal_each_frame_brings_and_names_it_as_the_source():
+    aligner = MetricAligner(MetricConfig())  # auto is the default
+    pred, samples = static_frame(0)
+    first = aligner.align(pred, "relative_inverse", CAM, DepthImageSignal(samples))
+    assert first.mode == "auto" and first.source == "sparse_depth" and first.level == OK
+    assert depth_metrics(first.depth_m, GT).abs_rel < 2 * ORACLE_ABS_REL + 0.01
+    v, u = np.nonzero(np.isfinite(samples))
+    xyz = np.stack([(u - CAM.cx) / CAM.fx, (v - CAM.cy) / CAM.fy, np.ones(u.size)], 1) * samples[v, u, None]
+    second = aligner.align(pred, "relative_inverse", CAM, PointCloudSignal(xyz))
+    assert second.source == "pointcloud" and second.level == OK
+    assert second.diagnostics()["mode"] == "auto" and second.diagnostics()["source"] == "pointcloud"
+
+
+def test_auto_takes_a_metric_network_as_is_and_a_configured_camera_height_for_plane():
+    metric = MetricAligner(MetricConfig()).align(GT.copy(), "metric", CAM, None)
+    assert metric.source == "model" and np.isfinite(metric.depth_m).mean() > 0.5
+    aligner = MetricAligner(MetricConfig(camera_height_m=0.6))
+    assert aligner.frame_mode("relative_inverse", None) == "plane"
+    assert aligner.frame_mode("metric", None) == "model"  # the network's own scale comes first
+
+
+@pytest.mark.parametrize("config, kind, words", [
+    ({}, "relative_inverse", ["metric.mode auto", "`sparse_depth`", "`lidar_points`",
+                              "stereo: true", "metric.camera_height"]),
+    ({"mode": "model"}, "relative_inverse", ["needs a metric network"]),
+    ({"mode": "plane"}, "relative_inverse", ["set metric.camera_height"]),
+    ({"mode": "sparse_depth"}, "metric", ["`sparse_depth`"]),
+    ({"mode": "pointcloud"}, "relative_inverse", ["`lidar_points`"]),
+    ({"mode": "stereo"}, "relative_inverse", ["stereo: true", "right/image"]),
+])
+def test_a_missing_signal_is_an_error_naming_what_to_give(config, kind, words):
+    result = MetricAligner(MetricConfig(**config)).align(PRED if kind != "metric" else GT.copy(),
+                                                          kind, CAM, None)
+    assert result.source == "none" and result.level == ERROR and not result.valid.any()
+    for word in words:
+        assert word in result.message, result.message

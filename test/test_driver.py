@@ -1,0 +1,27 @@
+"""What a driver subscribes to and how it groups it, from the node's parameter values."""
+
+from __future__ import annotations
+
+from depth_perception.driver import input_names, synchronizer
+
+
+def test_auto_listens_for_every_metric_signal_and_never_waits_for_one():
+    inputs = input_names({"model": "student_tabletop"})  # metric.mode auto is the default
+    assert inputs == ["image", "camera_info", "sparse_depth", "lidar_points"]
+    sync = synchronizer(inputs, {"model": "student_tabletop"})
+    assert sync.no_wait == ("sparse_depth", "lidar_points")
+    assert sync.add("image", 1, "image", now_ns=0) is None  # still needs its CameraInfo
+    assert sync.add("camera_info", 1, "info", now_ns=0) == {"image": "image", "camera_info": "info"}
+
+
+def test_an_explicit_mode_requires_its_signal():
+    values = {"model": "student_tabletop", "metric.mode": "sparse_depth"}
+    inputs = input_names(values)
+    assert inputs == ["image", "camera_info", "sparse_depth"]
+    sync = synchronizer(inputs, values)
+    assert sync.no_wait == () and sync.optional == ()
+
+
+def test_stereo_needs_no_metric_signal_input():
+    assert input_names({"stereo": True}) == ["image", "camera_info", "right/image",
+                                             "right/camera_info"]
