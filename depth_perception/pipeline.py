@@ -153,6 +153,17 @@ class FrameResult:
     def valid_fraction(self) -> float:
         return float(self.valid.mean()) if self.valid.size else 0.0
 
+    def why_no_depth(self) -> str:
+        """Why no pixel has valid depth, naming what to change ("" when some pixel has)."""
+        if self.valid.any():
+            return ""
+        if self.metric is not None and self.metric.source == "none":
+            return self.metric.message
+        if self.depth_source == "stereo":
+            return ("stereo matching gave no depth within min_depth..max_depth: check the baseline, "
+                    "that the pair is rectified (image_geometry, rectify) and stereo.num_disparities")
+        return "every depth value lies outside min_depth..max_depth or on a depth edge"
+
 
 def check_rgb(image: np.ndarray, what: str = "image") -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:

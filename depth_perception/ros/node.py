@@ -39,6 +39,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
+from ..camera import rectified_topic
 from ..config import PARAMETERS, parameter_problems, pipeline_config
 from ..driver import Models, input_names, load_models, synchronizer
 from ..regions import implementation_in_use
@@ -99,6 +100,9 @@ class DepthPerceptionNode(Node):
         self._timings: deque[dict[str, float]] = deque(maxlen=50)
         self._latencies_ms: deque[float] = deque(maxlen=50)
         self._last_source = ""
+        self._last_geometry = ""  # the camera model of the last frame (CameraModel.describe)
+        self._no_depth = ""  # why the last frame had no valid depth ("" = it had)
+        self._rectified_hint: bool | None = rectified_topic(self.resolve_topic_name("image"))
         self._last_region_count = 0
         self._last_metric = None
         self._last_segmentation = ""
@@ -317,6 +321,7 @@ class DepthPerceptionNode(Node):
         baseline = float(self.get_parameter("baseline").value)
         frame = group_to_frame(group, baseline_m=baseline)
         frame.prompt = self._prompt
+        frame.image_rectified = self._rectified_hint
         convert_ms = (time.perf_counter() - t_in) * 1e3
         pipeline = self._pipeline  # one consistent config for the whole frame
         values = {p.name: p.value for p in self.get_parameters(
@@ -344,6 +349,10 @@ class DepthPerceptionNode(Node):
         result.timings_ms["publish"] = sum(publish_ms)
         self._timings.append(result.timings_ms)
         self._last_source = result.depth_source
+        self._last_geometry = result.geometry
+        self._no_depth = result.why_no_depth()
+        if self._no_depth:
+            self.get_logger().warning(f"no valid depth: {self._no_depth}", throttle_duration_sec=5.0)
         self._last_region_count = len(result.regions)
         self._last_metric = result.metric
         self._last_segmentation = " ".join(
@@ -390,6 +399,7 @@ class DepthPerceptionNode(Node):
             **{f"frames without {name} (wait ran out)": str(n)
                for name, n in stats.released_without.items()},
             "depth source": self._last_source or "none yet",
+            "camera model": self._last_geometry or "none yet",
             "regions (last frame)": str(self._last_region_count),
             "regions implementation": implementation_in_use(self._pipeline.config.region_params),
             "segmentation": self._last_segmentation,
@@ -407,6 +417,8 @@ class DepthPerceptionNode(Node):
             values["backend"] = estimator.backend_name
         if self.last_error and self.frames_failed and not timings:
             stat.summary(DiagnosticStatus.ERROR, self.last_error)
+        elif self._no_depth:
+            stat.summary(DiagnosticStatus.ERROR, f"no valid depth in the last frame: {self._no_depth}")
         elif self.frames_processed == 0:
             stat.summary(DiagnosticStatus.WARN, "no frame processed yet")
         else:

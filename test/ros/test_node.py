@@ -217,8 +217,9 @@ def test_a_mask_in_an_unsupported_encoding_costs_only_the_masks(rclpy_context, s
         masks_pub.publish(M.numpy_to_image(t, scene.depth_m, "32FC1",
                                            M.make_header(t, stamp, FRAME_ID)))
         h.send_stereo(scene, stamp)
-        assert h.spin_until(lambda: h.received["depth"] and h.received["points"], timeout=10.0), \
-            h.node.last_error
+        # the worker records the segmentation note just after publishing: wait for both
+        assert h.spin_until(lambda: h.received["depth"] and h.received["points"]
+                            and h.node._last_segmentation, timeout=10.0), h.node.last_error
         assert M.stamp_to_ns(h.received["depth"][0].header.stamp) == stamp
         assert h.node.frames_failed == 0
         assert "masks ignored" in h.node._last_segmentation
@@ -266,6 +267,45 @@ def test_monocular_model_with_sparse_depth_publishes_depth_and_metric_diagnostic
         main = [s for a in diags for s in a.status if s.name.endswith(": depth")][-1]
         keys = {kv.key: kv.value for kv in main.values}
         assert keys["model"] == "depth_anything_v2_small_tiny" and keys["backend"] == "torch"
+    finally:
+        h.close()
+
+
+def test_a_relative_model_without_a_metric_signal_is_an_error_naming_what_to_give(rclpy_context,
+                                                                                  scene):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    # metric.mode auto (the default) and nothing on sparse_depth / lidar_points, no camera height
+    h = Harness(rclpy_context, {"model": "depth_anything_v2_small_tiny", "random_init": True,
+                                "backend": "torch"})
+    try:
+        t, M = h.types, h.M
+        diags = []
+        h.tester.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+        assert h.spin_until(lambda: h.pubs["image"].get_subscription_count() > 0
+                            and h.pubs["camera_info"].get_subscription_count() > 0, timeout=5.0)
+        assert h.node._ready.wait(timeout=60.0), h.node.last_error
+        stamp = 12_000_000_000
+        header = M.make_header(t, stamp, FRAME_ID)
+        hh, ww = scene.depth_m.shape
+        h.pubs["image"].publish(M.numpy_to_image(t, scene.rgb, "rgb8", header))
+        h.pubs["camera_info"].publish(
+            M.model_to_camera_info(t, CameraModel(width=ww, height=hh, K=scene.K), header))
+        assert h.spin_until(lambda: h.received["depth"] and h.node._no_depth, timeout=30.0), \
+            h.node.last_error
+        assert np.isnan(read_depth_m(h.received["depth"][0])).all()  # published, and all invalid
+
+        def depth_status():
+            return [s for a in diags for s in a.status
+                    if s.name.endswith(": depth") and s.level == DiagnosticStatus.ERROR]
+
+        assert h.spin_until(depth_status, timeout=3.0)
+        message = depth_status()[-1].message
+        for words in ("no valid depth", "metric.mode auto", "`sparse_depth`", "`lidar_points`",
+                      "metric.camera_height"):
+            assert words in message, message
+        values = {kv.key: kv.value for kv in depth_status()[-1].values}
+        assert values["camera model"].startswith("raw: rays from K")  # `/image`: no name hint
     finally:
         h.close()
 
