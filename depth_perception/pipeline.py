@@ -1,7 +1,8 @@
 """One frame in, one result out. Owns no transport: the ROS node, the bag processor and the CLI are
 thin drivers over :class:`Pipeline`.
 
-Stages: input checks → depth (a monocular network made metric by :class:`MetricAligner`, or
+Stages: input checks → content check (black, saturated, flat or noise frames are refused:
+:mod:`.image_check`) → depth (a monocular network made metric by :class:`MetricAligner`, or
 stereo SGBM) → validity (range, flying pixels, REP 117 NaN) → organised scene cloud.
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .camera import CameraModel
+from .image_check import ImageCheckParams, check_image_content
 from .metric import (
     DepthImageSignal,
     MetricAligner,
@@ -72,6 +74,8 @@ class PipelineConfig:
     regions: bool = True
     gripper: GripperParams = GripperParams()
     region_params: RegionParams = RegionParams()
+    #: black, saturated, flat and pure-noise colour images are refused before depth.
+    image_check: ImageCheckParams = ImageCheckParams()
 
     def __post_init__(self) -> None:
         check_fields(self, error=PipelineError)
@@ -123,7 +127,7 @@ class FrameResult:
     valid: np.ndarray  # HxW bool
     points: np.ndarray | None  # HxWx3 float32 metres, camera optical frame, NaN where invalid
     camera: CameraModel  # model of the depth image (binning/ROI applied)
-    depth_source: str  # "stereo", "sparse_depth", "pointcloud", "plane", "model", "fixed", "none"
+    depth_source: str  # "stereo", "sparse_depth", "pointcloud", "plane", "model", "fixed", "none", "refused"
     stamp_ns: int = 0
     frame_id: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -134,6 +138,9 @@ class FrameResult:
     labels: np.ndarray | None = None  # HxW uint16 cleaned instance image (0 = background)
     segmentation_source: str = ""  # "topic", "geometric", "sam", ... ("" = none)
     segmentation_message: str = ""  # why masks were dropped or missing ("" = all fine)
+    #: why the colour image was refused before depth (black, saturated, flat, noise; see
+    #: :mod:`.image_check`): depth all NaN, no regions, depth_source "refused". "" = accepted.
+    refused: str = ""
 
     @property
     def valid_fraction(self) -> float:
@@ -188,6 +195,9 @@ class Pipeline:
         except ValueError as exc:
             raise PipelineError(str(exc)) from exc
         cam = frame.camera.effective()
+        refused = self._refuse(frame, cam, timings, t0, on_depth)
+        if refused is not None:
+            return refused
 
         t = time.perf_counter()
         prediction = metric = None
@@ -240,6 +250,33 @@ class Pipeline:
         timings["total"] = (time.perf_counter() - t0) * 1e3
         result.regions, result.labels = regions, labels
         result.segmentation_source, result.segmentation_message = seg_source, seg_message
+        return result
+
+    def _refuse(self, frame: Frame, cam: CameraModel, timings: dict[str, float], t0: float,
+                on_depth: Callable[[FrameResult], None] | None) -> FrameResult | None:
+        """The result of a frame whose colour image shows nothing to measure depth from (all-NaN
+        depth and cloud, no regions, the reason in ``refused``; handed to ``on_depth`` too), or
+        None to process it. A refused frame never reaches the metric scale filter."""
+        cfg = self.config
+        if not cfg.image_check.enabled:
+            return None
+        t = time.perf_counter()
+        check = check_image_content(frame.rgb, cfg.image_check)
+        timings["image_check"] = (time.perf_counter() - t) * 1e3
+        if check.ok:
+            return None
+        h, w = frame.rgb.shape[:2]
+        points = np.full((h, w, 3), np.nan, np.float32) if cfg.cloud else None
+        # an empty label image where regions would have been made: drivers clear old regions
+        labels = np.zeros((h, w), np.uint16) if cfg.regions and cfg.cloud and cfg.segmentation else None
+        result = FrameResult(depth_m=np.full((h, w), np.nan, np.float32), valid=np.zeros((h, w), bool),
+                             points=points, camera=cam, depth_source="refused", stamp_ns=frame.stamp_ns,
+                             frame_id=frame.frame_id, timings_ms=timings, depth_confidence=0.0,
+                             refused=check.reason)
+        if on_depth is not None:
+            on_depth(replace(result, timings_ms=dict(timings)))
+        result.labels = labels
+        timings["total"] = (time.perf_counter() - t0) * 1e3
         return result
 
     def _regions(self, frame: Frame, seg: Segmentation, points: np.ndarray) -> tuple[list[Region], str]:
