@@ -25,38 +25,41 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
-def real_images() -> dict[str, np.ndarray]:
+def photographs() -> dict[str, np.ndarray]:
     left, right, _ = data.stereo_motorcycle()
     photos = {name: _rgb(getattr(data, name)()) for name in
               ("astronaut", "coffee", "chelsea", "rocket", "camera", "moon", "grass", "gravel", "brick")}
     photos.update(motorcycle_left=left, motorcycle_right=right)
-    photos.update({f"tabletop{seed}": generate_tabletop(seed, width=W, height=H).rgb for seed in range(4)})
     return photos
 
 
-def variants(rgb: np.ndarray) -> dict[str, np.ndarray]:
-    """The image as shot, ten times darker (without and with sensor noise) and twice as bright."""
-    rng = np.random.default_rng(0)
-    dark = rgb.astype(np.float64) * 0.1
-    return {
-        "as shot": rgb,
-        "darkened x0.1": dark.astype(np.uint8),
-        "darkened x0.1 + noise": np.clip(dark + rng.normal(0.0, 2.0, rgb.shape), 0, 255).astype(np.uint8),
-        "brightened x2": np.clip(rgb.astype(np.float64) * 2.0, 0, 255).astype(np.uint8),
-    }
+def _scaled(rgb: np.ndarray, gain: float, noise: float = 0.0) -> np.ndarray:
+    """``rgb`` with its light multiplied by ``gain``, plus Gaussian sensor noise of ``noise`` levels."""
+    out = rgb.astype(np.float64) * gain
+    if noise:
+        out += np.random.default_rng(0).normal(0.0, noise, rgb.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def photos():
-    return real_images()
-
-
-def test_real_images_dim_or_bright_are_accepted(photos):
-    for name, rgb in photos.items():
-        for how, image in variants(rgb).items():
+def test_real_photographs_dim_or_bright_are_accepted():
+    for name, rgb in photographs().items():
+        for how, image in {"as shot": rgb, "darkened x0.1": _scaled(rgb, 0.1),
+                           "darkened x0.1 + noise": _scaled(rgb, 0.1, noise=2.0),
+                           "brightened x2": _scaled(rgb, 2.0)}.items():
             check = check_image_content(image)
             assert check.ok and check.reason == "", (name, how, check)
-            assert check.correlation > 0.35 and check.contrast >= 1.3, (name, how, check)
+            assert check.correlation > 0.35, (name, how, check)
+
+
+@pytest.mark.parametrize("size", [(64, 48), (320, 240)])
+def test_rendered_scenes_dim_or_bright_are_accepted(size):
+    for seed in range(12):
+        scene = generate_tabletop(seed, width=size[0], height=size[1])
+        for how, image in {"as rendered": scene.rgb, "right image": scene.right_rgb,
+                           "darkened x0.1": _scaled(scene.rgb, 0.1),
+                           "brightened x1.5": _scaled(scene.rgb, 1.5)}.items():
+            check = check_image_content(image)
+            assert check.ok, (seed, how, check)
 
 
 def degenerate_frames(shape=(H, W, 3)) -> dict[str, np.ndarray]:
@@ -83,7 +86,7 @@ def test_measurements_explain_the_reasons():
     saturated = check_image_content(frames["saturated"])
     assert saturated.clipped_fraction > 0.95 and "more than max_clipped_fraction 0.95" in saturated.reason
     flat = check_image_content(frames["flat"])
-    assert flat.contrast == 0.0 and np.isnan(flat.correlation) and "below min_contrast 1" in flat.reason
+    assert flat.contrast == 0.0 and np.isnan(flat.correlation) and "below min_contrast 0.5" in flat.reason
     noise = check_image_content(frames["noise"])
     assert abs(noise.correlation) < 0.05 and noise.contrast > 40
     assert "correlation 0.0" in noise.reason and "no spatial structure" in noise.reason
