@@ -2,8 +2,8 @@
 
 Every parameter is a dataclass field declared with :func:`depth_perception.params.param` (default,
 description, range, choices, read-only): the processing settings on the stages' own dataclasses
-(:class:`PipelineConfig`, :class:`StereoParams`, :class:`MetricConfig`, :class:`GripperParams`,
-:class:`RegionParams`), the drivers' settings on :class:`NodeParams`, :class:`ModelParams` and
+(:class:`PipelineConfig`, :class:`ImageCheckParams`, :class:`StereoParams`, :class:`MetricConfig`,
+:class:`GripperParams`, :class:`RegionParams`), the drivers' settings on :class:`NodeParams`, :class:`ModelParams` and
 :class:`SegmenterParams` here. :data:`SECTIONS` names each dataclass's parameter prefix. From them
 come the ROS declarations (:data:`PARAMETERS`), validation (:func:`validate_parameters`, the same
 rules a library user meets when constructing the dataclasses), the processing config
@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from .depth.estimator import BACKENDS, DepthEstimator
 from .depth.processing import MAX_ASPECT_RATIO
+from .image_check import ImageCheckParams
 from .metric import MetricConfig
 from .params import Spec, check_fields, default_of, exposed, param, rule_violation
 from .pipeline import PipelineConfig
@@ -134,6 +135,7 @@ class Section:
 SECTIONS = (
     Section("", NodeParams),
     Section("", PipelineConfig),
+    Section("image_check.", ImageCheckParams),
     Section("stereo.", StereoParams),
     Section("", ModelParams),
     Section("metric.", MetricConfig),
@@ -224,7 +226,7 @@ def _in_parameter_names(message: str, section: Section) -> str:
     renamed = re.sub(r"\b(" + "|".join(map(re.escape, words)) + r")\b",
                      lambda m: words[m.group(1)], message) if words else message
     if renamed != message:
-        return re.sub(r"^(metric|stereo|gripper|regions) (?=\S+\.)", "", renamed)
+        return re.sub(r"^(metric|stereo|gripper|regions|image_check) (?=\S+\.)", "", renamed)
     return f"{section.prefix.rstrip('.') or section.cls.__name__}: {message}"
 
 
@@ -257,7 +259,8 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
     """Parameter values (missing ones default) → PipelineConfig. Raises ValueError when invalid."""
     built = _sections(values)
     return replace(built[PipelineConfig], stereo=built[StereoParams], metric=built[MetricConfig],
-                   gripper=built[GripperParams], region_params=built[RegionParams])
+                   gripper=built[GripperParams], region_params=built[RegionParams],
+                   image_check=built[ImageCheckParams])
 
 
 def segmenters_from_parameters(values: dict[str, Any],

@@ -1,7 +1,8 @@
 """One frame in, one result out. Owns no transport: the ROS node, the bag processor and the CLI are
 thin drivers over :class:`Pipeline`.
 
-Stages: input checks → depth (a monocular network made metric by :class:`MetricAligner`, or
+Stages: input checks → content check (black, saturated, flat or noise frames are refused:
+:mod:`.image_check`) → depth (a monocular network made metric by :class:`MetricAligner`, or
 stereo SGBM) → validity (range, flying pixels, REP 117 NaN) → organised scene cloud.
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .camera import GEOMETRIES, CameraModel, image_geometry
+from .image_check import ImageCheckParams, check_image_content
 from .metric import (
     DepthImageSignal,
     MetricAligner,
@@ -80,6 +82,8 @@ class PipelineConfig:
     regions: bool = True
     gripper: GripperParams = GripperParams()
     region_params: RegionParams = RegionParams()
+    #: black, saturated, flat and pure-noise colour images are refused before depth.
+    image_check: ImageCheckParams = ImageCheckParams()
 
     def __post_init__(self) -> None:
         check_fields(self, error=PipelineError)
@@ -134,7 +138,7 @@ class FrameResult:
     valid: np.ndarray  # HxW bool
     points: np.ndarray | None  # HxWx3 float32 metres, camera optical frame, NaN where invalid
     camera: CameraModel  # model of the depth image (binning/ROI applied; rectified when rectified)
-    depth_source: str  # "stereo", "sparse_depth", "pointcloud", "plane", "model", "fixed", "none"
+    depth_source: str  # "stereo", "sparse_depth", "pointcloud", "plane", "model", "fixed", "none", "refused"
     stamp_ns: int = 0
     frame_id: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -148,6 +152,9 @@ class FrameResult:
     #: the colour image the outputs are aligned with (the input, or its rectified version)
     rgb: np.ndarray | None = None
     geometry: str = ""  # the camera model used for rays, e.g. "rectified: rays from P (...)"
+    #: why the colour image was refused before depth (black, saturated, flat, noise; see
+    #: :mod:`.image_check`): depth all NaN, no regions, depth_source "refused". "" = accepted.
+    refused: str = ""
 
     @property
     def valid_fraction(self) -> float:
@@ -157,6 +164,8 @@ class FrameResult:
         """Why no pixel has valid depth, naming what to change ("" when some pixel has)."""
         if self.valid.any():
             return ""
+        if self.refused:
+            return f"frame refused: {self.refused}"
         if self.metric is not None and self.metric.source == "none":
             return self.metric.message
         if self.depth_source == "stereo":
@@ -247,6 +256,9 @@ class Pipeline:
         frame, cam, geometry = self._in_geometry(frame)
         if frame is not given:
             timings["rectify"] = (time.perf_counter() - t) * 1e3
+        refused = self._refuse(frame, cam, geometry, timings, t0, on_depth)
+        if refused is not None:
+            return refused
 
         t = time.perf_counter()
         prediction = metric = None
@@ -300,6 +312,33 @@ class Pipeline:
         timings["total"] = (time.perf_counter() - t0) * 1e3
         result.regions, result.labels = regions, labels
         result.segmentation_source, result.segmentation_message = seg_source, seg_message
+        return result
+
+    def _refuse(self, frame: Frame, cam: CameraModel, geometry: str, timings: dict[str, float],
+                t0: float, on_depth: Callable[[FrameResult], None] | None) -> FrameResult | None:
+        """The result of a frame whose colour image shows nothing to measure depth from (all-NaN
+        depth and cloud, no regions, the reason in ``refused``; handed to ``on_depth`` too), or
+        None to process it. A refused frame never reaches the metric scale filter."""
+        cfg = self.config
+        if not cfg.image_check.enabled:
+            return None
+        t = time.perf_counter()
+        check = check_image_content(frame.rgb, cfg.image_check)
+        timings["image_check"] = (time.perf_counter() - t) * 1e3
+        if check.ok:
+            return None
+        h, w = frame.rgb.shape[:2]
+        points = np.full((h, w, 3), np.nan, np.float32) if cfg.cloud else None
+        # an empty label image where regions would have been made: drivers clear old regions
+        labels = np.zeros((h, w), np.uint16) if cfg.regions and cfg.cloud and cfg.segmentation else None
+        result = FrameResult(depth_m=np.full((h, w), np.nan, np.float32), valid=np.zeros((h, w), bool),
+                             points=points, camera=cam, depth_source="refused", stamp_ns=frame.stamp_ns,
+                             frame_id=frame.frame_id, timings_ms=timings, depth_confidence=0.0,
+                             refused=check.reason, rgb=frame.rgb, geometry=cam.describe(geometry))
+        if on_depth is not None:
+            on_depth(replace(result, timings_ms=dict(timings)))
+        result.labels = labels
+        timings["total"] = (time.perf_counter() - t0) * 1e3
         return result
 
     def _regions(self, frame: Frame, seg: Segmentation, points: np.ndarray) -> tuple[list[Region], str]:

@@ -149,3 +149,90 @@ def test_depth_is_handed_out_before_segmentation_starts(monkeypatch):
     assert early.regions == [] and early.labels is None
     assert early.depth_m is result.depth_m and np.isfinite(early.depth_m).any()
     assert result.regions and result.labels is not None  # the full result still has everything
+
+
+# -- frames with nothing to measure: refused before depth ---------------------------------------------
+
+
+def _degenerate(kind: str, shape=(240, 320, 3)) -> np.ndarray:
+    """A black, saturated, flat or pure-noise frame, with a camera's sensor noise where it has any."""
+    rng = np.random.default_rng(7)
+    if kind == "black":
+        return np.clip(rng.normal(2.0, 2.0, shape), 0, 255).astype(np.uint8)
+    if kind == "saturated":
+        return np.clip(rng.normal(262.0, 6.0, shape), 0, 255).astype(np.uint8)
+    if kind == "flat":
+        return np.full(shape, 128, np.uint8)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def student():
+    """The bundled monocular student (no download), made metric by the stereo pair."""
+    from depth_perception.depth.estimator import DepthEstimator
+    from depth_perception.depth.zoo import DEFAULT_MODEL
+
+    return DepthEstimator(DEFAULT_MODEL, backend="torch", log=None)
+
+
+def _student_pipeline(student, **config) -> Pipeline:
+    from depth_perception.metric import MetricConfig
+
+    return Pipeline(PipelineConfig(metric=MetricConfig(mode="stereo"), **config), estimator=student)
+
+
+@pytest.mark.parametrize("kind", ["black", "saturated", "flat", "noise"])
+@pytest.mark.parametrize("depth", ["student", "stereo"])
+def test_a_degenerate_frame_is_refused_with_nan_depth_and_no_regions(scene, student, depth, kind):
+    bad = _degenerate(kind)
+    frame = stereo_frame(scene, rgb=bad, right_rgb=bad.copy())
+    pipeline = _student_pipeline(student) if depth == "student" else Pipeline()
+    early: list = []
+    result = pipeline.process(frame, on_depth=early.append)
+    assert result.refused.startswith(f"{kind} frame: ") and result.depth_source == "refused"
+    assert result.depth_m.shape == scene.depth_m.shape and result.depth_m.dtype == np.float32
+    assert np.isnan(result.depth_m).all() and not result.valid.any() and result.valid_fraction == 0.0
+    assert np.isnan(result.points).all() and result.regions == []
+    assert result.labels is not None and not result.labels.any()  # drivers clear the old regions
+    assert result.depth_confidence == 0.0 and result.metric is None and result.prediction is None
+    assert (result.stamp_ns, result.frame_id) == (42, "cam")
+    assert early[0].refused == result.refused and np.isnan(early[0].depth_m).all()
+    assert {"image_check", "total"} <= set(result.timings_ms) and "depth" not in result.timings_ms
+
+
+def test_real_and_rendered_images_are_not_refused(scene, student):
+    from skimage import data
+
+    pipeline = _student_pipeline(student)
+    for rgb in (data.astronaut(), data.coffee(), (data.chelsea() * 0.1).astype(np.uint8)):
+        h, w = rgb.shape[:2]
+        frame = Frame(rgb=rgb, camera=CameraModel.from_intrinsics(500.0, 500.0, w / 2, h / 2, w, h))
+        result = pipeline.process(frame)
+        assert result.refused == "" and result.depth_source != "refused" and result.prediction is not None
+    result = Pipeline().process(stereo_frame(scene))
+    assert result.refused == "" and result.depth_source == "stereo" and result.regions
+
+
+def test_a_refused_frame_leaves_the_metric_scale_alone(scene, student):
+    """good, black, good gives the same second good frame (depth and scale) as good, good."""
+    good = stereo_frame(scene)
+    black = stereo_frame(scene, rgb=_degenerate("black"), right_rgb=_degenerate("black"))
+    interrupted, plain = _student_pipeline(student), _student_pipeline(student)
+    first = interrupted.process(good)
+    assert interrupted.process(black).refused.startswith("black frame")
+    after = interrupted.process(good)
+    plain.process(good)
+    expected = plain.process(good)
+    assert after.refused == "" and after.depth_source == "stereo" and first.metric.estimate.scale > 0
+    assert after.metric.estimate == expected.metric.estimate  # scale, shift, age: as if never refused
+    np.testing.assert_array_equal(after.depth_m, expected.depth_m)
+    assert [r.id for r in after.regions] == [r.id for r in expected.regions] and after.regions
+
+
+def test_the_content_check_can_be_turned_off(scene):
+    from depth_perception.image_check import ImageCheckParams
+
+    flat = _degenerate("flat")
+    result = Pipeline(PipelineConfig(image_check=ImageCheckParams(enabled=False))).process(
+        stereo_frame(scene, rgb=flat, right_rgb=flat.copy()))
+    assert result.refused == "" and result.depth_source == "stereo"

@@ -14,7 +14,7 @@ from .geometry import Footprint, Moments, degeneracies, fit_box, grasp, moments
 from .params import GripperParams, RegionParams, check_rgb
 from .region import Region
 from .segments import gather_rgb
-from .verdict import judge
+from .verdict import Extent, degenerate, judge
 
 
 def extract_regions(
@@ -128,7 +128,8 @@ def _region(c: CleanedMasks, b: _Batch, j: int, label: str, score: float, grippe
     notes = degeneracies(m, params)
     box = fit_box(c.points[sl].T, m, None if b.footprints is None else b.footprints[j], params, notes)
     g = grasp(box, c.sums.mean_normal[:, j], m.mean, notes)
-    verdict, reason = judge(m.n, box.center, g.width, counts, plane is not None, gripper)
+    verdict, reason = judge(m.n, box.center, g.width, counts, plane is not None, gripper,
+                            degenerate(_extent(c, j, m), g.width, params))
     if notes:
         reason += "; " + "; ".join(notes)
     return Region(**head, centroid=box.center, surface_centroid=m.mean, box_center=box.center,
@@ -136,14 +137,25 @@ def _region(c: CleanedMasks, b: _Batch, j: int, label: str, score: float, grippe
                   closing_axis=g.closing_axis, grasp_width=g.width, verdict=verdict, reason=reason, notes=notes)
 
 
+def _grid_box(c: CleanedMasks, j: int) -> tuple[int, int, int, int]:
+    """x, y, width, height on the cleaning grid: of the kept points, or of the input mask without any."""
+    a, n = int(c.segments.start[j]), int(c.segments.count[j])
+    if not n:
+        return c.mask_roi(j)
+    W = c.grid_width  # rows come sorted within an instance
+    (x0, x1), y0 = c.sums.cols[j].tolist(), int(c.pixel[a]) // W
+    return x0, y0, x1 - x0 + 1, int(c.pixel[a + n - 1]) // W - y0 + 1
+
+
+def _extent(c: CleanedMasks, j: int, m: Moments) -> Extent:
+    """Instance j's pixel span and principal spreads, for :func:`.verdict.degenerate`."""
+    _, _, w, h = _grid_box(c, j)
+    s0, s1, s2 = (math.sqrt(max(v, 0.0)) for v in m.eigval[::-1].tolist())
+    return Extent(rows=h, cols=w, spread_m=(s0, s1, s2), depth_m=float(m.mean[2]), pixel_angle=c.pixel_angle)
+
+
 def _roi(c: CleanedMasks, j: int) -> tuple[int, int, int, int]:
     """x, y, width, height in input pixels: of the kept points, or of the input mask without any."""
-    a, n = int(c.segments.start[j]), int(c.segments.count[j])
-    W = c.grid_width
-    if n:  # rows come sorted within an instance
-        (x0, x1), y0 = c.sums.cols[j].tolist(), int(c.pixel[a]) // W
-        w, h = x1 - x0 + 1, int(c.pixel[a + n - 1]) // W - y0 + 1
-    else:
-        x0, y0, w, h = c.mask_roi(j)
+    x0, y0, w, h = _grid_box(c, j)
     s, (H_full, W_full) = c.stride, c.shape
     return x0 * s, y0 * s, min(w * s, W_full - x0 * s), min(h * s, H_full - y0 * s)

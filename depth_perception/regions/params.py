@@ -98,6 +98,12 @@ class RegionParams:
     sphere_fit_tol: float = 0.03
     #: a principal spread below this fraction of the largest marks a planar / linear point set.
     degenerate_ratio: float = 0.02
+    #: a width across the closing axis below this many pixel footprints (at the region's depth)
+    #: is not resolved by the depth pixels: the region is DEGENERATE (see verdict.degenerate).
+    min_width_px: float = param(2.5, "narrowest width across the gripper's closing axis that is "
+                                "trusted, in pixel footprints at the region's depth; narrower "
+                                "regions are degenerate (never graspable)", minimum=0.0,
+                                maximum=100.0)
     #: "auto": the compiled kernel (depth_perception/_regions_kernel.cpp) when it is built, else
     #: numpy; "compiled" or "numpy" to insist on one (same points).
     implementation: str = param("auto", "auto: the compiled kernel when it is built, else numpy; "
@@ -116,7 +122,7 @@ class RegionParams:
             raise RegionError(f"outlier_k must be 4 or 8 (grid neighbourhood), got {self.outlier_k!r}")
         for name in ("edge_jump_m", "edge_jump_px", "mad_k", "mad_floor_m", "outlier_std_ratio", "outlier_min_px", "cluster_gap_m",
                      "cluster_gap_px", "plane_margin_m", "ground_gap_ratio", "edge_pad_px", "sphere_fit_tol",
-                     "degenerate_ratio", "min_cluster_fraction"):
+                     "degenerate_ratio", "min_width_px", "min_cluster_fraction"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise RegionError(f"{name} must be a finite number >= 0, got {value!r}")

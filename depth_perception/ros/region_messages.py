@@ -25,13 +25,15 @@ from . import messages as M
 MSG_PACKAGE = "depth_perception_msgs"
 MSG_NAMES = ("GraspableRegion", "GraspableRegionArray")  # dependency order
 
-#: marker colours (r, g, b) by verdict: green fits, orange too wide, grey too few points, red out of range
+#: marker colours (r, g, b) by verdict: green fits, orange too wide, grey too few points, red out of
+#: range, magenta degenerate (a line or sliver whose geometry cannot be trusted)
 _VERDICT_TEXT = {int(v): v.name.lower().replace("_", " ") for v in Verdict}
 VERDICT_COLOURS: dict[int, tuple[float, float, float]] = {
     Verdict.GRASPABLE: (0.1, 0.8, 0.2),
     Verdict.TOO_WIDE: (1.0, 0.55, 0.0),
     Verdict.TOO_FEW_POINTS: (0.6, 0.6, 0.6),
     Verdict.OUT_OF_RANGE: (0.9, 0.1, 0.1),
+    Verdict.DEGENERATE: (0.8, 0.2, 0.8),
 }
 
 

@@ -14,7 +14,9 @@ numpy implementation (its reference and fallback).
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -24,6 +26,7 @@ from depth_perception import regions
 from depth_perception.camera import CameraModel
 from depth_perception.files import read_ply
 from depth_perception.regions import compiled
+from depth_perception.regions.verdict import Extent, MaskCounts, degenerate, judge
 from depth_perception.regions import (
     GripperParams,
     Region,
@@ -303,12 +306,67 @@ def test_bad_data_gives_verdicts_not_exceptions():
     assert regions[1].point_count == 0 and np.isnan(regions[1].centroid).all()
     assert regions[2].verdict == Verdict.TOO_FEW_POINTS and regions[2].point_count <= 1
     assert regions[3].verdict == Verdict.OUT_OF_RANGE and "behind the camera" in regions[3].reason
-    planar = regions[4]
+    planar = regions[4]  # a face-on patch is not degenerate: the gripper closes across it
     assert planar.verdict == Verdict.GRASPABLE and "planar point set" in planar.reason
     assert planar.box_size[2] < 1e-6 and np.allclose(planar.approach, [0, 0, 1], atol=1e-3)
     assert np.isclose(planar.grasp_width, planar.box_size[:2].min())
     linear = regions[5]
-    assert "linear point set" in linear.reason and np.isfinite(linear.approach).all()
+    assert linear.verdict == Verdict.DEGENERATE and "linear point set" in linear.reason
+    assert np.isfinite(linear.approach).all()
+
+
+@pytest.mark.parametrize("with_plane", [False, True])
+def test_degenerate_regions_are_never_graspable(scenes, with_plane):
+    """Points that span one pixel row or column, or a strip too thin for the depth pixels to resolve,
+    say why instead of "fits the opening"; a face-on patch and the generator's objects still fit."""
+    pts = _flat_scene()  # a wall 0.5 m away; f = 300 px: one pixel footprint = 1.7 mm
+    labels = np.zeros(pts.shape[:2], np.int32)
+    labels[45, 45:75] = 1  # one pixel row
+    labels[5:40, 40] = 2  # one pixel column
+    labels[10:12, 45:79] = 3  # two rows: 2 pixel footprints at most, under 2.5
+    labels[20:26, 50:58] = 4  # 6 x 8 px: 1 cm across, an ordinary small patch
+    plane = np.array([0.0, 0.0, -1.0, 0.52]) if with_plane else None
+    regions = {r.id: r for r in extract_regions(pts, labels, support_plane=plane)}
+
+    assert [r.verdict for r in regions.values()] == [Verdict.DEGENERATE] * 3 + [Verdict.GRASPABLE]
+    assert regions[1].reason.startswith("points span one pixel row (30 px long)")
+    assert regions[2].reason.startswith("points span one pixel column (35 px long)")
+    assert "under 2.5 pixel footprints (0.4 cm at 0.50 m): a planar sliver" in regions[3].reason
+    assert not any(r.graspable for r in list(regions.values())[:3])
+    # a looser noise floor lets the two-row strip through; the one-pixel lines stay degenerate
+    loose = extract_regions(pts, labels, params=RegionParams(min_width_px=0.5), support_plane=plane)
+    assert [r.verdict for r in loose] == [Verdict.DEGENERATE] * 2 + [Verdict.GRASPABLE] * 2
+
+    scene = scenes[0]
+    objects = extract_regions(backproject(scene), scene.instance_mask,
+                              support_plane=scene.table_plane_camera if with_plane else None)
+    assert all(r.verdict != Verdict.DEGENERATE for r in objects)
+    assert any(r.graspable for r in objects)
+
+
+def test_degenerate_criteria_in_order():
+    """verdict.degenerate on measured extents: pixel span, then a 3-D line, then the width floor."""
+    params = RegionParams()
+    angle = 1 / 300  # radians per pixel: 1.7 mm at 0.5 m
+    solid = Extent(rows=20, cols=30, spread_m=(0.02, 0.01, 0.005), depth_m=0.5, pixel_angle=angle)
+    assert degenerate(solid, 0.03, params) == ""
+    assert degenerate(replace(solid, rows=1, cols=1), 0.03, params) == "points span a single pixel"
+    assert "one pixel column (20 px long)" in degenerate(replace(solid, cols=1), 0.03, params)
+    line = replace(solid, spread_m=(0.02, 0.0002, 0.0))
+    assert degenerate(line, 0.03, params).startswith("points lie on a line in 3-D (0.02 cm spread across it")
+    flat = replace(solid, spread_m=(0.02, 0.01, 0.0))
+    assert degenerate(flat, 0.0, params) == (
+        "0.0 cm across the closing axis, under 2.5 pixel footprints (0.4 cm at 0.50 m): a planar sliver")
+    assert degenerate(solid, 0.003, params).endswith(": a sliver")
+    assert degenerate(solid, math.nan, params).startswith("no width across the closing axis")
+    # judge: range first, then degeneracy, then the gripper's opening
+    counts = MaskCounts(mask=600, valid=600, behind=0, on_plane=0)
+    gripper = GripperParams()
+    reason = degenerate(flat, 0.0, params)
+    assert judge(600, (0, 0, 0.5), 0.0, counts, False, gripper, reason) == (Verdict.DEGENERATE, reason)
+    assert judge(600, (0, 0, 5.0), 0.0, counts, False, gripper, reason)[0] == Verdict.OUT_OF_RANGE
+    assert judge(600, (0, 0, 0.5), 0.5, counts, False, gripper, reason)[0] == Verdict.DEGENERATE
+    assert judge(600, (0, 0, 0.5), 0.03, counts, False, gripper)[0] == Verdict.GRASPABLE
 
 
 def test_a_region_lying_on_the_support_plane_is_table():

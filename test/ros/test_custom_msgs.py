@@ -101,7 +101,8 @@ def test_generated_classes(ros_msgs):
         region.VERDICT_TOO_WIDE,
         region.VERDICT_TOO_FEW_POINTS,
         region.VERDICT_OUT_OF_RANGE,
-    ] == [0, 1, 2, 3]
+        region.VERDICT_DEGENERATE,
+    ] == [0, 1, 2, 3, 4]
     types = ros_msgs.GraspableRegion.get_fields_and_field_types()
     assert types["id"] == "uint16" and types["verdict"] == "uint8" and types["point_count"] == "uint32"
     assert types["cloud"] == "sensor_msgs/PointCloud2" and types["box_pose"] == "geometry_msgs/Pose"

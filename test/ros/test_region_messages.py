@@ -36,7 +36,12 @@ def scene_regions():
     pts_nan = pts.copy()
     pts_nan[:4, :4] = np.nan
     empty = [r for r in extract_regions(pts_nan, labels) if r.id == 99]
-    return scene, pts, regions + empty
+    # one degenerate region: a single pixel row of the table (a line, never graspable)
+    labels = scene.instance_mask.copy()
+    labels[h - 3, 40:120] = 98
+    line = [r for r in extract_regions(pts, labels, rgb=scene.rgb) if r.id == 98]
+    assert line[0].verdict == Verdict.DEGENERATE
+    return scene, pts, regions + empty + line
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +108,14 @@ def test_markers_cdr_round_trip(scene_regions, rosbags):
     assert len(rest) == 3 * len(drawn)
     by_kind = {t: [m for m in rest if m.type == t] for t in (Marker.CUBE, Marker.TEXT_VIEW_FACING, Marker.ARROW)}
     assert all(len(v) == len(drawn) for v in by_kind.values())
+    assert any(r.verdict == Verdict.DEGENERATE for r in drawn)
     for cube, text, arrow, r in zip(*by_kind.values(), drawn):
         assert cube.id == text.id == arrow.id == r.id and cube.ns == "regions/boxes"
         assert np.allclose([cube.scale.x, cube.scale.y, cube.scale.z], np.maximum(r.box_size, 1e-3))
         assert np.allclose(quaternion_to_rotation(cube.pose.orientation), r.box_rotation, atol=1e-9)
         assert (cube.color.r, cube.color.g, cube.color.b) == pytest.approx(RM.VERDICT_COLOURS[r.verdict])
-        assert text.text.startswith(f"{r.label} #{r.id}\n") and f"{r.grasp_width * 100:.1f} cm" in text.text
+        assert text.text.startswith(f"{r.label or 'object'} #{r.id}\n{r.verdict.name.lower().replace('_', ' ')}")
+        assert f"{r.grasp_width * 100:.1f} cm" in text.text
         start, end = (np.array([p.x, p.y, p.z]) for p in arrow.points)
         assert np.allclose(end, r.surface_centroid) and np.allclose((end - start) / 0.1, r.approach)
         assert (cube.lifetime.sec, cube.lifetime.nanosec) == (0, 500_000_000)
