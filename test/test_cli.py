@@ -150,3 +150,11 @@ def test_errors_are_one_readable_line(stereo_pngs, tmp_path):
     assert_one_line_error(
         run("predict", "-i", left, "-o", str(tmp_path / "o.png"), "--stereo-right", str(small),
             "--baseline", "0.1", "--focal", "300"), "320x240", "120x100")
+
+
+def test_predict_fails_when_no_frame_gives_valid_depth(tmp_path):
+    black = tmp_path / "black.png"
+    write_image(black, np.zeros((120, 160, 3), np.uint8))  # a lens cap: refused, never guessed at
+    assert_one_line_error(
+        run("predict", "-i", str(black), "-o", str(tmp_path / "o.png"), "--stereo-right", str(black),
+            "--baseline", "0.1", "--focal", "150"), "no frame produced valid depth", "black")

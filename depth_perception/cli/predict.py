@@ -101,6 +101,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     total = count_frames(args.input)
     lefts, rights = iter_images(args.input), iter_images(args.stereo_right)
     written = 0
+    no_depth: dict[str, int] = {}  # why a frame had no valid depth -> frames
     for left, right in tqdm(zip(lefts, rights), total=total, unit="frame", disable=None):
         if left.rgb.shape != right.rgb.shape:
             raise CliError(
@@ -118,7 +119,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         target = out if (single and out.suffix) else out / left.name
         written_path = write_depth(target, result.depth_m, args.format)
         written += 1
+        why = result.why_no_depth()
+        if why:
+            no_depth[why] = no_depth.get(why, 0) + 1
+    if written and sum(no_depth.values()) == written:
+        raise CliError(f"no frame produced valid depth ({next(iter(no_depth))})")
     print(f"wrote {written} depth image(s) to {written_path if single else out}")
+    for why, n in no_depth.items():
+        print(f"warning: {n} frame(s) without valid depth: {why}", file=sys.stderr)
     return 0
 
 
