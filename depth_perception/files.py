@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +16,11 @@ import numpy as np
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 DEPTH_FORMATS = ("png8", "png16", "npy", "color")
+
+#: Largest input image (width x height) read by default: 40 MP, above any robot camera and an 8K
+#: frame. Processing takes ~40x an image's pixel count in bytes, so the limit bounds memory; a
+#: compressed file's own size says nothing about it (a 30 kB PNG can hold 15000x15000 pixels).
+MAX_PIXELS = 40_000_000
 
 
 class InputError(ValueError):
@@ -25,8 +33,36 @@ class InputImage:
     rgb: np.ndarray  # HxWx3 uint8
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file → HxWx3 uint8 RGB (gray is replicated; 16-bit is scaled to 8)."""
+def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Raise InputError when a ``width`` x ``height`` image is over ``max_pixels``."""
+    if width * height > max_pixels:
+        raise InputError(f"{what}: {width}x{height} = {width * height / 1e6:.1f} MP is over the "
+                         f"limit of {max_pixels / 1e6:.1f} MP (--max-pixels)")
+
+
+def check_image_file(path: str | Path, max_pixels: int) -> None:
+    """Raise InputError when the image file's header says more than ``max_pixels`` pixels; no pixel
+    is decoded. A header Pillow cannot read is left to the decoder, which reports the file."""
+    import re
+
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as exc:  # Pillow's own limit (~179 MP) is above ours
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)) / 1e6:.1f} MP" if found else "more than 179 MP"
+        raise InputError(f"{path}: {pixels} is over the limit of {max_pixels / 1e6:.1f} MP "
+                         "(--max-pixels)") from None
+    except Exception:  # noqa: BLE001 - not Pillow's format or a broken header: cv2 says which
+        return
+    check_pixels(width, height, max_pixels, str(path))
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file → HxWx3 uint8 RGB (gray is replicated; 16-bit is scaled to 8). A file whose
+    header says more than ``max_pixels`` pixels is refused before any pixel is decoded."""
     import cv2
 
     p = Path(path)
@@ -34,6 +70,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a folder, expected an image file")
+    check_image_file(p, max_pixels)
     img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(f"{p}: not a readable image (corrupt, or an unsupported format)")
@@ -81,14 +118,15 @@ def list_inputs(spec: str) -> tuple[str, list[Path]]:
     return "image", [p]
 
 
-def iter_images(spec: str) -> Iterator[InputImage]:
-    """Yield every frame named by ``spec`` (image, folder, glob or video) as RGB."""
+def iter_images(spec: str, max_pixels: int = MAX_PIXELS) -> Iterator[InputImage]:
+    """Yield every frame named by ``spec`` (image, folder, glob or video) as RGB; frames over
+    ``max_pixels`` are refused (InputError) before they are decoded."""
     kind, paths = list_inputs(spec)
     if kind == "video":
-        yield from iter_video(paths[0])
+        yield from iter_video(paths[0], max_pixels)
         return
     for path in paths:
-        yield InputImage(path.stem, read_image(path))
+        yield InputImage(path.stem, read_image(path, max_pixels))
 
 
 def count_frames(spec: str) -> int | None:
@@ -103,13 +141,15 @@ def count_frames(spec: str) -> int | None:
     return n if n > 0 else None
 
 
-def iter_video(path: Path) -> Iterator[InputImage]:
+def iter_video(path: Path, max_pixels: int = MAX_PIXELS) -> Iterator[InputImage]:
     import cv2
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise InputError(f"{path}: not a readable video")
     try:
+        check_pixels(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     max_pixels, str(path))
         index = 0
         while True:
             ok, bgr = cap.read()
@@ -121,6 +161,11 @@ def iter_video(path: Path) -> Iterator[InputImage]:
             raise InputError(f"{path}: the video has no readable frames")
     finally:
         cap.release()
+
+
+def depth_suffix(fmt: str) -> str:
+    """The file suffix :func:`write_depth` gives ``fmt``."""
+    return ".npy" if fmt == "npy" else ".png"
 
 
 def write_depth(path: str | Path, depth_m: np.ndarray, fmt: str = "png8") -> Path:
@@ -205,6 +250,41 @@ def read_ply(path: str | Path) -> np.ndarray:
         elif parts[0] == "property":
             fields.append((parts[2], to_np[parts[1]]))
     return np.frombuffer(data[end:], dtype=fields, count=n)
+
+
+@contextmanager
+def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same folder, same suffix) to write a file or a folder to;
+    it becomes ``path`` only when the block ends without an exception, and is removed otherwise, so
+    a failed or killed run never leaves half an output. An existing ``path`` (other than an empty
+    folder) is refused unless ``overwrite``, and is replaced only at that final rename."""
+    final = Path(path)
+    empty_dir = final.is_dir() and not any(final.iterdir())
+    if final.exists() and not (overwrite or empty_dir):
+        raise FileExistsError(f"{final}: already exists (--overwrite replaces it)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.partial-", suffix=final.suffix,
+                                dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()  # the caller creates a file or a folder under this unique name
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if not tmp.exists():
+        return
+    if final.is_dir() and not final.is_symlink():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def ensure_dir(path: str | Path) -> Path:

@@ -158,3 +158,47 @@ def test_predict_fails_when_no_frame_gives_valid_depth(tmp_path):
     assert_one_line_error(
         run("predict", "-i", str(black), "-o", str(tmp_path / "o.png"), "--stereo-right", str(black),
             "--baseline", "0.1", "--focal", "150"), "no frame produced valid depth", "black")
+
+
+def test_a_failed_predict_leaves_no_output_and_a_rerun_needs_no_overwrite(stereo_pngs, tmp_path):
+    d, scene = stereo_pngs
+    inputs = tmp_path / "in"
+    shutil.copytree(d / "left", inputs)
+    (inputs / "frame9.png").write_bytes(b"truncated")  # the last frame is broken
+    stereo = ("--stereo-right", str(d / "right"), "--baseline", str(scene.baseline_m),
+              "--focal", str(scene.K[0, 0]))
+    out = tmp_path / "out"
+    proc = run("predict", "-i", str(inputs), "-o", str(out), *stereo)
+    assert_one_line_error(proc, "--stereo-right has 2")  # 3 left images, 2 right
+    (inputs / "frame9.png").unlink()
+    shutil.copy(d / "left/frame0.png", inputs / "frame1.png")
+    right = tmp_path / "right"
+    shutil.copytree(d / "right", right)
+    (right / "frame1.png").write_bytes(b"truncated")
+    stereo = ("--stereo-right", str(right), *stereo[2:])
+    assert_one_line_error(run("predict", "-i", str(inputs), "-o", str(out), *stereo),
+                          "frame1.png", "not a readable image")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "right"]  # no partial output
+    shutil.copy(d / "right/frame0.png", right / "frame1.png")
+    assert run("predict", "-i", str(inputs), "-o", str(out), *stereo).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["frame0.png", "frame1.png"]
+    assert_one_line_error(run("predict", "-i", str(inputs), "-o", str(out), *stereo),
+                          "already exists", "--overwrite")
+    assert run("predict", "-i", str(inputs), "-o", str(out), "--overwrite", *stereo).returncode == 0
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    # 15000 x 15000 black pixels compress to under 1 MB; decoded they would take 675 MB, as RGB 2 GB
+    write_image(bomb, np.zeros((15000, 15000), np.uint8))
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "from depth_perception.cli import main\n"
+        f"rc = main(['predict', '-i', {str(bomb)!r}, '-o', {str(tmp_path / 'o.png')!r},\n"
+        f"           '--stereo-right', {str(bomb)!r}, '--baseline', '0.1', '--focal', '100'])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc, "bomb.png", "225.0 MP", "--max-pixels")
+    assert int(proc.stdout.split()[-1]) < 500_000  # kB: the pixels were never decoded

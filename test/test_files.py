@@ -268,3 +268,34 @@ def test_read_ply_refuses_ascii_ply(tmp_path):
     path.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
     with pytest.raises(InputError, match=r"a\.ply: not a binary little-endian PLY"):
         read_ply(path)
+
+
+def test_images_over_the_pixel_limit_are_refused_with_their_size(tmp_path):
+    from depth_perception.files import InputError, read_image, write_image
+
+    path = tmp_path / "wide.png"
+    write_image(path, np.zeros((200, 300, 3), np.uint8))
+    assert read_image(path, max_pixels=60_000).shape == (200, 300, 3)
+    with pytest.raises(InputError, match=r"300x200 = 0.1 MP is over the limit of 0.1 MP"):
+        read_image(path, max_pixels=59_999)
+
+
+def test_atomic_output_appears_only_on_success(tmp_path):
+    from depth_perception.files import atomic_output
+
+    target = tmp_path / "out.npy"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            np.save(tmp, np.zeros(3))
+            raise RuntimeError("killed half way")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_output(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".npy"
+        np.save(tmp, np.ones(3))
+    assert np.load(target).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        with atomic_output(target):
+            pass
+    with atomic_output(target, overwrite=True) as tmp:
+        np.save(tmp, np.zeros(2))
+    assert np.load(target).tolist() == [0.0, 0.0] and len(list(tmp_path.iterdir())) == 1

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from .errors import CliError
 
 
 def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..files import DEPTH_FORMATS
+    from ..files import DEPTH_FORMATS, MAX_PIXELS
 
     p = sub.add_parser(
         "predict",
@@ -36,8 +37,30 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
                    help="principal point difference cx_right - cx_left in pixels (default 0)")
     p.add_argument("--min-depth", type=float, default=0.1, help="metres (default 0.1)")
     p.add_argument("--max-depth", type=float, default=20.0, help="metres (default 20)")
+    p.add_argument("--max-pixels", type=float, default=MAX_PIXELS,
+                   help=f"refuse input frames over this many pixels before decoding them "
+                   f"(default {MAX_PIXELS:.0f})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (it is replaced only once the run succeeds)")
     add_monocular_arguments(p)
     return p
+
+
+@contextmanager
+def _outputs(out: Path, single: bool, fmt: str,
+             overwrite: bool) -> Iterator[tuple[Callable[[str], Path], Path]]:
+    """(frame name → path to write its depth to, the final output). Everything is written under a
+    temporary name beside ``out`` and renamed when the run succeeds: a failed run leaves nothing."""
+    from ..files import atomic_output, depth_suffix
+
+    if single and out.suffix:
+        final = out.with_suffix(depth_suffix(fmt))
+        with atomic_output(final, overwrite) as tmp:
+            yield (lambda _name: tmp), final
+        return
+    with atomic_output(out, overwrite) as tmp:
+        tmp.mkdir()
+        yield (lambda name: tmp / name), out
 
 
 def add_monocular_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,89 +116,87 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CliError(f"--input has {len(paths)} images but --stereo-right has {len(paths_r)}")
 
     single = kind == "image" and len(paths) == 1
-    out = Path(args.output)
-    if not single or out.suffix == "":
-        out.mkdir(parents=True, exist_ok=True)
-
     pipeline = Pipeline(PipelineConfig(min_depth_m=args.min_depth, max_depth_m=args.max_depth))
     total = count_frames(args.input)
-    lefts, rights = iter_images(args.input), iter_images(args.stereo_right)
+    max_pixels = int(args.max_pixels)
+    lefts, rights = iter_images(args.input, max_pixels), iter_images(args.stereo_right, max_pixels)
     written = 0
     no_depth: dict[str, int] = {}  # why a frame had no valid depth -> frames
-    for left, right in tqdm(zip(lefts, rights), total=total, unit="frame", disable=None):
-        if left.rgb.shape != right.rgb.shape:
-            raise CliError(
-                f"{left.name}: left is {left.rgb.shape[1]}x{left.rgb.shape[0]} but right "
-                f"{right.name} is {right.rgb.shape[1]}x{right.rgb.shape[0]}"
+    with _outputs(Path(args.output), single, args.format, args.overwrite) as (target, final):
+        for left, right in tqdm(zip(lefts, rights), total=total, unit="frame", disable=None):
+            if left.rgb.shape != right.rgb.shape:
+                raise CliError(
+                    f"{left.name}: left is {left.rgb.shape[1]}x{left.rgb.shape[0]} but right "
+                    f"{right.name} is {right.rgb.shape[1]}x{right.rgb.shape[0]}"
+                )
+            h, w = left.rgb.shape[:2]
+            cam = CameraModel.from_intrinsics(args.focal, args.focal, (w - 1) / 2, (h - 1) / 2, w, h)
+            right_cam = CameraModel(
+                width=w, height=h, K=cam.K,
+                P=np.array([[args.focal, 0, (w - 1) / 2 + args.doffs, -args.focal * args.baseline],
+                            [0, args.focal, (h - 1) / 2, 0], [0, 0, 1, 0]]),
             )
-        h, w = left.rgb.shape[:2]
-        cam = CameraModel.from_intrinsics(args.focal, args.focal, (w - 1) / 2, (h - 1) / 2, w, h)
-        right_cam = CameraModel(
-            width=w, height=h, K=cam.K,
-            P=np.array([[args.focal, 0, (w - 1) / 2 + args.doffs, -args.focal * args.baseline],
-                        [0, args.focal, (h - 1) / 2, 0], [0, 0, 1, 0]]),
-        )
-        result = pipeline.process(Frame(left.rgb, cam, right_rgb=right.rgb, right_camera=right_cam))
-        target = out if (single and out.suffix) else out / left.name
-        written_path = write_depth(target, result.depth_m, args.format)
-        written += 1
-        why = result.why_no_depth()
-        if why:
-            no_depth[why] = no_depth.get(why, 0) + 1
-    if written and sum(no_depth.values()) == written:
-        raise CliError(f"no frame produced valid depth ({next(iter(no_depth))})")
-    print(f"wrote {written} depth image(s) to {written_path if single else out}")
+            result = pipeline.process(Frame(left.rgb, cam, right_rgb=right.rgb,
+                                             right_camera=right_cam))
+            write_depth(target(left.name), result.depth_m, args.format)
+            written += 1
+            why = result.why_no_depth()
+            if why:
+                no_depth[why] = no_depth.get(why, 0) + 1
+        if written and sum(no_depth.values()) == written:
+            raise CliError(f"no frame produced valid depth ({next(iter(no_depth))})")
+    print(f"wrote {written} depth image(s) to {final}")
     for why, n in no_depth.items():
         print(f"warning: {n} frame(s) without valid depth: {why}", file=sys.stderr)
     return 0
 
 
 def _predict_monocular(args: argparse.Namespace) -> int:
-    """Depth from a monocular network for every input frame. Metric models write metres; relative
-    ones write their normalised inverse depth for png8/color (255 = near) and raw values for npy."""
-    import numpy as np
+    """Depth from a monocular network for every input frame (see :func:`_write_prediction`)."""
     from tqdm import tqdm
 
-    from ..files import count_frames, iter_images, list_inputs, write_depth, write_image
-    from ..visualize import colorize_depth
+    from ..files import count_frames, iter_images, list_inputs
 
     kind, paths = list_inputs(args.input)
     single = kind == "image" and len(paths) == 1
-    out = Path(args.output)
-    if not single or out.suffix == "":
-        out.mkdir(parents=True, exist_ok=True)
     estimator = estimator_from_args(args)
-    written = out
-    for item in tqdm(iter_images(args.input), total=count_frames(args.input), unit="frame",
-                     disable=None):
-        pred = estimator.predict(item.rgb)
-        target = out if (single and out.suffix) else out / item.name
-        if pred.kind == "metric":
-            depth_m = pred.values.copy()
-            depth_m[~np.isfinite(depth_m) | (depth_m < args.min_depth) |
-                    (depth_m > args.max_depth)] = np.nan
-            written = write_depth(target, depth_m, args.format)
-            continue
-        if args.format == "png16":
-            raise CliError(f"{args.model} predicts relative depth; png16 (millimetres) needs a "
-                           "metric model or a metric signal")
-        # Relative inverse depth behaves like 1/z up to an affine map: pass a pseudo-depth so the
-        # same writers apply (near stays bright); relative depth (Marigold) is near = small.
-        v = pred.values.astype(np.float32)
-        if args.format == "npy":
-            written = target.with_suffix(".npy")
-            written.parent.mkdir(parents=True, exist_ok=True)
-            np.save(written, v)
-            continue
-        lo, hi = np.nanpercentile(v, [1, 99]) if np.isfinite(v).any() else (0.0, 1.0)
-        t = np.clip((v - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-        near = t if pred.kind == "relative_inverse" else 1.0 - t
-        gray = (1 + near * 254).round().astype(np.uint8)
-        gray[~np.isfinite(v)] = 0
-        written = target.with_suffix(".png")
-        if args.format == "color":
-            write_image(written, colorize_depth(1.0 / (0.05 + near)))
-        else:
-            write_image(written, gray)
-    print(f"wrote depth for {args.input} to {written if single else out}")
+    frames = iter_images(args.input, int(args.max_pixels))
+    with _outputs(Path(args.output), single, args.format, args.overwrite) as (target, final):
+        for item in tqdm(frames, total=count_frames(args.input), unit="frame", disable=None):
+            _write_prediction(args, estimator.predict(item.rgb), target(item.name))
+    print(f"wrote depth for {args.input} to {final}")
     return 0
+
+
+def _write_prediction(args: argparse.Namespace, pred: Any, target: Path) -> None:
+    """A network's output to ``target``: metric models write metres; relative ones write their
+    normalised inverse depth for png8/color (255 = near) and raw values for npy."""
+    import numpy as np
+
+    from ..files import write_depth, write_image
+    from ..visualize import colorize_depth
+
+    if pred.kind == "metric":
+        depth_m = pred.values.copy()
+        depth_m[~np.isfinite(depth_m) | (depth_m < args.min_depth) |
+                (depth_m > args.max_depth)] = np.nan
+        write_depth(target, depth_m, args.format)
+        return
+    if args.format == "png16":
+        raise CliError(f"{args.model} predicts relative depth; png16 (millimetres) needs a "
+                       "metric model or a metric signal")
+    # Relative inverse depth behaves like 1/z up to an affine map: pass a pseudo-depth so the
+    # same writers apply (near stays bright); relative depth (Marigold) is near = small.
+    v = pred.values.astype(np.float32)
+    if args.format == "npy":
+        np.save(target.with_suffix(".npy"), v)
+        return
+    lo, hi = np.nanpercentile(v, [1, 99]) if np.isfinite(v).any() else (0.0, 1.0)
+    t = np.clip((v - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    near = t if pred.kind == "relative_inverse" else 1.0 - t
+    gray = (1 + near * 254).round().astype(np.uint8)
+    gray[~np.isfinite(v)] = 0
+    if args.format == "color":
+        write_image(target.with_suffix(".png"), colorize_depth(1.0 / (0.05 + near)))
+    else:
+        write_image(target.with_suffix(".png"), gray)
