@@ -43,13 +43,15 @@ def write_input_bag(path: Path, storage: str = "mcap") -> None:
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_process_bag_writes_outputs_with_input_stamps_and_counts_failures(tmp_path, storage):
+    """Exact pairing: the second image gets the CameraInfo stamped with it, of the wrong size."""
     write_input_bag(tmp_path / "in", storage)
     summary = process_bag(tmp_path / "in", tmp_path / "out",
-                          {"stereo": True, "max_depth": 5.0, "segmentation.source": []},
-                          progress=False)
-    assert summary.frames_processed == 2
+                          {"stereo": True, "max_depth": 5.0, "segmentation.source": [],
+                           "camera_info.pairing": "exact"}, progress=False)
+    assert summary.frames_processed == summary.frames_valid == 2
     assert summary.frames_failed == 1 and any("512x384" in e for e in summary.errors)
     assert summary.messages_skipped == 1  # the corrupt record
+    assert summary.depth_sources == {"stereo": 2}
     out = list(read_bag(tmp_path / "out"))
     depth = [(stamp, msg) for topic, _, stamp, msg in out if topic == "/depth_perception/depth"]
     assert [M.stamp_to_ns(m.header.stamp) for _, m in depth] == [STAMPS[0], STAMPS[2]]
@@ -57,7 +59,18 @@ def test_process_bag_writes_outputs_with_input_stamps_and_counts_failures(tmp_pa
     assert {topic for topic, *_ in out} == {
         "/depth_perception/depth", "/depth_perception/depth/camera_info",
         "/depth_perception/depth/colored", "/depth_perception/points"}
-    assert "frames processed" in summary.table()
+    assert "frames with valid depth" in summary.table()
+
+
+def test_latest_pairing_calibrates_each_image_with_the_camera_info_of_its_size(tmp_path):
+    """The 512x384 CameraInfo stamped with the second image describes no image here: the image
+    keeps the 256x192 calibration it had."""
+    write_input_bag(tmp_path / "in")
+    summary = process_bag(tmp_path / "in", tmp_path / "out",
+                          {"stereo": True, "max_depth": 5.0, "segmentation.source": []},
+                          progress=False)
+    assert (summary.frames_valid, summary.frames_failed) == (3, 0), summary.table()
+    assert summary.camera_info_max_age_s == pytest.approx(0.2)  # right camera, third frame
 
 
 def test_missing_topic_is_a_clear_error(tmp_path):
@@ -76,7 +89,7 @@ def test_bag_command(tmp_path):
                            str(repo / "config/stereo.yaml"), "--set", "max_depth=4.0"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "frames processed" in proc.stdout
+    assert "frames with valid depth" in proc.stdout
     again = subprocess.run([*exe, "bag", str(tmp_path / "in"), str(tmp_path / "out")],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr
@@ -90,7 +103,7 @@ def test_masks_in_the_bag_give_region_topics(tmp_path):
               "masks": "/segmenter/masks"}
     summary = process_bag(tmp_path / "in", tmp_path / "out",
                           {"stereo": True, "segmentation.source": ["topic"]}, topics, progress=False)
-    assert summary.frames_processed == 2
+    assert summary.frames_processed == 3
     out = {}
     for topic, msgtype, stamp, msg in read_bag(tmp_path / "out"):
         out.setdefault(topic, []).append((msgtype, msg))
@@ -151,3 +164,140 @@ def test_a_monocular_model_sparse_depth_and_sam_prompted_by_recorded_detections(
     first, second = out["/depth_perception/regions/labels"]
     assert read_image(first).any() and not read_image(second).any()
     assert len(out["/depth_perception/depth"]) == 2
+
+
+# -- real camera recordings: ROS 1 .bag, the same converted to rosbag2, a ROS 2 bag -------------
+#
+# A monocular JPEG camera as recorded on robots: 1 Hz CameraInfo with plumb_bob distortion, logged
+# late and stamped up to 1.4 s away from the images; metric depth from the bundled student network
+# scaled by a sparse depth image (what an RGB-D sensor or projected LiDAR gives).
+
+IMAGE_STAMPS = [10_000_000_000 + i * 350_000_000 for i in range(5)]  # 10.00 ... 11.40 s
+INFO_STAMPS = [(10_000_000_000, 10_500_000_000), (11_000_000_000, 11_500_000_000)]  # (stamp, log)
+D_PLUMB_BOB = [-0.05, 0.01, 0.0005, -0.0003, 0.0]
+MONO = ["--config", str(Path(__file__).resolve().parents[2] / "config/cpu.yaml"),
+        "--set", "segmentation.source=[]", "--sparse-depth", "/lidar/depth"]
+
+
+def _sparse_mm(scene) -> np.ndarray:
+    """16UC1 millimetres at 400 pixels, 0 elsewhere (no measurement)."""
+    h, w = scene.depth_m.shape
+    sparse = np.zeros((h, w), np.uint16)
+    rng = np.random.default_rng(0)
+    v, u = rng.integers(0, h, 400), rng.integers(0, w, 400)
+    sparse[v, u] = np.nan_to_num(scene.depth_m[v, u] * 1000).astype(np.uint16)
+    return sparse
+
+
+def write_ros1_camera_bag(path: Path, camera_info: bool = True) -> None:
+    """A ROS 1 .bag (ROS1_NOETIC definitions: CameraInfo K, D, R, P; Header with seq)."""
+    import cv2
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    T = ts.types
+    scene = generate_tabletop(seed=3, width=320, height=240)
+    h, w = scene.depth_m.shape
+
+    def header(stamp_ns: int, seq: int) -> object:
+        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+        return T["std_msgs/msg/Header"](seq=seq, stamp=T["builtin_interfaces/msg/Time"](
+            sec=sec, nanosec=nanosec), frame_id="cam_optical")
+
+    jpeg = cv2.imencode(".jpg", scene.rgb[..., ::-1].copy())[1].ravel()
+    sparse = _sparse_mm(scene)
+    records = []
+    for seq, stamp in enumerate(IMAGE_STAMPS):
+        records.append((stamp, "/cam/image_raw/compressed", T["sensor_msgs/msg/CompressedImage"](
+            header=header(stamp, seq), format="rgb8; jpeg compressed bgr8", data=jpeg)))
+        records.append((stamp, "/lidar/depth", T["sensor_msgs/msg/Image"](
+            header=header(stamp, seq), height=h, width=w, encoding="16UC1", is_bigendian=0,
+            step=w * 2, data=sparse.view(np.uint8).ravel())))
+    for seq, (stamp, log) in enumerate(INFO_STAMPS if camera_info else []):
+        records.append((log, "/cam/camera_info", T["sensor_msgs/msg/CameraInfo"](
+            header=header(stamp, seq), height=h, width=w, distortion_model="plumb_bob",
+            D=np.array(D_PLUMB_BOB), K=scene.K.ravel().copy(), R=np.eye(3).ravel(),
+            P=np.hstack([scene.K, np.zeros((3, 1))]).ravel(), binning_x=0, binning_y=0,
+            roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                      do_rectify=False))))
+    with Writer(path) as bag:
+        conns = {}
+        for log, topic, msg in sorted(records, key=lambda r: r[0]):
+            if topic not in conns:
+                conns[topic] = bag.add_connection(topic, msg.__msgtype__, typestore=ts)
+            bag.write(conns[topic], log, ts.serialize_ros1(msg, msg.__msgtype__))
+
+
+def convert_to_rosbag2(src: Path, dst: Path) -> None:
+    """What `rosbags-convert --src X.bag --dst DIR` runs: the ROS 1 definitions are kept."""
+    from rosbags.convert.converter import convert
+
+    convert([src], dst, "mcap", 9, None, "file", None, None, [], [], [], [])
+
+
+def write_ros2_camera_bag(path: Path, cameras: tuple[str, ...] = ("/front",),
+                          sizes: tuple[tuple[int, int], ...] = ((320, 240),)) -> None:
+    """A ROS 2 bag: raw rgb8 images of each camera (cycling through ``sizes``), each size with its
+    own CameraInfo (fx scaled with the width) once at the start, and a sparse depth image."""
+    t = M.rosbags_types()
+    scenes = {size: generate_tabletop(seed=3, width=size[0], height=size[1]) for size in sizes}
+    with BagWriter(path, types=t) as bag:
+        for size, scene in scenes.items():
+            for ns in cameras:
+                header = M.make_header(t, IMAGE_STAMPS[0] - 100_000_000, "cam_optical")
+                cam = CameraModel(width=size[0], height=size[1], K=scene.K,
+                                  D=np.array(D_PLUMB_BOB))
+                bag.write(f"{ns}/camera_info", M.model_to_camera_info(t, cam, header),
+                          IMAGE_STAMPS[0] - 100_000_000)
+        for i, stamp in enumerate(IMAGE_STAMPS):
+            scene = scenes[sizes[i % len(sizes)]]
+            header = M.make_header(t, stamp, "cam_optical")
+            for ns in cameras:
+                bag.write(f"{ns}/image_raw", M.numpy_to_image(t, scene.rgb, "rgb8", header), stamp)
+            bag.write("/lidar/depth", M.numpy_to_image(t, _sparse_mm(scene), "16UC1", header),
+                      stamp)
+
+
+@pytest.fixture(scope="module")
+def camera_bags(tmp_path_factory):
+    d = tmp_path_factory.mktemp("camera_bags")
+    write_ros1_camera_bag(d / "ros1.bag")
+    convert_to_rosbag2(d / "ros1.bag", d / "converted")
+    write_ros2_camera_bag(d / "ros2")
+    return d
+
+
+def bag_command(*args: str) -> int:
+    from depth_perception.cli import main
+
+    return main(["bag", *map(str, args)])
+
+
+@pytest.mark.parametrize("name", ["ros1.bag", "converted", "ros2"])
+def test_the_camera_is_found_and_every_image_gets_metric_depth(camera_bags, tmp_path, name,
+                                                                 capsys):
+    assert bag_command(camera_bags / name, tmp_path / "out", *MONO) == 0
+    table = capsys.readouterr().out
+    assert _row(table, "frames with valid depth") == "5", table
+    assert _row(table, "depth source sparse_depth") == "5"
+    out = {}
+    for topic, _, _, msg in read_bag(tmp_path / "out"):
+        out.setdefault(topic, []).append(msg)
+    assert [M.stamp_to_ns(m.header.stamp) for m in out["/depth_perception/depth"]] == IMAGE_STAMPS
+    info = out["/depth_perception/depth/camera_info"][0]
+    assert (info.width, info.height, info.header.frame_id) == (320, 240, "cam_optical")
+    np.testing.assert_allclose(info.d, D_PLUMB_BOB)  # the recorded distortion, not zeros
+    depth = read_depth_m(out["/depth_perception/depth"][0])
+    truth = generate_tabletop(seed=3, width=320, height=240).depth_m
+    ok = np.isfinite(depth) & np.isfinite(truth)
+    assert ok.mean() > 0.5
+    assert np.median(np.abs(depth[ok] - truth[ok]) / truth[ok]) < 0.15  # metric
+
+
+def _row(table: str, name: str) -> str:
+    """The value of summary-table row ``name``."""
+    for line in table.splitlines():
+        if line.startswith(name + "  "):
+            return line.split()[-1]
+    raise AssertionError(f"no row {name!r} in\n{table}")
