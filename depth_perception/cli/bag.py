@@ -82,7 +82,8 @@ def cmd_bag(args: argparse.Namespace) -> int:
     try:
         summary = process_bag(args.input, args.output, params, topics, output_ns=args.output_ns,
                               storage=args.storage, copy_inputs=args.copy_inputs,
-                              overwrite=args.overwrite, progress=sys.stderr.isatty())
+                              overwrite=args.overwrite, progress=sys.stderr.isatty(),
+                              log=print)  # stderr stays for the one error line
     except NoValidDepth as exc:
         print(exc.summary.table())
         raise CliError(f"{exc} (no output bag written)") from exc

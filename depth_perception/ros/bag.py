@@ -15,7 +15,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .conversion import group_to_frame, output_options, result_to_messages
 from .messages import MessageTypes, camera_info_size, copy_header, rosbags_types, stamp_to_ns
@@ -349,6 +349,7 @@ def process_bag(
     copy_inputs: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> BagSummary:
     """Run the node's pipeline over a rosbag2 or ROS 1 bag in log-time order and write every output
     topic with the input stamps to a new rosbag2 at ``out_path``.
@@ -357,6 +358,7 @@ def process_bag(
     Broken or unexpected messages and failing frames are counted, never fatal. Raises
     :class:`BagError` for an unusable bag (unreadable, truncated, missing topics, no CameraInfo)
     and :class:`NoValidDepth` when no frame produced valid depth; then no output bag is left.
+    ``log`` gets the model loader's lines (default: stderr).
     """
     from tqdm import tqdm
 
@@ -383,7 +385,7 @@ def process_bag(
         _check_camera_info(reader, conns, topics, camera_infos, in_p)
         # the same models as the node: the monocular network (when `model` is set) and SAM / the
         # open-vocabulary detector (when segmentation.source asks for them)
-        pipeline = load_models(params).pipeline(config)
+        pipeline = load_models(params, log=log).pipeline(config)
         with BagWriter(out_path, storage=storage, types=types, overwrite=overwrite) as writer:
             # masks / detections recorded from slower nodes: an image waits for them (in log time)
             replay = _Replay(pipeline, synchronizer(list(topics), params), camera_infos, writer,

@@ -162,7 +162,7 @@ def image_to_numpy(msg: Any) -> np.ndarray:
             f"image data has {raw.size} bytes, {enc} {w}x{h} with step {step} needs {step * h}"
         )
     rows = np.lib.stride_tricks.as_strided(raw, shape=(h, row_bytes), strides=(step, 1))
-    img = np.ascontiguousarray(rows).view(dtype).reshape(h, w, channels)
+    img = rows.copy().view(dtype).reshape(h, w, channels)  # owned and writable, as documented
     img = img.astype(dtype.newbyteorder("="), copy=False)
     return img[..., 0] if channels == 1 else img
 

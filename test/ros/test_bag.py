@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from depth_perception.camera import CameraModel
 from depth_perception.ros import messages as M
-from depth_perception.ros.bag import BagWriter, process_bag, read_bag
+from depth_perception.ros.bag import BagWriter, NoValidDepth, process_bag, read_bag
 from depth_perception.scene import generate_tabletop
 from consumers import read_depth_m, read_image
 
@@ -301,3 +303,172 @@ def _row(table: str, name: str) -> str:
         if line.startswith(name + "  "):
             return line.split()[-1]
     raise AssertionError(f"no row {name!r} in\n{table}")
+
+
+def assert_user_error(code: int, capsys, *fragments: str) -> str:
+    """Exit status 2 and one line on stderr naming the problem."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_several_cameras_are_listed_with_the_flag_that_chooses(tmp_path, capsys):
+    write_ros2_camera_bag(tmp_path / "in", cameras=("/left_cam", "/right_cam"))
+    code = bag_command(tmp_path / "in", tmp_path / "out", *MONO)
+    assert_user_error(code, capsys, "/left_cam/image_raw", "/right_cam/image_raw", "--camera-ns")
+    assert not (tmp_path / "out").exists()
+    assert bag_command(tmp_path / "in", tmp_path / "out", *MONO, "--camera-ns", "/right_cam") == 0
+    assert {topic for topic, *_ in read_bag(tmp_path / "out")} >= {"/depth_perception/depth"}
+
+
+def test_the_right_camera_of_a_pair_and_a_compressed_copy_are_not_other_cameras():
+    from depth_perception.ros.bag import find_topics
+
+    image, compressed, info = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
+                               "sensor_msgs/msg/CameraInfo")
+    bag = {"/stereo/image_rect": image, "/stereo/image_rect/compressed": compressed,
+           "/stereo/camera_info": info, "/stereo/right/image_rect": image,
+           "/stereo/right/camera_info": info, "/rgbd/depth/image_raw": image,
+           "/rgbd/depth/camera_info": info, "/tf": "tf2_msgs/msg/TFMessage"}
+    assert find_topics(bag) == {"image": "/stereo/image_rect", "camera_info": "/stereo/camera_info"}
+    assert find_topics(bag, stereo=True) == {
+        "image": "/stereo/image_rect", "camera_info": "/stereo/camera_info",
+        "right/image": "/stereo/right/image_rect", "right/camera_info": "/stereo/right/camera_info"}
+    assert find_topics(bag, image="/rgbd/depth/image_raw")["camera_info"] == \
+        "/rgbd/depth/camera_info"  # an explicit choice is taken as given
+
+
+@pytest.mark.parametrize("damage", ["truncated ros1", "truncated mcap", "corrupt mid-way", "garbage",
+                                    "missing"])
+def test_an_unreadable_bag_is_one_line_exit_2_and_no_output(camera_bags, tmp_path, capsys, damage):
+    if damage == "corrupt mid-way":  # the fourth image's record length is garbage
+        bad = tmp_path / "corrupt"
+        shutil.copytree(camera_bags / "ros2", bad)
+        (mcap,) = bad.glob("*.mcap")
+        data = bytearray(mcap.read_bytes())
+        log_time = struct.pack("<Q", IMAGE_STAMPS[3])
+        # an mcap Message record: opcode 0x05, length u64, channel u16, sequence u32, log time
+        at = next(i for i in range(len(data)) if data.startswith(log_time, i) and data[i - 15] == 5)
+        data[at - 14:at - 6] = b"\xff" * 8
+        mcap.write_bytes(bytes(data))
+    elif damage == "truncated ros1":
+        data = (camera_bags / "ros1.bag").read_bytes()
+        bad = tmp_path / "cut.bag"
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "truncated mcap":
+        bad = tmp_path / "cut"
+        shutil.copytree(camera_bags / "ros2", bad)
+        (mcap,) = bad.glob("*.mcap")
+        data = mcap.read_bytes()
+        mcap.write_bytes(data[: int(len(data) * 0.6)])
+    elif damage == "garbage":
+        bad = tmp_path / "garbage.bag"
+        bad.write_bytes(b"#ROSBAG V2.0\n" + bytes(range(256)) * 40)
+    else:
+        bad = tmp_path / "no_such.bag"
+    code = bag_command(bad, tmp_path / "out", *MONO)
+    line = assert_user_error(code, capsys, bad.name)
+    if damage == "corrupt mid-way":
+        assert "corrupt or truncated bag after" in line  # the first frames were written, then
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary
+
+
+def test_no_camera_info_in_the_bag_is_one_line_and_no_output(tmp_path, capsys):
+    write_ros1_camera_bag(tmp_path / "in.bag", camera_info=False)
+    code = bag_command(tmp_path / "in.bag", tmp_path / "out", *MONO)
+    assert_user_error(code, capsys, "no CameraInfo", "/cam/camera_info")
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_frame_with_valid_depth_exits_2_with_the_reason_and_leaves_no_output(
+        camera_bags, tmp_path, capsys):
+    """The bundled network needs a metric signal: without the sparse depth topic every frame's
+    depth is invalid. The summary says so; a rerun with the signal needs no --overwrite."""
+    no_signal = [a for a in MONO if a not in ("--sparse-depth", "/lidar/depth")]
+    code = bag_command(camera_bags / "ros1.bag", tmp_path / "out", *no_signal)
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    line, = captured.err.strip().splitlines()
+    assert "no frame produced valid depth" in line and "no output bag written" in line, line
+    assert _row(captured.out, "frames with valid depth") == "0"
+    assert _row(captured.out, "frames with no valid depth") == "5"
+    assert "no valid depth: " in captured.out
+    assert not (tmp_path / "out").exists()
+    assert bag_command(camera_bags / "ros1.bag", tmp_path / "out", *MONO) == 0
+
+
+def test_exact_pairing_drops_and_counts_images_without_a_camera_info_of_their_stamp(
+        camera_bags, tmp_path, capsys):
+    code = bag_command(camera_bags / "ros1.bag", tmp_path / "out", *MONO,
+                       "--set", "camera_info.pairing=exact")
+    table = capsys.readouterr().out
+    assert code == 0
+    # the CameraInfo stamped 10.0 s pairs with the first image; 11.0 s matches no image
+    assert _row(table, "frames with valid depth") == "1"
+    assert _row(table, "images without a CameraInfo of the same stamp") == "4"
+
+
+def test_latest_pairing_warns_about_camera_info_stamped_far_away(camera_bags, tmp_path, capsys):
+    assert bag_command(camera_bags / "ros1.bag", tmp_path / "out", *MONO) == 0
+    table = capsys.readouterr().out
+    # images at 11.05 s and 11.40 s take the CameraInfo stamped 10.0 s (the next is logged later)
+    assert _row(table, "CameraInfo older than camera_info.max_age") == "2"
+    assert _row(table, "CameraInfo pairing (latest): max stamp distance s") == "1.40"
+    assert bag_command(camera_bags / "ros1.bag", tmp_path / "out2", *MONO,
+                       "--set", "camera_info.max_age=2.0") == 0
+    assert _row(capsys.readouterr().out, "CameraInfo older than camera_info.max_age") == "0"
+
+
+def test_two_image_sizes_each_take_their_own_camera_info(tmp_path):
+    write_ros2_camera_bag(tmp_path / "in", sizes=((320, 240), (256, 192)))
+    summary = process_bag(tmp_path / "in", tmp_path / "out",
+                          {"model": "student_tabletop", "metric.mode": "sparse_depth",
+                           "segmentation.source": []},
+                          {"image": "/front/image_raw", "camera_info": "/front/camera_info",
+                           "sparse_depth": "/lidar/depth"}, progress=False)
+    assert (summary.frames_valid, summary.frames_failed) == (5, 0), summary.table()
+    infos = [msg for topic, _, _, msg in read_bag(tmp_path / "out")
+             if topic == "/depth_perception/depth/camera_info"]
+    assert [(m.width, m.height) for m in infos] == [(320, 240), (256, 192)] * 2 + [(320, 240)]
+    for m in infos:
+        K = generate_tabletop(seed=3, width=m.width, height=m.height).K
+        np.testing.assert_allclose(np.reshape(m.k, (3, 3)), K)
+
+
+def test_an_image_of_a_size_no_camera_info_describes_fails_naming_the_sizes(tmp_path):
+    scene = generate_tabletop(seed=3, width=320, height=240)
+    t = M.rosbags_types()
+    with BagWriter(tmp_path / "in", types=t) as bag:
+        header = M.make_header(t, IMAGE_STAMPS[0], "cam_optical")
+        bag.write("/front/camera_info", M.model_to_camera_info(
+            t, CameraModel(width=640, height=480, K=scene.K * [[2], [2], [1]]), header),
+            IMAGE_STAMPS[0])
+        bag.write("/front/image_raw", M.numpy_to_image(t, scene.rgb, "rgb8", header),
+                  IMAGE_STAMPS[0])
+    with pytest.raises(NoValidDepth) as err:
+        process_bag(tmp_path / "in", tmp_path / "out", {"stereo": False, "model": "student_tabletop"},
+                    progress=False)
+    assert "no CameraInfo for a 320x240 image yet on /front/camera_info (have: 640x480)" in \
+        str(err.value)
+    assert err.value.summary.frames_failed == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_on_a_ros1_bag_as_a_user_runs_it(camera_bags, tmp_path):
+    """The console entry: progress and model lines never reach stderr, which has the one error."""
+    exe = [sys.executable, "-m", "depth_perception.cli", "bag"]
+    no_signal = [a for a in MONO if a not in ("--sparse-depth", "/lidar/depth")]
+    failed = subprocess.run([*exe, str(camera_bags / "ros1.bag"), str(tmp_path / "out"), *no_signal],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2
+    assert failed.stderr.count("\n") == 1 and "no frame produced valid depth" in failed.stderr
+    assert "Traceback" not in failed.stderr and not (tmp_path / "out").exists()
+    ok = subprocess.run([*exe, str(camera_bags / "ros1.bag"), str(tmp_path / "out"), *MONO],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stderr == "" and f"output bag: {tmp_path / 'out'}" in ok.stdout
