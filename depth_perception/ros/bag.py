@@ -104,25 +104,14 @@ class BagWriter:
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def _connection(self, topic: str, msgtype: str, typestore: Any) -> Any:
-        conn = self._connections.get(topic)
-        if conn is None:
-            conn = self._writer.add_connection(topic, msgtype, typestore=typestore)
-            self._connections[topic] = conn
-        return conn
-
     def write(self, topic: str, msg: Any, stamp_ns: int) -> None:
         """Serialise ``msg`` to CDR and append it under ``topic`` at log time ``stamp_ns``."""
         ts = self.types.typestore
-        conn = self._connection(topic, msg.__msgtype__, ts)
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(topic, msg.__msgtype__, typestore=ts)
+            self._connections[topic] = conn
         self._writer.write(conn, int(stamp_ns), ts.serialize_cdr(msg, msg.__msgtype__))
-        self.counts[topic] = self.counts.get(topic, 0) + 1
-
-    def write_cdr(self, topic: str, msgtype: str, cdr: bytes, stamp_ns: int, typestore: Any) -> None:
-        """Append an already serialised (CDR) message whose definition is ``typestore``'s (a
-        copied input keeps its own definition, ROS 1 field names included)."""
-        conn = self._connection(topic, msgtype, typestore)
-        self._writer.write(conn, int(stamp_ns), cdr)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
 
@@ -407,6 +396,7 @@ def process_bag(
                     bar.update()
             summary = replay.finish()
             if summary.frames_valid == 0:
+                summary.written = {}  # the output bag is discarded
                 raise NoValidDepth(summary.failure_reason(), summary)
         return summary
 
@@ -477,6 +467,7 @@ class _Replay:
                                       rosbags_marker_types(types.typestore))
         self.summary = BagSummary(pairing=str(params["camera_info.pairing"]))
         self.last_ns = 0
+        self._migrations: dict[str, object] = {}  # rosbags' cache of field mappings
 
     def feed(self, reader: Any, conn: Any, log_ns: int, raw: bytes) -> None:
         self.summary.messages_read += 1
@@ -493,8 +484,9 @@ class _Replay:
             self.summary.messages_skipped += 1
             return
         if self.copy_inputs:
-            cdr = raw if reader.is2 else reader.typestore.ros1_to_cdr(raw, conn.msgtype)
-            self.writer.write_cdr(conn.topic, conn.msgtype, cdr, log_ns, reader.typestore)
+            self.writer.write(conn.topic, _as_output_type(reader, msg, conn.msgtype,
+                                                          self.types.typestore, self._migrations),
+                              log_ns)
         if name not in self.camera_infos:
             group = self.sync.add(name, stamp, msg, now_ns=log_ns)
             if group is not None:
@@ -547,6 +539,15 @@ class _Replay:
         s.depth_ms.append(result.timings_ms.get("total", 0.0))
         for topic, out_msg in outputs.items():
             self.writer.write(f"{self.ns}/{topic}", out_msg, log_ns)
+
+
+def _as_output_type(reader: Any, msg: Any, msgtype: str, typestore: Any, cache: dict) -> Any:
+    """An input message in the output's (ROS 2) definition of its type, fields matched as
+    `rosbags-convert --dst-typestore` does (ROS 1 ``K`` → ``k``, no Header ``seq``): one bag must
+    not hold two definitions of a type (readers key types by name)."""
+    from rosbags.convert.converter import migrate_message
+
+    return migrate_message(reader.typestore, typestore, msgtype, msgtype, cache, msg)
 
 
 def _no_depth_reason(result: Any) -> str:

@@ -397,7 +397,7 @@ def test_no_frame_with_valid_depth_exits_2_with_the_reason_and_leaves_no_output(
     assert "no frame produced valid depth" in line and "no output bag written" in line, line
     assert _row(captured.out, "frames with valid depth") == "0"
     assert _row(captured.out, "frames with no valid depth") == "5"
-    assert "no valid depth: " in captured.out
+    assert "no valid depth: " in captured.out and "wrote " not in captured.out
     assert not (tmp_path / "out").exists()
     assert bag_command(camera_bags / "ros1.bag", tmp_path / "out", *MONO) == 0
 
@@ -472,3 +472,26 @@ def test_the_command_on_a_ros1_bag_as_a_user_runs_it(camera_bags, tmp_path):
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert ok.stderr == "" and f"output bag: {tmp_path / 'out'}" in ok.stdout
+
+
+def test_copied_inputs_of_a_ros1_bag_are_written_in_ros2_definitions(camera_bags, tmp_path):
+    assert bag_command(camera_bags / "ros1.bag", tmp_path / "out", *MONO, "--copy-inputs") == 0
+    out = {}
+    for topic, _, _, msg in read_bag(tmp_path / "out"):
+        out.setdefault(topic, []).append(msg)
+    assert len(out["/cam/image_raw/compressed"]) == 5 and len(out["/cam/camera_info"]) == 2
+    np.testing.assert_allclose(out["/cam/camera_info"][0].d, D_PLUMB_BOB)  # as rosbags-convert
+    np.testing.assert_allclose(out["/cam/camera_info"][0].p[0], generate_tabletop(
+        seed=3, width=320, height=240).K[0, 0])
+    assert len(out["/depth_perception/depth"]) == 5
+
+
+def test_a_bad_parameter_or_an_existing_output_is_one_line_before_any_work(camera_bags, tmp_path,
+                                                                          capsys):
+    code = bag_command(camera_bags / "ros2", tmp_path / "out", *MONO, "--set", "max_depth=far")
+    assert_user_error(code, capsys, "max_depth must be a float")
+    (tmp_path / "out").mkdir()
+    code = bag_command(camera_bags / "ros2", tmp_path / "out", *MONO)
+    assert_user_error(code, capsys, "already exists", "--overwrite")
+    assert bag_command(camera_bags / "ros2", tmp_path / "out", *MONO, "--overwrite") == 0
+    assert (tmp_path / "out" / "metadata.yaml").is_file()
