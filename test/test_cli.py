@@ -46,7 +46,7 @@ def stereo_pngs(tmp_path_factory):
     return d, scene
 
 
-@pytest.mark.parametrize("sub", [[], ["predict"], ["demo"]])
+@pytest.mark.parametrize("sub", [[], ["predict"], ["demo"], ["bag"]])
 def test_every_command_has_help(sub):
     proc = run(*sub, "--help")
     assert proc.returncode == 0 and "usage: depth-perception" in proc.stdout
