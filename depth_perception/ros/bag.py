@@ -317,7 +317,8 @@ class BagSummary:
              f"{self.camera_info_max_age_s:.2f}"),
             ("CameraInfo older than camera_info.max_age", str(self.camera_info_stale)),
         ]
-        rows += [(f"depth source {source}", str(n)) for source, n in sorted(self.depth_sources.items())]
+        rows += [(f"depth source {source}", str(n))
+                 for source, n in sorted(self.depth_sources.items())]
         rows += [(f"no valid depth: {text}", str(n)) for text, n in self.no_depth.items()]
         if self.depth_ms:
             ms = sorted(self.depth_ms)

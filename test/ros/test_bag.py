@@ -342,8 +342,8 @@ def test_the_right_camera_of_a_pair_and_a_compressed_copy_are_not_other_cameras(
         "/rgbd/depth/camera_info"  # an explicit choice is taken as given
 
 
-@pytest.mark.parametrize("damage", ["truncated ros1", "truncated mcap", "corrupt mid-way", "garbage",
-                                    "missing"])
+@pytest.mark.parametrize("damage", ["truncated ros1", "truncated mcap", "corrupt mid-way",
+                                    "garbage", "missing"])
 def test_an_unreadable_bag_is_one_line_exit_2_and_no_output(camera_bags, tmp_path, capsys, damage):
     if damage == "corrupt mid-way":  # the fourth image's record length is garbage
         bad = tmp_path / "corrupt"
@@ -373,7 +373,7 @@ def test_an_unreadable_bag_is_one_line_exit_2_and_no_output(camera_bags, tmp_pat
     code = bag_command(bad, tmp_path / "out", *MONO)
     line = assert_user_error(code, capsys, bad.name)
     if damage == "corrupt mid-way":
-        assert "corrupt or truncated bag after" in line  # the first frames were written, then
+        assert "corrupt or truncated bag after" in line  # found during the replay
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary
 
@@ -451,7 +451,7 @@ def test_an_image_of_a_size_no_camera_info_describes_fails_naming_the_sizes(tmp_
         bag.write("/front/image_raw", M.numpy_to_image(t, scene.rgb, "rgb8", header),
                   IMAGE_STAMPS[0])
     with pytest.raises(NoValidDepth) as err:
-        process_bag(tmp_path / "in", tmp_path / "out", {"stereo": False, "model": "student_tabletop"},
+        process_bag(tmp_path / "in", tmp_path / "out", {"model": "student_tabletop"},
                     progress=False)
     assert "no CameraInfo for a 320x240 image yet on /front/camera_info (have: 640x480)" in \
         str(err.value)
@@ -463,8 +463,9 @@ def test_the_command_on_a_ros1_bag_as_a_user_runs_it(camera_bags, tmp_path):
     """The console entry: progress and model lines never reach stderr, which has the one error."""
     exe = [sys.executable, "-m", "depth_perception.cli", "bag"]
     no_signal = [a for a in MONO if a not in ("--sparse-depth", "/lidar/depth")]
-    failed = subprocess.run([*exe, str(camera_bags / "ros1.bag"), str(tmp_path / "out"), *no_signal],
-                            capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [*exe, str(camera_bags / "ros1.bag"), str(tmp_path / "out"), *no_signal],
+        capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2
     assert failed.stderr.count("\n") == 1 and "no frame produced valid depth" in failed.stderr
     assert "Traceback" not in failed.stderr and not (tmp_path / "out").exists()
