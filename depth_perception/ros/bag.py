@@ -298,8 +298,10 @@ class BagSummary:
         if not seen:
             return "no frame in the bag (no image message could be read)"
         if not reasons:
-            return (f"{self.frames_unsynchronised} image(s) found no CameraInfo with their stamp "
-                    f"(camera_info.pairing {self.pairing})")
+            others = ("CameraInfo or another input" if self.pairing == "exact"
+                      else "the other input topics")
+            return (f"none of {self.frames_unsynchronised} image(s) found a message with its stamp "
+                    f"on {others} (sync_slop; camera_info.pairing {self.pairing})")
         top = "; ".join(f"{text} ({n}x)" for text, n in reasons.most_common(2))
         return f"no frame produced valid depth ({seen} image(s)): {top}"
 
