@@ -49,6 +49,14 @@ class NodeParams:
                              minimum=0.0, maximum=1.0, read_only=True)
     queue_size: int = param(5, "per-input synchroniser queue length", minimum=1, maximum=100,
                             step=1, read_only=True)
+    camera_info_pairing: str = param(
+        "latest", "latest: each image takes the newest CameraInfo of its size (calibration may be "
+        "published seldom or stamped apart); exact: only a CameraInfo within sync_slop of the "
+        "image's stamp", name="camera_info.pairing", choices=("latest", "exact"), read_only=True)
+    camera_info_max_age: float = param(
+        1.0, "warn (log, /diagnostics, bag summary) when the paired CameraInfo is stamped more "
+        "than this far from the image, seconds (0 = never)", name="camera_info.max_age",
+        minimum=0.0, maximum=3600.0)
     segmentation_wait: float = param(
         0.5, "how long an image waits for its `masks` / `detections` from another node before it "
         "is processed without them (depth and clouds still published), seconds; also ends when "

@@ -5,7 +5,8 @@ parameters ask for, a :class:`StampSynchronizer` grouping them, and the heavy mo
 monocular depth network, SAM and the open-vocabulary detector) a :class:`Pipeline` runs with::
 
     inputs = input_names(values)              # ["image", "camera_info", ...]
-    sync = synchronizer(inputs, values)
+    sync = synchronizer(inputs, values)       # stamp-paired inputs (not the calibration)
+    infos = camera_info_stores(inputs, values)  # {"camera_info": CameraInfoStore, ...}
     models = load_models(values)              # minutes on a first run (export, engine builds)
     pipeline = models.pipeline(pipeline_config(values))   # again after every parameter change
 """
@@ -19,12 +20,14 @@ from .config import DEFAULTS, estimator_from_parameters, segmenters_from_paramet
 from .depth.estimator import DepthEstimator
 from .pipeline import Pipeline, PipelineConfig
 from .segmentation.base import Segmenters
-from .sync import StampSynchronizer
+from .sync import CameraInfoStore, StampSynchronizer
 
 #: inputs from slower nodes: an image waits for them a while, then goes on without them
 OPTIONAL_INPUTS = ("masks", "detections")
 #: metric signals metric.mode ``auto`` uses when they are there; an image never waits for them
 SIGNAL_INPUTS = ("sparse_depth", "lidar_points")
+#: calibration inputs and the image each one describes
+CAMERA_INFO_INPUTS = {"camera_info": "image", "right/camera_info": "right/image"}
 
 
 def input_names(values: dict[str, Any], detections: bool = True) -> list[str]:
@@ -49,12 +52,29 @@ def input_names(values: dict[str, Any], detections: bool = True) -> list[str]:
     return inputs
 
 
+def camera_info_stores(inputs: Sequence[str], values: dict[str, Any],
+                       topics: dict[str, str] | None = None) -> dict[str, CameraInfoStore]:
+    """With camera_info.pairing ``latest``: a :class:`CameraInfoStore` per CameraInfo input among
+    ``inputs`` (its messages go there, not to the synchroniser); ``topics`` names their topics
+    in error messages. With ``exact``: none (CameraInfo is paired by stamp like any input)."""
+    v = {**DEFAULTS, **values}
+    if v["camera_info.pairing"] != "latest":
+        return {}
+    names = topics or {}
+    return {name: CameraInfoStore(names.get(name, name), float(v["camera_info.max_age"]))
+            for name in inputs if name in CAMERA_INFO_INPUTS}
+
+
 def synchronizer(inputs: Sequence[str], values: dict[str, Any]) -> StampSynchronizer:
     """Groups ``inputs`` around ``image`` within ``sync_slop`` seconds, ``queue_size`` messages per
     input; masks and detections (from slower nodes) are waited for up to ``segmentation.wait``
     seconds (on the caller's clock), then the image goes on without them. With metric.mode
-    ``auto`` the metric signals join a set when they are there and are never waited for."""
+    ``auto`` the metric signals join a set when they are there and are never waited for.
+    CameraInfo inputs take part only with camera_info.pairing ``exact`` (see
+    :func:`camera_info_stores`)."""
     v = {**DEFAULTS, **values}
+    if v["camera_info.pairing"] == "latest":
+        inputs = [name for name in inputs if name not in CAMERA_INFO_INPUTS]
     no_wait = tuple(n for n in SIGNAL_INPUTS if n in inputs) if v["metric.mode"] == "auto" else ()
     optional = tuple(n for n in OPTIONAL_INPUTS if n in inputs) + no_wait
     return StampSynchronizer(
@@ -103,4 +123,5 @@ def load_models(values: dict[str, Any], log: Callable[[str], None] | None = None
     return Models(estimator, segmenters)
 
 
-__all__ = ["OPTIONAL_INPUTS", "SIGNAL_INPUTS", "Models", "input_names", "load_models", "synchronizer"]
+__all__ = ["CAMERA_INFO_INPUTS", "OPTIONAL_INPUTS", "SIGNAL_INPUTS", "Models", "camera_info_stores",
+           "input_names", "load_models", "synchronizer"]

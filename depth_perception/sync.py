@@ -197,3 +197,98 @@ class LatestSlot(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class MissingCameraInfo(ValueError):
+    """An image arrived before any CameraInfo of its size."""
+
+
+@dataclass(frozen=True)
+class CameraInfoMatch:
+    """The CameraInfo an image is paired with, and how far apart their stamps are."""
+
+    msg: Any
+    stamp_ns: int
+    #: |image stamp - CameraInfo stamp|, seconds
+    age_s: float
+    #: one line when ``age_s`` exceeds the store's ``max_age_s``, else ""
+    warning: str = ""
+
+
+@dataclass
+class CameraInfoStats:
+    received: int = 0
+    paired: int = 0
+    #: pairings whose CameraInfo was more than ``max_age_s`` away from the image
+    stale: int = 0
+    #: images with no CameraInfo of their size yet
+    missing: int = 0
+    last_age_s: float = 0.0
+    max_age_seen_s: float = 0.0
+
+
+class CameraInfoStore:
+    """The latest CameraInfo per image size: calibration, not a per-frame signal.
+
+    A camera driver may publish CameraInfo seldom (1 Hz) or stamp it apart from the images, so an
+    image is paired with the newest CameraInfo describing an image of its size (``size``: width and
+    height after binning and ROI) rather than one with its exact stamp. Pairings further than
+    ``max_age_s`` apart are counted and described (``0``: never). At most ``max_sizes`` sizes are
+    kept; the one updated longest ago goes first. ``topic`` only names the input in messages.
+    """
+
+    def __init__(self, topic: str = "camera_info", max_age_s: float = 0.0, max_sizes: int = 4):
+        if max_sizes < 1:
+            raise ValueError("max_sizes must be >= 1")
+        if max_age_s < 0:
+            raise ValueError("max_age_s must be >= 0")
+        self.topic = topic
+        self.max_age_s = float(max_age_s)
+        self.max_sizes = int(max_sizes)
+        self._latest: dict[tuple[int, int], tuple[int, Any]] = {}  # insertion order = age
+        self._lock = threading.Condition()
+        self.stats = CameraInfoStats()
+
+    def add(self, size: tuple[int, int], stamp_ns: int, msg: Any) -> None:
+        """Keep ``msg`` (stamped ``stamp_ns``) as the latest CameraInfo of ``size`` (w, h)."""
+        key = (int(size[0]), int(size[1]))
+        with self._lock:
+            self.stats.received += 1
+            self._latest.pop(key, None)
+            self._latest[key] = (int(stamp_ns), msg)
+            while len(self._latest) > self.max_sizes:
+                del self._latest[next(iter(self._latest))]
+            self._lock.notify_all()
+
+    def sizes(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return list(self._latest)
+
+    def lookup(self, size: tuple[int, int], stamp_ns: int, wait_s: float = 0.0) -> CameraInfoMatch:
+        """The CameraInfo for an image of ``size`` (w, h) stamped ``stamp_ns``, waiting up to
+        ``wait_s`` seconds for one of that size to arrive (a driver publishes the image and its
+        CameraInfo at the same moment: at start-up the image may be first); raises
+        :class:`MissingCameraInfo` naming the topic and the sizes seen when there is none."""
+        key = (int(size[0]), int(size[1]))
+        with self._lock:
+            if wait_s > 0:
+                self._lock.wait_for(lambda: key in self._latest, timeout=wait_s)
+            found = self._latest.get(key)
+            if found is None:
+                self.stats.missing += 1
+                have = ", ".join(f"{w}x{h}" for w, h in self._latest) or "none"
+                raise MissingCameraInfo(f"no CameraInfo for a {key[0]}x{key[1]} image yet on "
+                                        f"{self.topic} (have: {have})")
+            info_ns, msg = found
+            age_s = abs(int(stamp_ns) - info_ns) * 1e-9
+            s = self.stats
+            s.paired += 1
+            s.last_age_s = age_s
+            s.max_age_seen_s = max(s.max_age_seen_s, age_s)
+            warning = ""
+            if self.max_age_s > 0 and age_s > self.max_age_s:
+                s.stale += 1
+                warning = (f"CameraInfo on {self.topic} is {age_s:.2f} s away from the "
+                           f"{key[0]}x{key[1]} image it calibrates (camera_info.max_age "
+                           f"{self.max_age_s:g} s)")
+            return CameraInfoMatch(msg, info_ns, age_s, warning)

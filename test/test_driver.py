@@ -10,7 +10,15 @@ def test_auto_listens_for_every_metric_signal_and_never_waits_for_one():
     assert inputs == ["image", "camera_info", "sparse_depth", "lidar_points"]
     sync = synchronizer(inputs, {"model": "student_tabletop"})
     assert sync.no_wait == ("sparse_depth", "lidar_points")
-    assert sync.add("image", 1, "image", now_ns=0) is None  # still needs its CameraInfo
+    # CameraInfo is calibration (camera_info.pairing latest), and no signal is waited for
+    assert sync.inputs == ["image", "sparse_depth", "lidar_points"]
+    assert sync.add("image", 1, "image", now_ns=0) == {"image": "image"}
+
+
+def test_exact_pairing_synchronises_camera_info_by_stamp():
+    values = {"model": "student_tabletop", "camera_info.pairing": "exact"}
+    sync = synchronizer(input_names(values), values)
+    assert sync.add("image", 1, "image", now_ns=0) is None  # waits for its CameraInfo
     assert sync.add("camera_info", 1, "info", now_ns=0) == {"image": "image", "camera_info": "info"}
 
 

@@ -8,7 +8,12 @@ import tracemalloc
 
 import pytest
 
-from depth_perception.sync import LatestSlot, StampSynchronizer
+from depth_perception.sync import (
+    CameraInfoStore,
+    LatestSlot,
+    MissingCameraInfo,
+    StampSynchronizer,
+)
 
 MS = 1_000_000  # nanoseconds
 
@@ -278,3 +283,64 @@ def test_a_no_wait_input_joins_when_there_and_is_never_waited_for():
     assert sync.stats.released_without["sparse_depth"] == 1
     with pytest.raises(ValueError, match="no_wait"):
         StampSynchronizer(["image", "x"], primary="image", no_wait=("x",))
+
+
+# -- CameraInfoStore ------------------------------------------------------------------------------
+
+
+def test_an_image_takes_the_latest_camera_info_of_its_size_whatever_the_stamps():
+    store = CameraInfoStore("/cam/camera_info", max_age_s=1.0)
+    store.add((1280, 960), 0, "info960@0")
+    store.add((1280, 720), 500 * MS, "info720@0.5")
+    store.add((1280, 960), 1000 * MS, "info960@1.0")
+    match = store.lookup((1280, 960), 2400 * MS)  # 1.4 s after the newest 960 one
+    assert match.msg == "info960@1.0" and match.age_s == pytest.approx(1.4)
+    assert "1.40 s" in match.warning and "camera_info.max_age 1 s" in match.warning
+    close = store.lookup((1280, 720), 0)  # stamped before the image: the distance counts
+    assert close.msg == "info720@0.5" and close.age_s == pytest.approx(0.5) and not close.warning
+    assert (store.stats.paired, store.stats.stale) == (2, 1)
+    assert store.stats.max_age_seen_s == pytest.approx(1.4)
+
+
+def test_max_age_zero_never_warns():
+    store = CameraInfoStore(max_age_s=0.0)
+    store.add((640, 480), 0, "info")
+    assert store.lookup((640, 480), 3_600_000 * MS).warning == ""
+    assert store.stats.stale == 0
+
+
+def test_an_image_before_any_camera_info_of_its_size_names_the_topic_and_the_sizes_seen():
+    store = CameraInfoStore("/camera/camera_info")
+    with pytest.raises(MissingCameraInfo, match=r"1280x720 image yet on /camera/camera_info "
+                                                r"\(have: none\)"):
+        store.lookup((1280, 720), 0)
+    store.add((640, 480), 0, "info")
+    with pytest.raises(ValueError, match=r"no CameraInfo for a 1280x720 image yet on "
+                                         r"/camera/camera_info \(have: 640x480\)"):
+        store.lookup((1280, 720), 0)
+    assert store.stats.missing == 2
+
+
+def test_the_store_keeps_a_handful_of_sizes_dropping_the_one_updated_longest_ago():
+    store = CameraInfoStore(max_sizes=2)
+    store.add((640, 480), 0, "a")
+    store.add((320, 240), 0, "b")
+    store.add((640, 480), 1, "a2")  # refreshed: now the newest
+    store.add((160, 120), 2, "c")
+    assert store.sizes() == [(640, 480), (160, 120)]
+    with pytest.raises(MissingCameraInfo):
+        store.lookup((320, 240), 0)
+
+
+def test_a_lookup_may_wait_for_the_first_camera_info_published_with_the_image():
+    store = CameraInfoStore()
+    timer = threading.Timer(0.05, store.add, ((640, 480), 7, "info"))
+    timer.start()
+    try:
+        assert store.lookup((640, 480), 7, wait_s=5.0).msg == "info"
+    finally:
+        timer.cancel()
+    start = time.monotonic()
+    with pytest.raises(MissingCameraInfo):
+        store.lookup((320, 240), 0, wait_s=0.05)
+    assert time.monotonic() - start < 2.0

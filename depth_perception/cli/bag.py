@@ -11,21 +11,31 @@ from .errors import CliError
 def add_bag_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bag",
-        help="run the node's pipeline over a rosbag2 file",
-        description="Reads a rosbag2 (mcap or sqlite3) with rosbags, synchronises the inputs like "
-        "the node, runs the pipeline in timestamp order and writes every output topic with the "
-        "original stamps. Broken or unknown messages are skipped and counted.",
+        help="run the node's pipeline over a rosbag2 or ROS 1 bag",
+        description="Reads a rosbag2 (mcap or sqlite3) or a ROS 1 .bag with rosbags, runs the "
+        "node's pipeline in log-time order and writes every output topic with the original stamps "
+        "to a new rosbag2. The camera is found without flags when the bag has one: an Image topic "
+        "`.../image*` or a CompressedImage `.../image*/compressed` with `camera_info` beside it. "
+        "Each image takes the latest CameraInfo of its size (camera_info.pairing latest; "
+        "--set camera_info.pairing=exact pairs by stamp). Broken or unknown messages are skipped "
+        "and counted. Exit status 2, with one line on stderr and no output bag, when the bag "
+        "cannot be used or no frame produced valid depth.",
     )
-    p.add_argument("input", help="input rosbag2 folder (or .mcap/.db3 file)")
+    p.add_argument("input", help="input bag: rosbag2 folder, .mcap, .db3 or ROS 1 .bag")
     p.add_argument("output", help="output rosbag2 folder (must not exist unless --overwrite)")
     p.add_argument("--config", help="node parameter file (config/*.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a parameter, e.g. --set max_depth=3.0 (repeatable)")
     p.add_argument("--stereo", action="store_true", help="same as --set stereo=true")
-    p.add_argument("--camera-ns", default="/camera",
-                   help="namespace of image + camera_info (default /camera)")
-    p.add_argument("--right-ns", help="namespace of the right camera (default CAMERA_NS/right)")
-    p.add_argument("--image", default="image", help="image topic name in the namespace")
+    p.add_argument("--camera-ns", metavar="NS",
+                   help="look for the camera under NS only (default: anywhere in the bag)")
+    p.add_argument("--image", metavar="TOPIC",
+                   help="colour image topic (Image or CompressedImage), absolute or relative to "
+                   "--camera-ns (default: found)")
+    p.add_argument("--camera-info", metavar="TOPIC",
+                   help="CameraInfo topic (default: camera_info beside the image)")
+    p.add_argument("--right-ns", metavar="NS",
+                   help="namespace of the right camera with --stereo (default: CAMERA_NS/right)")
     p.add_argument("--masks", metavar="TOPIC",
                    help="instance-id mask topic (sets segmentation.source=topic)")
     p.add_argument("--detections", metavar="TOPIC",
@@ -37,7 +47,7 @@ def add_bag_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--output-ns", default="/depth_perception", help="namespace of the outputs")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.add_argument("--copy-inputs", action="store_true", help="also copy the input topics")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     return p
 
 
@@ -48,8 +58,10 @@ def _parse_value(text: str) -> Any:
 
 
 def cmd_bag(args: argparse.Namespace) -> int:
-    from ..config import load_parameters
-    from ..ros.bag import input_topics, process_bag
+    import sys
+
+    from ..config import load_parameters, validate_parameters
+    from ..ros.bag import NoValidDepth, bag_topics, find_topics, process_bag
 
     params = load_parameters(args.config) if args.config else {}
     for item in args.set:
@@ -61,11 +73,20 @@ def cmd_bag(args: argparse.Namespace) -> int:
         params["stereo"] = True
     if args.masks:
         params["segmentation.source"] = ["topic"]
-    topics = input_topics(args.camera_ns, bool(params.get("stereo", False)), args.right_ns,
-                          args.image, args.masks, args.detections, args.sparse_depth, args.lidar)
-    summary = process_bag(args.input, args.output, params, topics, output_ns=args.output_ns,
-                          storage=args.storage, copy_inputs=args.copy_inputs,
-                          overwrite=args.overwrite)
+    problem = validate_parameters(params)
+    if problem:
+        raise CliError(problem)
+    topics = find_topics(bag_topics(args.input), bool(params.get("stereo", False)),
+                         args.camera_ns, args.image, args.camera_info, args.right_ns, args.masks,
+                         args.detections, args.sparse_depth, args.lidar)
+    try:
+        summary = process_bag(args.input, args.output, params, topics, output_ns=args.output_ns,
+                              storage=args.storage, copy_inputs=args.copy_inputs,
+                              overwrite=args.overwrite, progress=sys.stderr.isatty(),
+                              log=print)  # stderr stays for the one error line
+    except NoValidDepth as exc:
+        print(exc.summary.table())
+        raise CliError(f"{exc} (no output bag written)") from exc
     print(summary.table())
     print(f"output bag: {args.output}")
-    return 0 if summary.frames_processed > 0 else 1
+    return 0

@@ -6,13 +6,14 @@ classes come in through :class:`MessageTypes`; nothing here imports rclpy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..pipeline import Frame, FrameResult
+from ..sync import CameraInfoMatch, CameraInfoStore
 from . import clouds as C
 from . import messages as M
 
@@ -53,18 +54,28 @@ def colour_from_message(msg: Any) -> Any:
     return M.image_to_rgb(msg)
 
 
-def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Frame:
+def group_to_frame(group: dict[str, Any], baseline_m: float | None = None,
+                   camera_infos: Mapping[str, CameraInfoStore] | None = None,
+                   matches: dict[str, CameraInfoMatch] | None = None,
+                   camera_info_wait_s: float = 0.0) -> Frame:
     """A synchronised set {"image", "camera_info"[, "right/image", "right/camera_info"]} → Frame.
 
-    Raises :class:`messages.MessageError` (a ValueError) naming the bad message.
+    A CameraInfo missing from the set is taken from ``camera_infos`` (camera_info.pairing
+    ``latest``): the newest one of the decoded image's size, waiting up to ``camera_info_wait_s``
+    for a first one. The pairings made are put in ``matches`` (by input name) when given, so the
+    caller can report their age.
+
+    Raises :class:`messages.MessageError` (a ValueError) naming the bad message, or
+    :class:`depth_perception.sync.MissingCameraInfo` (a ValueError).
     """
     image = group["image"]
-    if "camera_info" not in group:
-        raise M.MessageError("no CameraInfo for this image (is camera_info published?)")
+    rgb = colour_from_message(image)
+    stamp_ns = M.stamp_to_ns(image.header.stamp)
     frame = Frame(
-        rgb=colour_from_message(image),
-        camera=M.camera_info_to_model(group["camera_info"]),
-        stamp_ns=M.stamp_to_ns(image.header.stamp),
+        rgb=rgb,
+        camera=M.camera_info_to_model(_camera_info(group, "camera_info", rgb, stamp_ns,
+                                                   camera_infos, matches, camera_info_wait_s)),
+        stamp_ns=stamp_ns,
         frame_id=image.header.frame_id,
     )
     if "masks" in group:  # another node's problem must not cost this frame its depth and cloud
@@ -82,9 +93,25 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None) -> Fr
         frame.cloud_points = C.cloud_to_xyz(group["lidar_points"]).reshape(-1, 3)
     if "right/image" in group:
         frame.right_rgb = colour_from_message(group["right/image"])
-        frame.right_camera = M.camera_info_to_model(group["right/camera_info"])
+        frame.right_camera = M.camera_info_to_model(_camera_info(
+            group, "right/camera_info", frame.right_rgb, stamp_ns, camera_infos, matches,
+            camera_info_wait_s))
         frame.baseline_m = baseline_m if baseline_m and baseline_m > 0 else None
     return frame
+
+
+def _camera_info(group: dict[str, Any], name: str, rgb: np.ndarray, stamp_ns: int,
+                 camera_infos: Mapping[str, CameraInfoStore] | None,
+                 matches: dict[str, CameraInfoMatch] | None, wait_s: float) -> Any:
+    """The CameraInfo message of input ``name``: from the set, else the latest of ``rgb``'s size."""
+    if name in group:
+        return group[name]
+    if camera_infos is None or name not in camera_infos:
+        raise M.MessageError(f"no CameraInfo for this image (is {name} published?)")
+    match = camera_infos[name].lookup((rgb.shape[1], rgb.shape[0]), stamp_ns, wait_s)
+    if matches is not None:
+        matches[name] = match
+    return match.msg
 
 
 def _mask_image(msg: Any) -> np.ndarray:

@@ -162,7 +162,7 @@ def image_to_numpy(msg: Any) -> np.ndarray:
             f"image data has {raw.size} bytes, {enc} {w}x{h} with step {step} needs {step * h}"
         )
     rows = np.lib.stride_tricks.as_strided(raw, shape=(h, row_bytes), strides=(step, 1))
-    img = np.ascontiguousarray(rows).view(dtype).reshape(h, w, channels)
+    img = rows.copy().view(dtype).reshape(h, w, channels)  # owned and writable, as documented
     img = img.astype(dtype.newbyteorder("="), copy=False)
     return img[..., 0] if channels == 1 else img
 
@@ -275,20 +275,28 @@ def rgb_to_compressed(types: MessageTypes, rgb: np.ndarray, header: Any, fmt: st
 # -- camera info ---------------------------------------------------------------------------------
 
 
+def _info_field(msg: Any, name: str) -> Any:
+    """A CameraInfo matrix field by its ROS 2 name (``k``) or its ROS 1 name (``K``): bags
+    converted from ROS 1 keep the ROS 1 definitions."""
+    value = getattr(msg, name, None)
+    return getattr(msg, name.upper()) if value is None else value
+
+
 def camera_info_to_model(msg: Any) -> CameraModel:
-    """`sensor_msgs/CameraInfo` → :class:`CameraModel` (the full-resolution description)."""
-    K = np.asarray(msg.k, dtype=np.float64)
+    """`sensor_msgs/CameraInfo` (ROS 2 field names ``d k r p`` or ROS 1 ``D K R P``) →
+    :class:`CameraModel` (the full-resolution description)."""
+    K = np.asarray(_info_field(msg, "k"), dtype=np.float64)
     if K.size != 9 or not np.any(K):
         raise MessageError("CameraInfo has no intrinsics (K is all zero): camera is uncalibrated")
-    P = np.asarray(msg.p, dtype=np.float64)
-    R = np.asarray(msg.r, dtype=np.float64)
+    P = np.asarray(_info_field(msg, "p"), dtype=np.float64)
+    R = np.asarray(_info_field(msg, "r"), dtype=np.float64)
     roi = msg.roi
     try:
         return CameraModel(
             width=int(msg.width),
             height=int(msg.height),
             K=K.reshape(3, 3),
-            D=np.asarray(msg.d, dtype=np.float64),
+            D=np.asarray(_info_field(msg, "d"), dtype=np.float64),
             distortion_model=str(msg.distortion_model) or "plumb_bob",
             R=R.reshape(3, 3) if np.any(R) else np.eye(3),
             P=P.reshape(3, 4) if np.any(P) else None,
@@ -301,6 +309,16 @@ def camera_info_to_model(msg: Any) -> CameraModel:
         )
     except ValueError as exc:
         raise MessageError(f"invalid CameraInfo: {exc}") from exc
+
+
+def camera_info_size(msg: Any) -> tuple[int, int]:
+    """(width, height) of the images a CameraInfo describes, binning and ROI applied. An
+    unusable CameraInfo (no K) gives its raw size, so the image it would calibrate finds it and
+    fails naming the real problem."""
+    try:
+        return camera_info_to_model(msg).effective().size
+    except MessageError:
+        return int(msg.width), int(msg.height)
 
 
 def model_to_camera_info(types: MessageTypes, cam: CameraModel, header: Any) -> Any:

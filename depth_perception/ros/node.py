@@ -41,7 +41,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from ..camera import rectified_topic
 from ..config import PARAMETERS, parameter_problems, pipeline_config
-from ..driver import Models, input_names, load_models, synchronizer
+from ..driver import Models, camera_info_stores, input_names, load_models, synchronizer
 from ..regions import implementation_in_use
 from ..sync import LatestSlot
 from . import messages as M
@@ -50,6 +50,10 @@ from .conversion import group_to_frame, iter_result_messages, output_options
 #: published as soon as depth exists, before segmentation and regions
 EARLY_TOPICS = ("depth", "depth/camera_info", "depth/colored")
 
+
+#: how long an image waits for the first CameraInfo of its size (at start-up the image often
+#: arrives just before its CameraInfo), seconds
+CAMERA_INFO_WAIT_S = 1.0
 
 #: longest diagnostic value / log detail: a flood of bad input must not make megabyte messages
 MAX_TEXT = 2000
@@ -94,6 +98,9 @@ class DepthPerceptionNode(Node):
         # masks and detections come from slower nodes: an image waits for them a while, then it is
         # processed without them (depth and scene cloud never depend on another node)
         self._sync = synchronizer(inputs, p)
+        # camera_info.pairing latest: CameraInfo is calibration, kept per image size, not paired
+        # by stamp
+        self._camera_infos = camera_info_stores(inputs, p, {n: self._topic_name(n) for n in inputs})
         wait_s = float(p["segmentation.wait"])
         if self._sync.optional and wait_s > 0:
             self._poll_timer = self.create_timer(min(wait_s / 4, 0.05), self._poll_sync)
@@ -108,6 +115,8 @@ class DepthPerceptionNode(Node):
         self._last_segmentation = ""
         self._prompt: str | None = None
         self._setup_diagnostics(inputs)
+        if self._camera_infos:
+            self._updater.add("camera_info", self._camera_info_status)
         self._subscribe(inputs, p)
         self._advertise()
 
@@ -243,8 +252,22 @@ class DepthPerceptionNode(Node):
         self._prompt = str(msg.data).strip() or None
         self.get_logger().info(f"text prompt: {self._prompt!r}")
 
+    def _topic_name(self, name: str) -> str:
+        """The full name of relative topic ``name`` after remapping (for messages)."""
+        try:
+            return self.resolve_topic_name(name)
+        except Exception:  # noqa: BLE001 - an older rclpy without it: the relative name will do
+            return name
+
     def _make_callback(self, name: str):
         rate = self._input_rates[name]
+        camera_infos = self._camera_infos.get(name)
+        if camera_infos is not None:
+            def store(msg: Any) -> None:
+                rate.tick()
+                camera_infos.add(M.camera_info_size(msg), M.stamp_to_ns(msg.header.stamp), msg)
+
+            return store
 
         def callback(msg: Any) -> None:
             rate.tick()
@@ -319,7 +342,12 @@ class DepthPerceptionNode(Node):
     def _process(self, group: dict[str, Any]) -> None:
         t_in = time.perf_counter()
         baseline = float(self.get_parameter("baseline").value)
-        frame = group_to_frame(group, baseline_m=baseline)
+        matches: dict[str, Any] = {}
+        frame = group_to_frame(group, baseline_m=baseline, camera_infos=self._camera_infos,
+                               matches=matches, camera_info_wait_s=CAMERA_INFO_WAIT_S)
+        for match in matches.values():
+            if match.warning:
+                self.get_logger().warning(match.warning, throttle_duration_sec=10.0)
         frame.prompt = self._prompt
         frame.image_rectified = self._rectified_hint
         convert_ms = (time.perf_counter() - t_in) * 1e3
@@ -425,6 +453,31 @@ class DepthPerceptionNode(Node):
             stat.summary(DiagnosticStatus.OK, "ok")
         for key, value in values.items():
             stat.add(key, _capped(value))
+        return stat
+
+    def _camera_info_status(self, stat: Any) -> Any:
+        """CameraInfo pairing (camera_info.pairing latest): sizes held, age of the last pairing,
+        pairings older than camera_info.max_age, images that found none."""
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        stale = missing = paired = 0
+        for name, store in self._camera_infos.items():
+            s = store.stats
+            stale, missing, paired = stale + s.stale, missing + s.missing, paired + s.paired
+            stat.add(f"{name} sizes", ", ".join(f"{w}x{h}" for w, h in store.sizes()) or "none")
+            stat.add(f"{name} age of last pairing (s)", f"{s.last_age_s:.3f}")
+            stat.add(f"{name} max age seen (s)", f"{s.max_age_seen_s:.3f}")
+            stat.add(f"{name} pairings older than camera_info.max_age", str(s.stale))
+            stat.add(f"{name} images without a CameraInfo of their size", str(s.missing))
+        if missing and not paired:
+            stat.summary(DiagnosticStatus.ERROR, "no image has found a CameraInfo of its size")
+        elif stale:
+            stat.summary(DiagnosticStatus.WARN, "CameraInfo stamped far from the images "
+                                                "(camera_info.max_age)")
+        elif missing:  # e.g. images before the first CameraInfo at start-up
+            stat.summary(DiagnosticStatus.WARN, "some images came before a CameraInfo of their size")
+        else:
+            stat.summary(DiagnosticStatus.OK, "ok")
         return stat
 
     def _metric_status(self, stat: Any) -> Any:

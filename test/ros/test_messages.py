@@ -26,6 +26,7 @@ from depth_perception.ros.messages import (
     IMAGE_ENCODINGS,
     MessageError,
     MessageTypes,
+    camera_info_size,
     camera_info_to_model,
     compressed_to_rgb,
     depth_to_image,
@@ -569,3 +570,27 @@ def test_camera_info_crosses_flavours(both):
     np.testing.assert_array_equal(back.D, cam.D)
     np.testing.assert_array_equal(back.K, cam.K)
     assert back.distortion_model == "rational_polynomial"
+
+
+def test_camera_info_with_ros1_field_names_from_a_converted_bag():
+    """`rosbags-convert` keeps the ROS 1 definition: K, D, R, P in capitals."""
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    Info = ts.types["sensor_msgs/msg/CameraInfo"]
+    assert "K" in Info.__dataclass_fields__ and "k" not in Info.__dataclass_fields__
+    K = np.array([900.0, 0, 640, 0, 900.0, 480, 0, 0, 1])
+    D = np.array([-0.28, 0.07, 0.001, -0.0005, 0.0])
+    msg = Info(
+        header=ts.types["std_msgs/msg/Header"](
+            seq=3, stamp=ts.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="cam"),
+        height=960, width=1280, distortion_model="plumb_bob", D=D, K=K, R=np.eye(3).ravel(),
+        P=np.array([880.0, 0, 641, 0, 0, 880.0, 479, 0, 0, 0, 1, 0]), binning_x=2, binning_y=2,
+        roi=ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
+                                                          width=0, do_rectify=False))
+    cam = camera_info_to_model(ts.deserialize_ros1(ts.serialize_ros1(msg, Info.__msgtype__),
+                                                   Info.__msgtype__))
+    np.testing.assert_array_equal(cam.K.ravel(), K)
+    np.testing.assert_array_equal(cam.D, D)
+    assert cam.P[0, 0] == 880.0 and cam.is_distorted
+    assert camera_info_size(msg) == (640, 480)  # binned 2x2

@@ -68,14 +68,73 @@ def test_bad_frames_are_logged_and_the_next_good_frame_is_processed(harness, sce
     assert harness.spin_until(lambda: node.frames_failed == 1, timeout=5.0)
     assert "encoding" in node.last_error
 
-    harness.send_stereo(scene, 2_000_000_000, info_size=(640, 480))  # CameraInfo of another size
-    assert harness.spin_until(lambda: node.frames_failed == 2, timeout=5.0)
-    assert "640x480" in node.last_error and "320x240" in node.last_error
-
     harness.send_stereo(scene, 3_000_000_000, left_encoding="bgr8")
     assert harness.spin_until(lambda: len(harness.received["depth"]) == 1, timeout=10.0)
     assert harness.M.stamp_to_ns(harness.received["depth"][0].header.stamp) == 3_000_000_000
     assert harness.spin_until(lambda: node.frames_processed == 1, timeout=2.0)
+
+
+def test_an_image_takes_the_latest_camera_info_of_its_size(harness, scene):
+    """camera_info.pairing latest (the default): a CameraInfo of another size, even one stamped
+    with the image, describes other images; this one keeps the calibration of its own size."""
+    node = harness.node
+    harness.send_stereo(scene, 1_000_000_000)
+    assert harness.spin_until(lambda: node.frames_processed == 1, timeout=10.0), node.last_error
+    harness.send_stereo(scene, 2_000_000_000, info_size=(640, 480))
+    assert harness.spin_until(lambda: node.frames_processed == 2, timeout=10.0), node.last_error
+    assert node.frames_failed == 0
+    assert sorted(node._camera_infos["camera_info"].sizes()) == [(320, 240), (640, 480)]
+
+
+def test_exact_pairing_takes_the_camera_info_with_the_image_stamp(rclpy_context, scene):
+    h = Harness(rclpy_context, {"stereo": True, "max_depth": 5.0, "camera_info.pairing": "exact"})
+    try:
+        assert h.node._ready.wait(timeout=30.0), h.node.last_error
+        h.wait_for_connections()
+        h.send_stereo(scene, 2_000_000_000, info_size=(640, 480))  # CameraInfo of another size
+        assert h.spin_until(lambda: h.node.frames_failed == 1, timeout=5.0)
+        assert "640x480" in h.node.last_error and "320x240" in h.node.last_error
+    finally:
+        h.close()
+
+
+def test_camera_info_far_from_the_image_or_of_no_image_size_is_reported(rclpy_context, scene,
+                                                                         capfd):
+    """Age warnings in the log (throttled) and /diagnostics; an image of a size no CameraInfo has
+    described fails naming the topic and the sizes there are."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    h = Harness(rclpy_context, {"stereo": True, "max_depth": 5.0, "camera_info.max_age": 0.5})
+    try:
+        node, t, M = h.node, h.types, h.M
+        assert node._ready.wait(timeout=30.0), node.last_error
+        h.wait_for_connections()
+        got = []
+        h.tester.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
+        h.send_stereo(scene, 1_000_000_000, info_size=(640, 480))  # no 320x240 CameraInfo yet
+        assert h.spin_until(lambda: node.frames_failed == 1, timeout=10.0)
+        assert "no CameraInfo for a 320x240 image yet on /camera_info (have: 640x480)" in \
+            node.last_error
+        h.send_stereo(scene, 2_000_000_000)
+        assert h.spin_until(lambda: node.frames_processed == 1, timeout=10.0), node.last_error
+        header = M.make_header(t, 4_000_000_000, "camera_color_optical_frame")  # the image only
+        h.pubs["image"].publish(M.numpy_to_image(t, scene.rgb, "rgb8", header))
+        h.pubs["right/image"].publish(M.numpy_to_image(t, scene.right_rgb, "rgb8", header))
+        assert h.spin_until(lambda: node.frames_processed == 2, timeout=10.0), node.last_error
+        assert node._camera_infos["camera_info"].stats.stale == 1
+        assert "CameraInfo on /camera_info is 2.00 s away from the 320x240 image" in \
+            capfd.readouterr().err
+
+        def camera_info_status():
+            return [s for array in got for s in array.status if s.name.endswith("camera_info")]
+
+        assert h.spin_until(lambda: any(s.level == b"\x01" for s in camera_info_status()), 5.0)
+        values = {kv.key: kv.value for kv in camera_info_status()[-1].values}
+        assert values["camera_info age of last pairing (s)"] == "2.000"
+        assert values["camera_info pairings older than camera_info.max_age"] == "1"
+        assert values["camera_info images without a CameraInfo of their size"] == "1"
+    finally:
+        h.close()
 
 
 def test_parameters_are_validated_at_run_time(harness):
