@@ -33,31 +33,34 @@ class InputImage:
     rgb: np.ndarray  # HxWx3 uint8
 
 
-def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
-    """Raise InputError when a ``width`` x ``height`` image is over ``max_pixels``."""
-    if width * height > max_pixels:
-        raise InputError(f"{what}: {width}x{height} = {width * height / 1e6:.1f} MP is over the "
-                         f"limit of {max_pixels / 1e6:.1f} MP (--max-pixels)")
-
-
-def check_image_file(path: str | Path, max_pixels: int) -> None:
-    """Raise InputError when the image file's header says more than ``max_pixels`` pixels; no pixel
-    is decoded. A header Pillow cannot read is left to the decoder, which reports the file."""
+def header_pixels(source: str | Path | bytes) -> tuple[str, int] | None:
+    """(size as text, pixel count) from the header of an image file or of encoded image bytes,
+    without decoding a pixel; None when Pillow cannot read the header (the decoder then reports
+    the image)."""
+    import io
     import re
 
     from PIL import Image
 
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
-        with Image.open(path) as im:
+        with Image.open(fp) as im:
             width, height = im.size
-    except Image.DecompressionBombError as exc:  # Pillow's own limit (~179 MP) is above ours
+            return f"{width}x{height}", width * height
+    except Image.DecompressionBombError as exc:  # over Pillow's own limit (~179 MP)
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        pixels = f"{int(found.group(1)) / 1e6:.1f} MP" if found else "more than 179 MP"
-        raise InputError(f"{path}: {pixels} is over the limit of {max_pixels / 1e6:.1f} MP "
-                         "(--max-pixels)") from None
-    except Exception:  # noqa: BLE001 - not Pillow's format or a broken header: cv2 says which
-        return
-    check_pixels(width, height, max_pixels, str(path))
+        n = int(found.group(1)) if found else 1 << 31
+        return f"{n} pixels", n
+    except Exception:  # noqa: BLE001 - not Pillow's format or a broken header
+        return None
+
+
+def check_pixels(size: str, pixels: int, max_pixels: int, what: str) -> None:
+    """Raise InputError when an image of ``pixels`` pixels (``size``, e.g. "640x480") is over
+    ``max_pixels``."""
+    if pixels > max_pixels:
+        raise InputError(f"{what}: {size} = {pixels / 1e6:.1f} MP is over the limit of "
+                         f"{max_pixels / 1e6:.1f} MP (--max-pixels)")
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -70,7 +73,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a folder, expected an image file")
-    check_image_file(p, max_pixels)
+    header = header_pixels(p)
+    if header is not None:
+        check_pixels(*header, max_pixels, str(p))
     img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(f"{p}: not a readable image (corrupt, or an unsupported format)")
@@ -148,8 +153,8 @@ def iter_video(path: Path, max_pixels: int = MAX_PIXELS) -> Iterator[InputImage]
     if not cap.isOpened():
         raise InputError(f"{path}: not a readable video")
     try:
-        check_pixels(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                     max_pixels, str(path))
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        check_pixels(f"{width}x{height}", width * height, max_pixels, str(path))
         index = 0
         while True:
             ok, bgr = cap.read()

@@ -55,6 +55,9 @@ class PipelineConfig:
     rectify: bool = param(False, "rectify raw images (K, D, R -> P) before depth; every output and "
                           "depth/camera_info then describe the rectified image (D = 0, K = P). "
                           "false: raw images give depth in the raw geometry with the raw CameraInfo")
+    max_pixels: int = param(40_000_000, "largest colour image accepted, pixels (width x height); "
+                            "compressed images are refused from their header, before decoding",
+                            name="max_image_pixels", minimum=1, maximum=1_000_000_000, step=1)
     min_depth_m: float = param(0.1, "nearest valid depth, metres", name="min_depth", minimum=0.0,
                                maximum=1000.0)
     max_depth_m: float = param(20.0, "farthest valid depth, metres", name="max_depth",
@@ -247,6 +250,10 @@ class Pipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         check_rgb(frame.rgb, "colour image")
+        h, w = frame.rgb.shape[:2]
+        if h * w > cfg.max_pixels:
+            raise PipelineError(f"colour image is {w}x{h} = {w * h / 1e6:.1f} MP, over "
+                                f"max_image_pixels ({cfg.max_pixels / 1e6:.1f} MP)")
         try:
             frame.camera.check_image(frame.rgb, "colour image")
         except ValueError as exc:

@@ -236,3 +236,8 @@ def test_the_content_check_can_be_turned_off(scene):
     result = Pipeline(PipelineConfig(image_check=ImageCheckParams(enabled=False))).process(
         stereo_frame(scene, rgb=flat, right_rgb=flat.copy()))
     assert result.refused == "" and result.depth_source == "stereo"
+
+
+def test_an_image_over_max_image_pixels_is_refused(scene):
+    with pytest.raises(PipelineError, match="over max_image_pixels"):
+        Pipeline(PipelineConfig(max_pixels=1000)).process(stereo_frame(scene))

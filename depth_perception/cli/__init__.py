@@ -78,10 +78,28 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
         if args.debug or os.environ.get("DEPTH_PERCEPTION_DEBUG"):
             raise
-        known = isinstance(exc, (CliError, ValueError, OSError, FileExistsError))
-        text = str(exc) if known else f"{type(exc).__name__}: {exc} (rerun with --debug for details)"
-        print(f"depth-perception {args.command}: error: {text}", file=sys.stderr)
-        return EXIT_USAGE if known else 1
+        print(f"depth-perception {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE if user_error(exc) else 1
 
 
-__all__ = ["COMMANDS", "EXIT_USAGE", "CliError", "build_parser", "main"]
+def user_error(exc: BaseException) -> bool:
+    """Whether the user can fix ``exc`` (bad input, option, file or environment: exit status 2)
+    rather than it being an internal error (exit status 1)."""
+    return isinstance(exc, (CliError, ValueError, OSError, ImportError))
+
+
+def error_line(exc: BaseException, limit: int = 400) -> str:
+    """``exc`` as one line: its first non-empty line (a dependency report from transformers runs
+    to dozens), prefixed with the type for internal errors and for missing dependencies."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    if isinstance(exc, ImportError):
+        return f"missing or broken dependency: {text}"
+    if not user_error(exc):
+        return f"{type(exc).__name__}: {text} (rerun with --debug for details)"
+    return text
+
+
+__all__ = ["COMMANDS", "EXIT_USAGE", "CliError", "build_parser", "error_line", "main", "user_error"]

@@ -524,7 +524,8 @@ class _Replay:
         matches: dict[str, Any] = {}
         try:
             frame = group_to_frame(group, baseline_m=float(self.params["baseline"]),
-                                   camera_infos=self.camera_infos, matches=matches)
+                                   camera_infos=self.camera_infos, matches=matches,
+                                   max_pixels=self.pipeline.config.max_pixels)
             frame.image_rectified = self.image_rectified
             result = self.pipeline.process(frame)
             header = copy_header(self.types, group["image"].header)  # ROS 1 headers too

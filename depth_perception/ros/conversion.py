@@ -47,29 +47,31 @@ def output_options(values: dict[str, Any], region_types: Any = None, marker_type
                          region_types=region_types, marker_types=marker_types)
 
 
-def colour_from_message(msg: Any) -> Any:
-    """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` → HxWx3 uint8 RGB."""
+def colour_from_message(msg: Any, max_pixels: int | None = None) -> Any:
+    """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` → HxWx3 uint8 RGB; images over
+    ``max_pixels`` are refused before they are converted or decoded."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-        return M.compressed_to_rgb(msg)
+        return M.compressed_to_rgb(msg, max_pixels)
+    M.check_image_size(int(msg.width), int(msg.height), max_pixels)
     return M.image_to_rgb(msg)
 
 
 def group_to_frame(group: dict[str, Any], baseline_m: float | None = None,
                    camera_infos: Mapping[str, CameraInfoStore] | None = None,
                    matches: dict[str, CameraInfoMatch] | None = None,
-                   camera_info_wait_s: float = 0.0) -> Frame:
+                   camera_info_wait_s: float = 0.0, max_pixels: int | None = None) -> Frame:
     """A synchronised set {"image", "camera_info"[, "right/image", "right/camera_info"]} → Frame.
 
     A CameraInfo missing from the set is taken from ``camera_infos`` (camera_info.pairing
     ``latest``): the newest one of the decoded image's size, waiting up to ``camera_info_wait_s``
     for a first one. The pairings made are put in ``matches`` (by input name) when given, so the
-    caller can report their age.
+    caller can report their age. Colour images over ``max_pixels`` are refused before decoding.
 
     Raises :class:`messages.MessageError` (a ValueError) naming the bad message, or
     :class:`depth_perception.sync.MissingCameraInfo` (a ValueError).
     """
     image = group["image"]
-    rgb = colour_from_message(image)
+    rgb = colour_from_message(image, max_pixels)
     stamp_ns = M.stamp_to_ns(image.header.stamp)
     frame = Frame(
         rgb=rgb,
@@ -92,7 +94,7 @@ def group_to_frame(group: dict[str, Any], baseline_m: float | None = None,
     if "lidar_points" in group:
         frame.cloud_points = C.cloud_to_xyz(group["lidar_points"]).reshape(-1, 3)
     if "right/image" in group:
-        frame.right_rgb = colour_from_message(group["right/image"])
+        frame.right_rgb = colour_from_message(group["right/image"], max_pixels)
         frame.right_camera = M.camera_info_to_model(_camera_info(
             group, "right/camera_info", frame.right_rgb, stamp_ns, camera_infos, matches,
             camera_info_wait_s))

@@ -242,14 +242,33 @@ def image_to_depth(msg: Any) -> np.ndarray:
     raise MessageError(f"depth image has encoding {msg.encoding!r}; expected 32FC1 or 16UC1")
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """`sensor_msgs/CompressedImage` (jpeg/png) → HxWx3 uint8 RGB."""
+def check_image_size(width: int, height: int, max_pixels: int | None, what: str = "image") -> None:
+    """Raise MessageError when a ``width`` x ``height`` image is over ``max_pixels`` (None: no
+    limit), before anything of its size is allocated."""
+    _check_pixels(f"{width}x{height}", width * height, max_pixels, what)
+
+
+def _check_pixels(size: str, pixels: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and pixels > max_pixels:
+        raise MessageError(f"{what} is {size} = {pixels / 1e6:.1f} MP, over max_image_pixels "
+                           f"({max_pixels / 1e6:.1f} MP)")
+
+
+def compressed_to_rgb(msg: Any, max_pixels: int | None = None) -> np.ndarray:
+    """`sensor_msgs/CompressedImage` (jpeg/png) → HxWx3 uint8 RGB. An image over ``max_pixels`` is
+    refused from its header: a few kB of PNG can decode to gigabytes."""
     import cv2
 
     fmt = str(msg.format).lower()
     if not any(k in fmt for k in ("jpeg", "jpg", "png")):
         raise MessageError(f"compressed image format {msg.format!r} is not jpeg or png")
     buf = _as_u8(msg.data)
+    if max_pixels is not None and buf.size:
+        from ..files import header_pixels
+
+        header = header_pixels(buf.tobytes())
+        if header is not None:
+            _check_pixels(*header, max_pixels, f"compressed image ({msg.format})")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if img is None:
         raise MessageError(f"compressed image ({msg.format}) could not be decoded")

@@ -39,6 +39,11 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef]
+
 from ..camera import rectified_topic
 from ..config import PARAMETERS, parameter_problems, pipeline_config
 from ..driver import Models, camera_info_stores, input_names, load_models, synchronizer
@@ -107,6 +112,7 @@ class DepthPerceptionNode(Node):
         self._timings: deque[dict[str, float]] = deque(maxlen=50)
         self._latencies_ms: deque[float] = deque(maxlen=50)
         self._last_source = ""
+        self.lost_below: dict[str, int] = {}  # input → messages DDS lost before the node saw them
         self._last_geometry = ""  # the camera model of the last frame (CameraModel.describe)
         self._no_depth = ""  # why the last frame had no valid depth ("" = it had)
         self._rectified_hint: bool | None = rectified_topic(self.resolve_topic_name("image"))
@@ -156,8 +162,19 @@ class DepthPerceptionNode(Node):
             cls, topic = input_types.get(name, t.Image), name
             if compressed and name in ("image", "right/image"):
                 cls, topic = t.CompressedImage, f"{name}/compressed"
+            # samples DDS itself lost before they reached this node (a best-effort image whose
+            # fragment was dropped, a full history): counted, as the node never sees them
+            events = SubscriptionEventCallbacks(message_lost=self._make_lost_callback(name))
             self.create_subscription(cls, topic, self._make_callback(name), sub_qos,
-                                     qos_overriding_options=overridable)
+                                     qos_overriding_options=overridable, event_callbacks=events)
+
+    def _make_lost_callback(self, name: str) -> Any:
+        self.lost_below[name] = 0
+
+        def on_lost(info: Any) -> None:
+            self.lost_below[name] = int(info.total_count)
+
+        return on_lost
 
     def _advertise(self) -> None:
         """The output publishers; ``regions`` only where depth_perception_msgs is installed."""
@@ -344,7 +361,8 @@ class DepthPerceptionNode(Node):
         baseline = float(self.get_parameter("baseline").value)
         matches: dict[str, Any] = {}
         frame = group_to_frame(group, baseline_m=baseline, camera_infos=self._camera_infos,
-                               matches=matches, camera_info_wait_s=CAMERA_INFO_WAIT_S)
+                               matches=matches, camera_info_wait_s=CAMERA_INFO_WAIT_S,
+                               max_pixels=self._pipeline.config.max_pixels)
         for match in matches.values():
             if match.warning:
                 self.get_logger().warning(match.warning, throttle_duration_sec=10.0)
@@ -423,6 +441,7 @@ class DepthPerceptionNode(Node):
             "frames failed": str(self.frames_failed),
             "frames dropped (worker busy)": str(self._slot.dropped),
             "frames dropped (unsynchronised)": str(stats.dropped),
+            **{f"{name} lost below the node (DDS)": str(n) for name, n in self.lost_below.items()},
             **{f"{name} dropped (no matching image)": str(n) for name, n in stats.discarded.items()},
             **{f"frames without {name} (wait ran out)": str(n)
                for name, n in stats.released_without.items()},

@@ -55,6 +55,10 @@ def ros_msgs():
 @pytest.fixture
 def loopback_netns():
     """Refuse to go on unless this process is in a loopback-only network namespace."""
+    require_loopback_netns()
+
+
+def require_loopback_netns() -> None:
     if not in_loopback_only_netns():
         skip_or_fail(
             "refusing to start DDS outside a loopback-only network namespace "
@@ -67,6 +71,17 @@ def loopback_netns():
 def rclpy_context(loopback_netns):
     """A fresh, initialised rclpy Context; shut down after the test. Needs the standard messages
     and diagnostic_updater (the node publishes /diagnostics through it)."""
+    yield from _context()
+
+
+@pytest.fixture(scope="module")
+def rclpy_module_context():
+    """Like ``rclpy_context``, shared by the tests of one module (one node for many cases)."""
+    require_loopback_netns()
+    yield from _context()
+
+
+def _context():
     require_rclpy()
     require_module("diagnostic_updater", TOOLS_HINT)
     import rclpy

@@ -594,3 +594,18 @@ def test_camera_info_with_ros1_field_names_from_a_converted_bag():
     np.testing.assert_array_equal(cam.D, D)
     assert cam.P[0, 0] == 880.0 and cam.is_distorted
     assert camera_info_size(msg) == (640, 480)  # binned 2x2
+
+
+def test_a_compressed_image_over_the_pixel_limit_is_refused_from_its_header():
+    import cv2
+
+    t = rosbags_types()
+    ok, png = cv2.imencode(".png", np.zeros((15000, 15000), np.uint8))  # < 1 MB, 225 MP decoded
+    msg = t.CompressedImage(header=make_header(t, 1, "cam"), format="png",
+                            data=np.frombuffer(png.tobytes(), np.uint8))
+    with pytest.raises(MessageError, match=r"225.0 MP, over max_image_pixels"):
+        compressed_to_rgb(msg, max_pixels=40_000_000)
+    small = rgb_to_compressed(t, np.zeros((48, 64, 3), np.uint8), msg.header, "png")
+    assert compressed_to_rgb(small, max_pixels=64 * 48).shape == (48, 64, 3)
+    with pytest.raises(MessageError, match="64x48"):
+        compressed_to_rgb(small, max_pixels=64 * 48 - 1)
