@@ -238,6 +238,7 @@ class DepthPerceptionNode(Node):
             if spec.name not in values:  # go on, so that every bad parameter is reported at once
                 values[spec.name] = self.declare_parameter(spec.name, spec.default, desc,
                                                            ignore_override=True).value
+        values = {name: _empty_list_if_untyped(name, value) for name, value in values.items()}
         problems = refused + parameter_problems(values)
         if problems:
             raise InvalidParameters(problems)
@@ -247,7 +248,8 @@ class DepthPerceptionNode(Node):
         with self._values_lock:
             values = dict(self._values)
             # qos_overrides.* and use_sim_time are rclpy's own parameters, not ours to validate.
-            values.update({p.name: p.value for p in params if p.name in values})
+            values.update({p.name: _empty_list_if_untyped(p.name, p.value)
+                           for p in params if p.name in values})
             try:  # the same rules as at start-up
                 config = pipeline_config(values)
             except ValueError as exc:
@@ -518,6 +520,15 @@ class DepthPerceptionNode(Node):
         if self._worker.is_alive():
             self._worker.join(timeout=5.0)
         super().destroy_node()
+
+
+_LIST_PARAMETERS = {spec.name for spec in PARAMETERS if isinstance(spec.default, (list, tuple))}
+
+
+def _empty_list_if_untyped(name: str, value: Any) -> Any:
+    """An empty list given for a list parameter (`-p segmentation.source:=[]`, `[]` in YAML,
+    `ros2 param set ... "[]"`) reaches rclpy untyped, as a parameter that is not set: it means []."""
+    return [] if value is None and name in _LIST_PARAMETERS else value
 
 
 def main(args: list[str] | None = None) -> None:

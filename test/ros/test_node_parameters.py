@@ -108,3 +108,22 @@ def test_diagnostic_values_are_capped(node):
     stat = node._depth_status(DiagnosticStatusWrapper())
     assert max(len(kv.value) for kv in stat.values) < MAX_TEXT + 100
     assert any(kv.value.endswith("more characters)") for kv in stat.values if kv.key == "last error")
+
+
+def test_an_empty_list_on_the_command_line_means_an_empty_list(loopback_netns):
+    """`-p segmentation.source:=[]` reaches rclpy untyped (rcl cannot type an empty array)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depth_perception.ros.node", "--ros-args", "-p", "stereo:=true",
+         "-p", "segmentation.source:=[]"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "ready" in line or "invalid parameter" in line:
+                break
+        assert any("ready" in line for line in lines), "".join(lines)
+    finally:
+        proc.send_signal(2)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
