@@ -45,6 +45,8 @@ setup(
         "tqdm>=4.60",
         "rosbags>=0.10.4",
         "PyYAML>=5.4",
+        # image sizes from headers, before decoding (input pixel limits)
+        "Pillow>=9.1",
         "setuptools",
     ],
     extras_require={

@@ -203,3 +203,35 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert_one_line_error(proc, "bomb.png", "225.0 MP", "--max-pixels")
     assert int(proc.stdout.split()[-1]) < 500_000  # kB: the pixels were never decoded
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_a_killed_predict_never_leaves_its_output(tmp_path, sig):
+    import signal
+    import time
+
+    scene = generate_tabletop(seed=4, width=320, height=240)
+    for side, image in (("left", scene.rgb), ("right", scene.right_rgb)):
+        (tmp_path / side).mkdir()
+        for i in range(60):
+            write_image(tmp_path / side / f"frame{i:02d}.png", image)
+    out = tmp_path / "out"
+    argv = [cli_path(), "predict", "-i", str(tmp_path / "left"), "-o", str(out), "--stereo-right",
+            str(tmp_path / "right"), "--baseline", str(scene.baseline_m), "--focal",
+            str(scene.K[0, 0])]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # some frames written under the temporary name
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert not out.exists()  # never half an output under the name asked for
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    if sig == "SIGINT":
+        assert proc.returncode == 130 and "interrupted" in err and leftovers == []
+    else:  # nothing can clean up after SIGKILL: the hidden temporary stays, the output does not
+        assert proc.returncode == -signal.SIGKILL
+    assert run(*argv[1:]).returncode == 0  # a rerun needs no --overwrite
+    assert len(list(out.iterdir())) == 60

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: third-party Python modules → their rosdep keys (rosdistro's rosdep/python.yaml)
 PYTHON_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "scipy": "python3-scipy",
                "tqdm": "python3-tqdm", "yaml": "python3-yaml", "rosbags": "python3-rosbags-pip",
+               "PIL": "python3-pil",
                "torch": "python3-torch", "transformers": "python3-transformers-pip",
                "safetensors": "python3-transformers-pip"}  # no key of its own; a transformers dependency
 #: imported only when a user configures that backend or tool (documented as optional)
