@@ -204,10 +204,12 @@ def main() -> int:
         ("frames in: good / bad", f"{len(good)} / {k - len(good)}"),
         ("depth out: good / bad (NaN depth)", f"{good_answered} / {bad_answered}"),
         ("good frames answered", f"{good_answered / max(len(good), 1):.4f}"),
-        # every frame's fate is known: answered, dropped as stale by the worker (latest frame
-        # wins), or failed with its error; 1.000 = nothing lost silently
+        # every frame's fate is known: answered, dropped as stale (by the worker: latest frame
+        # wins; by the synchroniser: a newer set completed first), or failed with its error;
+        # 1.000 = nothing lost silently (the last diagnostics may lag by a second)
         ("frames accounted for (out + dropped + failed) / in",
-         f"{(good_answered + bad_answered + count('frames dropped (worker busy)') + count('frames failed')) / max(k, 1):.3f}"),
+         f"{(good_answered + bad_answered + count('frames dropped (worker busy)') + count('frames dropped (unsynchronised)') + count('frames failed')) / max(k, 1):.3f}"),
+        ("dropped (unsynchronised)", diagnostics.get("frames dropped (unsynchronised)", "?")),
         ("dropped (worker busy)", diagnostics.get("frames dropped (worker busy)", "?")),
         ("lost below the node (DDS)", diagnostics.get("image lost below the node (DDS)", "?")),
         ("frames failed (bad inputs)", diagnostics.get("frames failed", "?")),
