@@ -359,3 +359,26 @@ def model_to_camera_info(types: MessageTypes, cam: CameraModel, header: Any) -> 
             do_rectify=r.do_rectify,
         ),
     )
+
+
+# -- poses -------------------------------------------------------------------------------------------
+
+
+def pose_to_matrix(pose: Any) -> np.ndarray:
+    """`geometry_msgs/Pose` → 4x4 float64 transform (e.g. T_odom_base from `nav_msgs/Odometry`
+    ``pose.pose``): rotation from the quaternion (normalised), translation in metres. Raises
+    MessageError for a non-finite pose or a zero quaternion."""
+    from scipy.spatial.transform import Rotation
+
+    q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w],
+                 dtype=np.float64)
+    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))):
+        raise MessageError("pose is not finite")
+    norm = float(np.linalg.norm(q))
+    if norm < 1e-6:
+        raise MessageError("pose orientation is a zero quaternion")
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
+    T[:3, 3] = t
+    return T

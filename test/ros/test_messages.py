@@ -609,3 +609,35 @@ def test_a_compressed_image_over_the_pixel_limit_is_refused_from_its_header():
     assert compressed_to_rgb(small, max_pixels=64 * 48).shape == (48, 64, 3)
     with pytest.raises(MessageError, match="64x48"):
         compressed_to_rgb(small, max_pixels=64 * 48 - 1)
+
+
+@pytest.mark.parametrize("flavour", ["rosbags", "rclpy"])
+def test_an_odometry_pose_becomes_a_transform(flavour):
+    from scipy.spatial.transform import Rotation
+
+    from depth_perception.ros.messages import pose_to_matrix
+
+    q = Rotation.from_euler("z", 30, degrees=True).as_quat()  # x, y, z, w
+    if flavour == "rclpy":
+        pytest.importorskip("nav_msgs.msg", reason="nav_msgs not installed")
+        from nav_msgs.msg import Odometry
+
+        odom = Odometry()
+        pose = odom.pose.pose
+        pose.position.x, pose.position.y, pose.position.z = 1.0, 2.0, 0.5
+        (pose.orientation.x, pose.orientation.y, pose.orientation.z,
+         pose.orientation.w) = (float(v) for v in q * 2.0)  # not normalised on the wire
+    else:
+        ts = rosbags_types().typestore
+        G = ts.types
+        pose = G["geometry_msgs/msg/Pose"](
+            position=G["geometry_msgs/msg/Point"](x=1.0, y=2.0, z=0.5),
+            orientation=G["geometry_msgs/msg/Quaternion"](*(float(v) for v in q * 2.0)))
+    T = pose_to_matrix(pose)
+    assert np.allclose(T[:3, 3], [1.0, 2.0, 0.5])
+    assert np.allclose(T[:3, :3], Rotation.from_euler("z", 30, degrees=True).as_matrix())
+    if flavour == "rosbags":
+        zero = G["geometry_msgs/msg/Pose"](position=pose.position,
+                                          orientation=G["geometry_msgs/msg/Quaternion"](0, 0, 0, 0))
+        with pytest.raises(MessageError, match="zero quaternion"):
+            pose_to_matrix(zero)
