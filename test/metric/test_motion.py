@@ -15,9 +15,8 @@ from scipy.spatial.transform import Rotation
 import motion_scene as ms
 from depth_perception.depth.estimator import DepthPrediction
 from depth_perception.metric import (ERROR, OK, WARN, MetricConfig, MotionParams, MotionTracker,
-                                     PoseBuffer)
+                                     PoseBuffer, apply_scale)
 from depth_perception.metrics import depth_metrics, emulate_relative_prediction, oracle_inverse_affine
-from depth_perception.metric import apply_scale
 from depth_perception.pipeline import Frame, Pipeline, PipelineConfig
 
 A_TRUE, B_TRUE = 3.0, 0.7  # the emulated network: pred = 3 / z + 0.7
