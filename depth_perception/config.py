@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .depth.estimator import BACKENDS, DepthEstimator
 from .depth.processing import MAX_ASPECT_RATIO
 from .image_check import ImageCheckParams
-from .metric import MetricConfig
+from .metric import MetricConfig, MotionParams
 from .params import Spec, check_fields, default_of, exposed, param, rule_violation
 from .pipeline import PipelineConfig
 from .regions import GripperParams, RegionParams, kernel_available
@@ -147,6 +147,7 @@ SECTIONS = (
     Section("stereo.", StereoParams),
     Section("", ModelParams),
     Section("metric.", MetricConfig),
+    Section("metric.motion.", MotionParams),
     Section("segmentation.", SegmenterParams),
     Section("gripper.", GripperParams),
     Section("regions.", RegionParams),
@@ -234,7 +235,8 @@ def _in_parameter_names(message: str, section: Section) -> str:
     renamed = re.sub(r"\b(" + "|".join(map(re.escape, words)) + r")\b",
                      lambda m: words[m.group(1)], message) if words else message
     if renamed != message:
-        return re.sub(r"^(metric|stereo|gripper|regions|image_check) (?=\S+\.)", "", renamed)
+        return re.sub(r"^(metric\.motion|metric|stereo|gripper|regions|image_check) (?=\S+\.)", "",
+                      renamed)
     return f"{section.prefix.rstrip('.') or section.cls.__name__}: {message}"
 
 
@@ -266,7 +268,8 @@ def parameter_problems(values: dict[str, Any]) -> list[str]:
 def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
     """Parameter values (missing ones default) → PipelineConfig. Raises ValueError when invalid."""
     built = _sections(values)
-    return replace(built[PipelineConfig], stereo=built[StereoParams], metric=built[MetricConfig],
+    metric = replace(built[MetricConfig], motion=built[MotionParams])
+    return replace(built[PipelineConfig], stereo=built[StereoParams], metric=metric,
                    gripper=built[GripperParams], region_params=built[RegionParams],
                    image_check=built[ImageCheckParams])
 
@@ -403,7 +406,8 @@ def parameters_markdown() -> str:
     for p in PARAMETERS:
         if isinstance(p.default, list):
             kind = "string[]" if all(isinstance(x, str) for x in p.default) else "double[]"
-            default = ("identity" if p.name == "metric.T_camera_from_cloud"
+            default = ("identity" if p.name in ("metric.T_camera_from_cloud",
+                                                "metric.motion.T_base_camera")
                        else "`[" + ", ".join(f'"{x}"' for x in p.default) + "]`")
         else:
             kind = {bool: "bool", int: "int", float: "double", str: "string"}[type(p.default)]

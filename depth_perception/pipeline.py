@@ -21,6 +21,8 @@ from .metric import (
     MetricAligner,
     MetricConfig,
     MetricResult,
+    MotionSignal,
+    MotionTracker,
     PlaneSignal,
     PointCloudSignal,
     StereoSignal,
@@ -115,6 +117,9 @@ class Frame:
     T_camera_from_cloud: np.ndarray | None = None
     #: camera height above the support plane, metres (e.g. from TF), for ``plane`` mode.
     camera_height_m: float | None = None
+    #: 4x4 pose of this image's optical frame in the odometry frame at ``stamp_ns`` (the driver
+    #: interpolates it: :class:`~depth_perception.metric.PoseBuffer`), for ``motion`` mode.
+    T_odom_camera: np.ndarray | None = None
     #: HxW instance ids from another node (0 = background), with optional names/scores per id.
     masks: np.ndarray | None = None
     mask_names: dict[int, str] | None = None
@@ -202,6 +207,8 @@ class Pipeline:
                          flying_threshold=self.config.flying_threshold,
                          stereo=self.config.metric.stereo or self.config.stereo)
         self.aligner = MetricAligner(metric)
+        #: keyframe state of the ``motion`` signal, across frames like the aligner's scale filter
+        self.motion = MotionTracker(metric.motion)
         self._rays: tuple[tuple, np.ndarray] | None = None  # (camera key, HxWx2 rays)
         from .rectify import RectifyMaps
 
@@ -275,7 +282,11 @@ class Pipeline:
             timings["depth"] = (time.perf_counter() - t) * 1e3
             prediction = pred.values
             t = time.perf_counter()
-            metric = self.aligner.align(pred.values, pred.kind, cam, self._signal(frame))
+            motion = self._motion(frame, cam)
+            if motion is not None:
+                timings["motion"] = (time.perf_counter() - t) * 1e3
+                t = time.perf_counter()
+            metric = self.aligner.align(pred.values, pred.kind, cam, self._signal(frame, motion))
             depth_m, valid = metric.depth_m, metric.valid
             source, confidence = metric.source, metric.confidence
             timings["metric"] = (time.perf_counter() - t) * 1e3
@@ -424,9 +435,23 @@ class Pipeline:
             return None
         return text.segment(frame.rgb, frame.prompt)
 
-    def _signal(self, frame: Frame) -> Any:
+    def _motion(self, frame: Frame, cam: CameraModel) -> MotionSignal | None:
+        """The motion tracker's signal for this frame: in ``motion`` mode always (a frame without
+        a pose says so), in ``auto`` when the frame has a pose; None otherwise."""
+        mode = self.aligner.config.mode
+        if mode != "motion" and not (mode == "auto" and frame.T_odom_camera is not None):
+            return None
+        try:
+            sample = self.motion.update(frame.rgb, cam, frame.T_odom_camera, frame.stamp_ns)
+        except ValueError as exc:  # a malformed pose is a bad signal: the stream goes on
+            self.motion.reset()
+            return MotionSignal(None, f"bad pose: {exc}")
+        return MotionSignal.from_sample(sample)
+
+    def _signal(self, frame: Frame, motion: MotionSignal | None = None) -> Any:
         """The metric signal this frame carries for the configured mode (None: none this frame);
-        for ``auto`` the first present among sparse depth, LiDAR, stereo and a camera height."""
+        for ``auto`` the first present among sparse depth, LiDAR, stereo and a camera height, then
+        the motion tracker's (``motion``, from :meth:`_motion`)."""
         mode = self.aligner.config.mode
         auto = mode == "auto"
         if (auto or mode == "sparse_depth") and frame.sparse_depth is not None:
@@ -438,7 +463,7 @@ class Pipeline:
                                 right_camera=frame.right_camera)
         if (auto or mode == "plane") and frame.camera_height_m is not None:
             return PlaneSignal(frame.camera_height_m)
-        return None
+        return motion
 
     def _stereo(self, frame: Frame, right: np.ndarray, cam: CameraModel) -> np.ndarray:
         check_rgb(right, "right image")

@@ -122,6 +122,8 @@ def rectify_frame(frame: Frame, maps: RectifyMaps,
         T = frame.T_camera_from_cloud if frame.T_camera_from_cloud is not None else T_camera_from_cloud
         T = np.eye(4) if T is None else np.asarray(T, dtype=np.float64).reshape(4, 4)
         changes["T_camera_from_cloud"] = R4 @ T
+    if frame.T_odom_camera is not None:  # the rectified optical frame is R x the raw one
+        changes["T_odom_camera"] = np.asarray(frame.T_odom_camera, dtype=np.float64) @ R4.T
     if frame.support_plane is not None:
         plane = np.asarray(frame.support_plane, dtype=np.float64).copy()
         plane[:3] = cam.R @ plane[:3]

@@ -8,8 +8,10 @@ the robot has, in this order of stages (one module each, to be read in this orde
 1. ``signals.py``: **signal** → sparse metric samples on the prediction grid (HxW float32 metres,
    NaN = no sample): :func:`sparse_from_depth_image` (registered RGB-D depth),
    :func:`sparse_from_pointcloud` (LiDAR points + extrinsics, projected with the camera model),
-   :func:`sparse_from_stereo` (SGBM); the ``plane`` mode instead derives the samples from the support
-   plane and the known camera height.
+   :func:`sparse_from_stereo` (SGBM); ``motion.py``: :class:`MotionTracker` triangulates tracked
+   features between keyframes with the robot's odometry (:class:`PoseBuffer`) → a
+   :class:`MotionSignal`; the ``plane`` mode instead derives the samples from the support plane and
+   the known camera height.
 2. ``fits.py``, ``plane.py``: **fit** → :class:`ScaleFit`: :func:`fit_inverse_affine` (relative:
    RANSAC on pairs + Huber IRLS in inverse depth), :func:`fit_scale` (metric: scale only),
    :func:`fit_plane` (known camera height), gated by minimum inliers, minimum inlier ratio and
@@ -40,6 +42,7 @@ from .aligner import (
     check_prediction,
 )
 from .fits import SPACES, ScaleFit, apply_scale, fit_inverse_affine, fit_scale
+from .motion import CrossCheck, MotionParams, MotionSample, MotionSignal, MotionTracker, PoseBuffer
 from .plane import fit_plane, plane_normal_from_tilt
 from .signals import (
     DepthImageSignal,
@@ -63,12 +66,18 @@ __all__ = [
     "PREDICTION_KINDS",
     "SPACES",
     "WARN",
+    "CrossCheck",
     "DepthImageSignal",
     "MetricAligner",
     "MetricConfig",
     "MetricResult",
+    "MotionParams",
+    "MotionSample",
+    "MotionSignal",
+    "MotionTracker",
     "PlaneSignal",
     "PointCloudSignal",
+    "PoseBuffer",
     "ScaleEstimate",
     "ScaleFit",
     "StereoSignal",

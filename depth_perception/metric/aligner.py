@@ -22,6 +22,7 @@ from ..camera import CameraModel
 from ..params import check_fields, param
 from ..stereo import StereoParams
 from .fits import ScaleFit, _refused, apply_scale, fit_inverse_affine, fit_scale
+from .motion import MotionParams, MotionSignal
 from .plane import fit_plane
 from .signals import (
     DepthImageSignal,
@@ -32,11 +33,12 @@ from .signals import (
     sparse_from_depth_image,
     sparse_from_pointcloud,
     sparse_from_stereo,
+    resample_sparse,
 )
 from .temporal import ScaleEstimate, TemporalScaleFilter
 from .validity import apply_validity
 
-MODES = ("auto", "sparse_depth", "pointcloud", "stereo", "plane", "model", "fixed")
+MODES = ("auto", "sparse_depth", "pointcloud", "stereo", "plane", "model", "motion", "fixed")
 
 #: What each mode needs, and the parameter or topic that gives it: the message of a frame without it.
 MISSING_SIGNAL = {
@@ -50,9 +52,11 @@ MISSING_SIGNAL = {
              "(metres, > 0)",
     "model": "metric.mode model needs a metric network, but the model predicts relative inverse "
              "depth: choose a metric model, or metric.mode auto with a signal",
+    "motion": "no odometry pose for this frame (metric.mode motion needs poses on `odometry` "
+              "and the camera extrinsic metric.motion.T_base_camera; see metric.motion.*)",
     "auto": "no metric signal (metric.mode auto): no registered depth on `sparse_depth`, no LiDAR "
-            "cloud on `lidar_points`, no right camera (stereo: true), no metric network and no "
-            "metric.camera_height; give one of them",
+            "cloud on `lidar_points`, no right camera (stereo: true), no metric network, no "
+            "metric.camera_height and no pose on `odometry` (metric.motion.*); give one of them",
 }
 PREDICTION_KINDS = ("relative_inverse", "metric")
 
@@ -82,13 +86,15 @@ class MetricConfig:
     ``plane_threshold``. Fixed: ``fixed_scale``, ``fixed_shift`` (in the prediction's space).
     ``T_camera_from_cloud``: 16 values, row-major 4x4, for bare Nx3 point arrays.
     ``depth_scale_m``: metres per unit of integer depth images. ``prior_confidence``: confidence
-    reported for unverified scales (fixed, or a metric model without a signal).
+    reported for unverified scales (fixed, or a metric model without a signal). ``motion``: the
+    :class:`~depth_perception.metric.motion.MotionParams` of ``motion`` mode.
     """
 
     mode: str = param("auto", "how relative depth becomes metric: " + ", ".join(MODES) + "; auto "
                       "uses per frame the first signal present among sparse_depth, pointcloud "
-                      "(lidar_points), stereo (a right camera), a metric network's own scale and "
-                      "plane (metric.camera_height > 0)", choices=MODES, read_only=True)
+                      "(lidar_points), stereo (a right camera), a metric network's own scale, "
+                      "plane (metric.camera_height > 0) and motion (odometry)", choices=MODES,
+                      read_only=True)
     min_depth_m: float = 0.1
     max_depth_m: float = 20.0
     flying_threshold: float = 0.1
@@ -124,6 +130,8 @@ class MetricConfig:
     depth_scale_m: float = 0.001
     stereo: StereoParams | None = None
     prior_confidence: float = 0.5
+    #: motion mode: keyframes, tracking and triangulation (``metric.motion.*``).
+    motion: MotionParams = MotionParams()
 
     def __post_init__(self) -> None:
         check_fields(self, "metric")
@@ -252,6 +260,11 @@ class MetricAligner:
 
         space = "inverse_depth" if prediction_kind == "relative_inverse" else "depth"
         mode = self.frame_mode(prediction_kind, signal)
+        if isinstance(signal, MotionSignal):
+            if mode == "motion" and signal.depth_m is not None and signal.status:
+                notes.append(f"motion: {signal.status}")  # without depth, the miss names it
+            elif mode != "motion" and c.mode == "auto":  # a metric network or the plane came first
+                signal = None
         fit: ScaleFit | None = None
         if mode == "fixed":
             fit = ScaleFit(c.fixed_scale, c.fixed_shift, space, 1.0, 0.0, 0, True, "fixed", source="fixed")
@@ -265,7 +278,7 @@ class MetricAligner:
                 fit = _refused(space, f"bad signal: {exc}", source=mode)
             except cv2.error as exc:  # OpenCV rejecting an odd image must not stop the stream either
                 fit = _refused(space, f"bad signal (OpenCV): {exc}", source=mode)
-            estimate = self.filter.miss(self._missing(mode, prediction_kind)) if fit is None \
+            estimate = self.filter.miss(self._missing(mode, prediction_kind, signal)) if fit is None \
                 else self.filter.update(fit)
 
         source = estimate.source
@@ -302,8 +315,8 @@ class MetricAligner:
 
     def frame_mode(self, prediction_kind: str, signal) -> str:
         """The mode this frame is aligned in: the configured one, or for ``auto`` the kind of the
-        signal present (a typed signal, a metric network's own scale, the configured camera height),
-        ``"auto"`` when there is none."""
+        signal present (a typed signal, a metric network's own scale, the configured camera height,
+        then a :class:`MotionSignal`), ``"auto"`` when there is none."""
         c = self.config
         if c.mode != "auto":
             return c.mode
@@ -322,13 +335,17 @@ class MetricAligner:
             return "model"
         if c.camera_height_m > 0:
             return "plane"
+        if isinstance(signal, MotionSignal):  # the robot's own motion comes last
+            return "motion"
         return "auto"
 
     @staticmethod
-    def _missing(mode: str, prediction_kind: str) -> str:
+    def _missing(mode: str, prediction_kind: str, signal=None) -> str:
         """Why a frame in ``mode`` has no fit, naming the parameter or topic that would give one."""
         if mode == "model" and prediction_kind == "metric":
             return "no signal to check the metric network against this frame"
+        if mode == "motion" and isinstance(signal, MotionSignal):
+            return f"no motion sample this frame ({signal.status or 'no reason given'})"
         return MISSING_SIGNAL.get(mode, f"no {mode} signal this frame")
 
     def _fit(self, mode: str, pred: np.ndarray, kind: str, cam: CameraModel | None,
@@ -356,7 +373,7 @@ class MetricAligner:
                 return None
             return fit_plane(pred, kind, cam, height, normal, plane_threshold=c.plane_threshold,
                              max_angle_deg=c.plane_max_angle_deg, iterations=c.ransac_iterations, **kw)
-        if signal is None:
+        if signal is None or (isinstance(signal, MotionSignal) and signal.depth_m is None):
             return None
         samples, source = self._samples(mode, signal, pred.shape, cam, cam_image)
         if kind == "relative_inverse":
@@ -377,6 +394,11 @@ class MetricAligner:
                 raise ValueError(f"{mode} mode takes a {wanted}, not a bare array")
         if isinstance(signal, DepthImageSignal):
             return sparse_from_depth_image(signal.depth, shape, signal.depth_scale_m), "sparse_depth"
+        if isinstance(signal, MotionSignal):
+            depth = np.asarray(signal.depth_m, dtype=np.float32)
+            if depth.ndim != 2:
+                raise ValueError(f"motion depth must be HxW, got shape {depth.shape}")
+            return resample_sparse(depth, shape), "motion"
         if isinstance(signal, PointCloudSignal):
             if cam is None:
                 raise ValueError("a point cloud signal needs the camera model")
