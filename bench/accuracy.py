@@ -9,7 +9,7 @@
     fitted on every pixel's true depth); both are measured on all pixels, before the validity mask.
     Then a static sequence through the temporal filter: convergence frames and jitter, and a real
     jump of the network's output scale. The ``motion`` row drives a distorted camera past textured
-    boxes (test/metric/motion_scene.py) with noisy odometry through ``Pipeline.process``.
+    boxes (test/motion_scene.py) with noisy odometry through ``Pipeline.process``.
 (2) The Middlebury 2014 Motorcycle pair (real images, ground-truth disparity): SGBM vs ground truth,
     and an emulated prediction aligned to sparse samples of the real ground truth and to SGBM.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test" / "metric"))  # motion_scene
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # motion_scene
 
 from depth_perception.camera import CameraModel  # noqa: E402
 from depth_perception.metric import (MetricAligner, MetricConfig, StereoSignal, apply_scale,  # noqa: E402

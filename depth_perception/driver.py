@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from .config import DEFAULTS, estimator_from_parameters, segmenters_from_parameters
 from .depth.estimator import DepthEstimator
+from .metric.motion import PoseBuffer
 from .pipeline import Pipeline, PipelineConfig
 from .segmentation.base import Segmenters
 from .sync import CameraInfoStore, StampSynchronizer
@@ -26,6 +27,8 @@ from .sync import CameraInfoStore, StampSynchronizer
 OPTIONAL_INPUTS = ("masks", "detections")
 #: metric signals metric.mode ``auto`` uses when they are there; an image never waits for them
 SIGNAL_INPUTS = ("sparse_depth", "lidar_points")
+#: inputs interpolated at the image stamp rather than paired by stamp (the robot's own motion)
+POSE_INPUTS = ("odometry",)
 #: calibration inputs and the image each one describes
 CAMERA_INFO_INPUTS = {"camera_info": "image", "right/camera_info": "right/image"}
 
@@ -35,7 +38,8 @@ def input_names(values: dict[str, Any], detections: bool = True) -> list[str]:
     with ``stereo``; ``masks`` for segmentation.source ``topic``; ``detections`` for ``sam`` (only
     where ``detections``: the driver can receive them); the metric signal of a monocular ``model``
     with metric.mode ``sparse_depth`` (``sparse_depth``) or ``pointcloud`` (``lidar_points``), both
-    with ``auto`` (optional there: :data:`SIGNAL_INPUTS`)."""
+    with ``auto`` (optional there: :data:`SIGNAL_INPUTS`); ``odometry`` with metric.mode ``motion``
+    or ``auto`` (:data:`POSE_INPUTS`: interpolated, see :func:`pose_buffer`)."""
     v = {**DEFAULTS, **values}
     inputs = ["image", "camera_info"]
     if v["stereo"]:
@@ -49,6 +53,8 @@ def input_names(values: dict[str, Any], detections: bool = True) -> list[str]:
         inputs.append("sparse_depth")
     if v["model"] and v["metric.mode"] in ("pointcloud", "auto"):
         inputs.append("lidar_points")
+    if v["model"] and v["metric.mode"] in ("motion", "auto"):
+        inputs.append("odometry")
     return inputs
 
 
@@ -65,6 +71,16 @@ def camera_info_stores(inputs: Sequence[str], values: dict[str, Any],
             for name in inputs if name in CAMERA_INFO_INPUTS}
 
 
+def pose_buffer(inputs: Sequence[str], values: dict[str, Any]) -> PoseBuffer | None:
+    """A buffer of odometry poses (T_odom_base) sized by metric.motion.pose_buffer, when ``inputs``
+    has ``odometry``; the driver adds every pose and sets ``Frame.T_odom_camera`` from
+    ``lookup(image stamp)`` composed with metric.motion.T_base_camera."""
+    if "odometry" not in inputs:
+        return None
+    v = {**DEFAULTS, **values}
+    return PoseBuffer(int(v["metric.motion.pose_buffer"]), float(v["metric.motion.max_pose_gap"]))
+
+
 def synchronizer(inputs: Sequence[str], values: dict[str, Any]) -> StampSynchronizer:
     """Groups ``inputs`` around ``image`` within ``sync_slop`` seconds, ``queue_size`` messages per
     input; masks and detections (from slower nodes) are waited for up to ``segmentation.wait``
@@ -73,6 +89,7 @@ def synchronizer(inputs: Sequence[str], values: dict[str, Any]) -> StampSynchron
     CameraInfo inputs take part only with camera_info.pairing ``exact`` (see
     :func:`camera_info_stores`)."""
     v = {**DEFAULTS, **values}
+    inputs = [name for name in inputs if name not in POSE_INPUTS]
     if v["camera_info.pairing"] == "latest":
         inputs = [name for name in inputs if name not in CAMERA_INFO_INPUTS]
     no_wait = tuple(n for n in SIGNAL_INPUTS if n in inputs) if v["metric.mode"] == "auto" else ()
@@ -123,5 +140,5 @@ def load_models(values: dict[str, Any], log: Callable[[str], None] | None = None
     return Models(estimator, segmenters)
 
 
-__all__ = ["CAMERA_INFO_INPUTS", "OPTIONAL_INPUTS", "SIGNAL_INPUTS", "Models", "camera_info_stores",
-           "input_names", "load_models", "synchronizer"]
+__all__ = ["CAMERA_INFO_INPUTS", "OPTIONAL_INPUTS", "POSE_INPUTS", "SIGNAL_INPUTS", "Models",
+           "camera_info_stores", "input_names", "load_models", "pose_buffer", "synchronizer"]

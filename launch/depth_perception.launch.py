@@ -41,6 +41,7 @@ OVERRIDES = {
 INPUTS = {
     "sparse_depth": "sparse_depth",
     "lidar_points": "lidar_points",
+    "odometry": "odometry",
     "masks": "masks",
     "detections": "detections",
     "prompt": "prompt",
@@ -139,6 +140,7 @@ def generate_launch_description() -> LaunchDescription:
         ("sparse_depth", "/camera/aligned_depth_to_color/image_raw",
          "registered depth image for metric.mode sparse_depth"),
         ("lidar_points", "", "PointCloud2 topic for metric.mode pointcloud (empty: not remapped)"),
+        ("odometry", "", "nav_msgs/Odometry topic for metric.mode motion (empty: not remapped)"),
         ("masks", "/segmentation/masks", "instance-id mask image (segmentation.source topic)"),
         ("detections", "", "vision_msgs/Detection2DArray prompts for segmentation.source sam "
          "(empty: not remapped)"),
@@ -152,7 +154,7 @@ def generate_launch_description() -> LaunchDescription:
         ("precision", "", "fp32, fp16, bf16 or int8"),
         ("input_size", "", "network input size (a multiple of the model's patch; 0 = the "
          "model's default)"),
-        ("metric_mode", "", "auto, sparse_depth, pointcloud, stereo, plane, model or fixed"),
+        ("metric_mode", "", "auto, sparse_depth, pointcloud, stereo, plane, motion, model or fixed"),
         ("segmentation", "", "comma-separated mask sources: topic, sam, text, geometric"),
         ("stereo", "", "true: subscribe to the right camera, depth from SGBM"),
         ("use_rviz", "false", "start RViz with config/depth_perception.rviz (skipped with a "

@@ -44,10 +44,15 @@ def add_bag_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--sparse-depth", metavar="TOPIC",
                    help="registered depth image for metric.mode sparse_depth")
     p.add_argument("--lidar", metavar="TOPIC", help="PointCloud2 for metric.mode pointcloud")
+    p.add_argument("--odometry", metavar="TOPIC",
+                   help="nav_msgs/Odometry for metric.mode motion (scale from the robot's own "
+                   "motion; the camera extrinsic is metric.motion.T_base_camera)")
     p.add_argument("--output-ns", default="/depth_perception", help="namespace of the outputs")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.add_argument("--copy-inputs", action="store_true", help="also copy the input topics")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    p.add_argument("--per-frame", action="store_true",
+                   help="print each frame's metric scale and its source after the summary")
     return p
 
 
@@ -78,7 +83,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
         raise CliError(problem)
     topics = find_topics(bag_topics(args.input), bool(params.get("stereo", False)),
                          args.camera_ns, args.image, args.camera_info, args.right_ns, args.masks,
-                         args.detections, args.sparse_depth, args.lidar)
+                         args.detections, args.sparse_depth, args.lidar, args.odometry)
     try:
         summary = process_bag(args.input, args.output, params, topics, output_ns=args.output_ns,
                               storage=args.storage, copy_inputs=args.copy_inputs,
@@ -88,5 +93,9 @@ def cmd_bag(args: argparse.Namespace) -> int:
         print(exc.summary.table())
         raise CliError(f"{exc} (no output bag written)") from exc
     print(summary.table())
+    if args.per_frame:
+        print("stamp_s  source  scale")
+        for stamp_ns, source, scale in summary.scales:
+            print(f"{stamp_ns / 1e9:.3f}  {source}  {scale:.6g}")
     print(f"output bag: {args.output}")
     return 0

@@ -166,7 +166,9 @@ INPUT_TYPES = {
     "detections": ("vision_msgs/msg/Detection2DArray",),
     "sparse_depth": (IMAGE,),
     "lidar_points": ("sensor_msgs/msg/PointCloud2",),
+    "odometry": ("nav_msgs/msg/Odometry",),
 }
+
 
 
 def _join(ns: str | None, name: str) -> str:
@@ -233,7 +235,7 @@ def find_topics(available: dict[str, str], stereo: bool = False, camera_ns: str 
                 image: str | None = None, camera_info: str | None = None,
                 right_ns: str | None = None, masks: str | None = None,
                 detections: str | None = None, sparse_depth: str | None = None,
-                lidar_points: str | None = None) -> dict[str, str]:
+                lidar_points: str | None = None, odometry: str | None = None) -> dict[str, str]:
     """Bag topic of each pipeline input, from a bag's {topic: type} and the user's choices.
 
     ``image`` is a topic (or a name relative to ``camera_ns``); without it the camera is found
@@ -257,7 +259,8 @@ def find_topics(available: dict[str, str], stereo: bool = False, camera_ns: str 
             topics["right/image"] = find_camera(available, ns, "--right-ns")[0]
         topics["right/camera_info"] = f"{ns}/camera_info"
     for name, topic in (("masks", masks), ("detections", detections),
-                        ("sparse_depth", sparse_depth), ("lidar_points", lidar_points)):
+                        ("sparse_depth", sparse_depth), ("lidar_points", lidar_points),
+                        ("odometry", odometry)):
         if topic:
             topics[name] = topic
     return topics
@@ -282,6 +285,9 @@ class BagSummary:
     no_depth: dict[str, int] = field(default_factory=dict)
     depth_sources: dict[str, int] = field(default_factory=dict)  # result.depth_source → frames
     camera_models: dict[str, int] = field(default_factory=dict)  # result.geometry → frames
+    no_pose: dict[str, int] = field(default_factory=dict)  # why a frame had no odometry pose
+    #: metric scale per processed frame: (stamp_ns, source, scale) where a metric fit ran
+    scales: list[tuple[int, str, float]] = field(default_factory=list)
     #: frames whose CameraInfo was stamped more than camera_info.max_age away
     camera_info_stale: int = 0
     camera_info_max_age_s: float = 0.0  # the largest image ↔ CameraInfo stamp distance paired
@@ -324,6 +330,10 @@ class BagSummary:
         rows += [(f"depth source {source}", str(n))
                  for source, n in sorted(self.depth_sources.items())]
         rows += [(f"camera model {model}", str(n)) for model, n in self.camera_models.items()]
+        rows += [(f"no odometry pose: {text}", str(n)) for text, n in self.no_pose.items()]
+        if self.scales:
+            last = self.scales[-1]
+            rows.append(("metric scale (last frame, source)", f"{last[2]:.5g} ({last[1]})"))
         rows += [(f"no valid depth: {text}", str(n)) for text, n in self.no_depth.items()]
         if self.depth_ms:
             ms = sorted(self.depth_ms)
@@ -358,7 +368,7 @@ def process_bag(
     from tqdm import tqdm
 
     from ..config import DEFAULTS, pipeline_config
-    from ..driver import camera_info_stores, load_models, synchronizer
+    from ..driver import POSE_INPUTS, camera_info_stores, load_models, synchronizer
 
     params = {**DEFAULTS, **(parameters or {})}
     in_p = Path(in_path)
@@ -378,14 +388,16 @@ def process_bag(
         conns = _input_connections(reader, topics, in_p)
         camera_infos = camera_info_stores(list(topics), params, topics)
         _check_camera_info(reader, conns, topics, camera_infos, in_p)
+        poses = _read_poses(reader, conns, topics, config, in_p)
         # the same models as the node: the monocular network (when `model` is set) and SAM / the
         # open-vocabulary detector (when segmentation.source asks for them)
         pipeline = load_models(params, log=log).pipeline(config)
         with BagWriter(out_path, storage=storage, types=types, overwrite=overwrite) as writer:
             # masks / detections recorded from slower nodes: an image waits for them (in log time)
-            replay = _Replay(pipeline, synchronizer(list(topics), params), camera_infos, writer,
+            synced = [name for name in topics if name not in POSE_INPUTS]
+            replay = _Replay(pipeline, synchronizer(synced, params), camera_infos, writer,
                              types, params, output_ns.rstrip("/"),
-                             {topic: name for name, topic in topics.items()}, copy_inputs)
+                             {topic: name for name, topic in topics.items()}, copy_inputs, poses)
             total = sum(c.msgcount for c in conns)
             messages = iter(reader.messages(connections=conns))
             with tqdm(total=total, unit="msg", disable=not progress or None) as bar:
@@ -457,16 +469,48 @@ def _check_camera_info(reader: Any, conns: list[Any], topics: dict[str, str],
         store.stats.received = 0  # the replay counts them
 
 
+def _read_poses(reader: Any, conns: list[Any], topics: dict[str, str], config: Any,
+                in_p: Path) -> Any:
+    """Every odometry pose of the bag in a PoseBuffer (T_odom_base; the camera extrinsic is applied
+    at each frame), or None without an odometry topic. Read before the replay, like CameraInfo: an
+    image is interpolated between the poses around its stamp, and the pose after it is often logged
+    after the image."""
+    if "odometry" not in topics:
+        return None
+    from ..metric.motion import PoseBuffer
+    from .messages import pose_to_matrix
+
+    odom_conns = [c for c in conns if c.topic == topics["odometry"]]
+    total = sum(c.msgcount for c in odom_conns)
+    if total == 0:
+        raise BagError(f"{in_p}: no message on the odometry topic {topics['odometry']}")
+    motion = config.metric.motion
+    poses = PoseBuffer(max(total, 2), motion.max_pose_gap)
+    try:
+        for conn, _, raw in reader.messages(connections=odom_conns):
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+                poses.add(stamp_to_ns(msg.header.stamp), pose_to_matrix(msg.pose.pose))
+            except Exception:  # noqa: BLE001 - a broken pose is skipped (counted in the replay)
+                continue
+    except Exception as exc:  # noqa: BLE001 - any storage error: the bag is damaged
+        raise BagError(f"{in_p}: corrupt or truncated bag ({_one_line(exc)})") from exc
+    if len(poses) == 0:
+        raise BagError(f"{in_p}: no readable odometry pose on {topics['odometry']}")
+    return poses
+
+
 class _Replay:
     """Feeds recorded messages through the synchroniser and the pipeline, writing the outputs."""
 
     def __init__(self, pipeline: Any, sync: Any, camera_infos: dict[str, Any], writer: BagWriter,
                  types: Any, params: dict[str, Any], ns: str, name_of_topic: dict[str, str],
-                 copy_inputs: bool):
+                 copy_inputs: bool, poses: Any = None):
         from .region_messages import rosbags_marker_types, rosbags_region_types
 
         self.pipeline, self.sync, self.writer, self.types = pipeline, sync, writer, types
         self.camera_infos = camera_infos
+        self.poses = poses  # PoseBuffer of the whole bag's odometry, or None
         self.params, self.ns, self.name_of_topic = params, ns, name_of_topic
         self.copy_inputs = copy_inputs
         self.options = output_options(params, rosbags_region_types(types.typestore),
@@ -495,7 +539,7 @@ class _Replay:
             self.writer.write(conn.topic, _as_output_type(reader, msg, conn.msgtype,
                                                           self.types.typestore, self._migrations),
                               log_ns)
-        if name not in self.camera_infos:
+        if name not in self.camera_infos and name != "odometry":  # poses were read up front
             group = self.sync.add(name, stamp, msg, now_ns=log_ns)
             if group is not None:
                 self._process(group, log_ns)
@@ -527,6 +571,12 @@ class _Replay:
                                    camera_infos=self.camera_infos, matches=matches,
                                    max_pixels=self.pipeline.config.max_pixels)
             frame.image_rectified = self.image_rectified
+            if self.poses is not None:
+                T, why = self.poses.lookup(frame.stamp_ns)
+                frame.T_odom_camera = None if T is None else \
+                    T @ self.pipeline.config.metric.motion.T_base_camera_matrix
+                if T is None:
+                    self._count(self.summary.no_pose, why)
             result = self.pipeline.process(frame)
             header = copy_header(self.types, group["image"].header)  # ROS 1 headers too
             outputs = result_to_messages(self.types, frame, result, header, self.options)
@@ -543,6 +593,9 @@ class _Replay:
         s.frames_processed += 1
         s.depth_sources[result.depth_source] = s.depth_sources.get(result.depth_source, 0) + 1
         s.camera_models[result.geometry] = s.camera_models.get(result.geometry, 0) + 1
+        if result.metric is not None and result.metric.source != "none":
+            s.scales.append((frame.stamp_ns, result.metric.source,
+                             float(result.metric.estimate.scale)))
         if result.valid.any():
             s.frames_valid += 1
         else:

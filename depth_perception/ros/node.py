@@ -46,7 +46,8 @@ except ImportError:  # Humble
 
 from ..camera import rectified_topic
 from ..config import PARAMETERS, parameter_problems, pipeline_config
-from ..driver import Models, camera_info_stores, input_names, load_models, synchronizer
+from ..driver import (Models, camera_info_stores, input_names, load_models, pose_buffer,
+                      synchronizer)
 from ..regions import implementation_in_use
 from ..sync import LatestSlot
 from . import messages as M
@@ -59,6 +60,8 @@ EARLY_TOPICS = ("depth", "depth/camera_info", "depth/colored")
 #: how long an image waits for the first CameraInfo of its size (at start-up the image often
 #: arrives just before its CameraInfo), seconds
 CAMERA_INFO_WAIT_S = 1.0
+#: how long a frame waits for the odometry pose after its stamp (odometry runs at 20-200 Hz)
+POSE_WAIT_S = 0.1
 
 #: longest diagnostic value / log detail: a flood of bad input must not make megabyte messages
 MAX_TEXT = 2000
@@ -106,6 +109,10 @@ class DepthPerceptionNode(Node):
         # camera_info.pairing latest: CameraInfo is calibration, kept per image size, not paired
         # by stamp
         self._camera_infos = camera_info_stores(inputs, p, {n: self._topic_name(n) for n in inputs})
+        # metric.mode motion / auto: odometry poses, interpolated at each image's stamp
+        self._poses = pose_buffer(inputs, p)
+        self._poses_lock = threading.Lock()
+        self.bad_poses = 0
         wait_s = float(p["segmentation.wait"])
         if self._sync.optional and wait_s > 0:
             self._poll_timer = self.create_timer(min(wait_s / 4, 0.05), self._poll_sync)
@@ -114,6 +121,7 @@ class DepthPerceptionNode(Node):
         self._last_source = ""
         self.lost_below: dict[str, int] = {}  # input → messages DDS lost before the node saw them
         self._last_geometry = ""  # the camera model of the last frame (CameraModel.describe)
+        self._no_pose = ""  # why the last frame had no odometry pose ("" = it had, or no odometry)
         self._no_depth = ""  # why the last frame had no valid depth ("" = it had)
         self._rectified_hint: bool | None = rectified_topic(self.resolve_topic_name("image"))
         self._last_region_count = 0
@@ -152,6 +160,10 @@ class DepthPerceptionNode(Node):
         compressed = p["image_transport"] == "compressed"
         input_types = {"camera_info": t.CameraInfo, "right/camera_info": t.CameraInfo,
                        "lidar_points": t.PointCloud2}
+        if "odometry" in inputs:
+            from nav_msgs.msg import Odometry
+
+            input_types["odometry"] = Odometry
         if self._vision_types is not None:
             input_types["detections"] = self._vision_types.Detection2DArray
         if "text" in p["segmentation.source"]:
@@ -165,7 +177,9 @@ class DepthPerceptionNode(Node):
             # samples DDS itself lost before they reached this node (a best-effort image whose
             # fragment was dropped, a full history): counted, as the node never sees them
             events = SubscriptionEventCallbacks(message_lost=self._make_lost_callback(name))
-            self.create_subscription(cls, topic, self._make_callback(name), sub_qos,
+            # odometry comes at 20-200 Hz and in bursts: a short history would drop poses
+            qos = replace_qos_depth(sub_qos, 100) if name == "odometry" else sub_qos
+            self.create_subscription(cls, topic, self._make_callback(name), qos,
                                      qos_overriding_options=overridable, event_callbacks=events)
 
     def _make_lost_callback(self, name: str) -> Any:
@@ -280,6 +294,8 @@ class DepthPerceptionNode(Node):
 
     def _make_callback(self, name: str):
         rate = self._input_rates[name]
+        if name == "odometry":
+            return self._make_pose_callback(rate)
         camera_infos = self._camera_infos.get(name)
         if camera_infos is not None:
             def store(msg: Any) -> None:
@@ -295,6 +311,34 @@ class DepthPerceptionNode(Node):
                 self._slot.put((group, time.monotonic()))
 
         return callback
+
+    def _make_pose_callback(self, rate: Any):
+        def store(msg: Any) -> None:
+            rate.tick()
+            try:
+                T = M.pose_to_matrix(msg.pose.pose)
+                with self._poses_lock:
+                    self._poses.add(M.stamp_to_ns(msg.header.stamp), T)
+            except ValueError as exc:  # a broken pose costs that pose only
+                self.bad_poses += 1
+                self.get_logger().warning(f"odometry pose skipped: {exc}",
+                                          throttle_duration_sec=10.0)
+
+        return store
+
+    def _pose_at(self, stamp_ns: int) -> tuple[Any, str]:
+        """(T_odom_camera at the image stamp, "") or (None, why). An image usually arrives before
+        the odometry pose after its stamp: wait up to POSE_WAIT_S for it."""
+        deadline = time.monotonic() + POSE_WAIT_S
+        while True:
+            with self._poses_lock:
+                T, why = self._poses.lookup(stamp_ns)
+            if T is not None or "after the newest" not in why or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        if T is None:
+            return None, why
+        return T @ self._pipeline.config.metric.motion.T_base_camera_matrix, ""
 
     def _poll_sync(self) -> None:
         """Release an image whose wait for masks / detections ran out."""
@@ -370,6 +414,8 @@ class DepthPerceptionNode(Node):
                 self.get_logger().warning(match.warning, throttle_duration_sec=10.0)
         frame.prompt = self._prompt
         frame.image_rectified = self._rectified_hint
+        if self._poses is not None:
+            frame.T_odom_camera, self._no_pose = self._pose_at(frame.stamp_ns)
         convert_ms = (time.perf_counter() - t_in) * 1e3
         pipeline = self._pipeline  # one consistent config for the whole frame
         values = {p.name: p.value for p in self.get_parameters(
@@ -449,6 +495,8 @@ class DepthPerceptionNode(Node):
                for name, n in stats.released_without.items()},
             "depth source": self._last_source or "none yet",
             "camera model": self._last_geometry or "none yet",
+            **({"odometry pose": self._no_pose or "ok", "odometry poses skipped (broken)":
+                str(self.bad_poses)} if self._poses is not None else {}),
             "regions (last frame)": str(self._last_region_count),
             "regions implementation": implementation_in_use(self._pipeline.config.region_params),
             "segmentation": self._last_segmentation,
@@ -523,6 +571,12 @@ class DepthPerceptionNode(Node):
 
 
 _LIST_PARAMETERS = {spec.name for spec in PARAMETERS if isinstance(spec.default, (list, tuple))}
+
+
+def replace_qos_depth(qos: QoSProfile, depth: int) -> QoSProfile:
+    """``qos`` with a history depth of at least ``depth``."""
+    return QoSProfile(history=qos.history, depth=max(int(qos.depth), depth),
+                      reliability=qos.reliability, durability=qos.durability)
 
 
 def _empty_list_if_untyped(name: str, value: Any) -> Any:

@@ -60,7 +60,8 @@ def test_launch_file_declares_an_argument_for_every_input_and_override():
     assert set(module.INPUTS.values()) <= declared
     assert {"camera", "right_camera", "image", "namespace", "config", "use_rviz"} <= declared
     # every subscription the node can make is reachable from an argument
-    assert set(module.INPUTS) == {"sparse_depth", "lidar_points", "masks", "detections", "prompt"}
+    assert set(module.INPUTS) == {"sparse_depth", "lidar_points", "odometry", "masks", "detections",
+                                  "prompt"}
 
 
 def test_parameters_the_launch_file_sets_are_declared():
