@@ -242,22 +242,26 @@ def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
     not concave folds sharper than its angle."""
     n_nodes = len(cand_idx)
     if cos_cut is not None:
-        # normals of the candidates and their 4-neighbours, computed once (NaN elsewhere)
-        near = np.unique(np.concatenate([cand_idx + o for o in (0, 1, -1, row, -row)]))
+        # normals of the candidates and their 4-neighbours, computed once (NaN elsewhere); the
+        # pixels marked in a flag image (np.unique would sort five copies of the candidates)
+        is_near = np.zeros(len(P), bool)
+        for o in (0, 1, -1, row, -row):
+            is_near[cand_idx + o] = True
+        near = np.flatnonzero(is_near)
         normals = np.full(P.shape, np.nan, np.float32)
         normals[near] = _normals_at(P, near, row)
+    # node number of every padded pixel (-1: not a candidate): a neighbour's node is one lookup
+    node = np.full(len(P), -1, np.int64)
+    node[cand_idx] = np.arange(n_nodes)
     right = np.zeros(max(n_nodes - 1, 0), dtype=bool)  # node i to node i + 1, the next pixel
     edges = []
     hole = ~np.isfinite(P[:, 2])
     # 4-neighbour edges, plus edges that jump a single invalid pixel (speckle, a dead row) so
     # that holes in the depth do not cut an object in two
     for step, jump in ((1, False), (row, False), (2, True), (2 * row, True)):
-        nb = cand_idx + step
-        j = np.searchsorted(cand_idx, nb)
-        j[j == n_nodes] = 0
-        has = cand_idx[j] == nb  # the neighbour is a candidate too; j is its node number
-        a = np.flatnonzero(has)
-        b = j[has]
+        j = node[cand_idx + step]
+        a = np.flatnonzero(j >= 0)  # the neighbour is a candidate too; j is its node number
+        b = j[a]
         ia, ib = cand_idx[a], cand_idx[b]
         if jump:
             over = hole[ia + step // 2]
@@ -285,24 +289,45 @@ def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
 def _grow(lab: np.ndarray, band_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
           max_iter: int) -> None:
     """Grow labels (flat padded, 0 = none; modified in place) into the ``band_idx`` pixels that have
-    a labelled 4-neighbour within the 3-D gap, one pixel ring per pass, ``max_iter`` passes."""
-    free = band_idx
+    a labelled 4-neighbour within the 3-D gap (the receiving pixel's), one pixel ring per pass,
+    ``max_iter`` passes; where several neighbours qualify, the first of right, left, down, up.
+
+    Breadth-first over a frontier: a band pixel whose labelled neighbours are all too far stays
+    unlabelled until a new neighbour is labelled, so each pass only examines the free neighbours
+    of the pixels the pass before labelled (the first pass: band pixels next to any label), not
+    the whole band again."""
+    steps = (1, -1, row, -row)
+    free = np.zeros(len(lab), bool)
+    free[band_idx] = True
+    touching = np.zeros(len(band_idx), bool)
+    for step in steps:
+        touching |= lab[band_idx + step] > 0
+    todo = band_idx[touching]
     for _ in range(max_iter):
-        if free.size == 0:
+        if todo.size == 0:
             break
-        best = np.zeros(len(free), lab.dtype)
-        for step in (1, -1, row, -row):
-            nb = free + step
+        best = np.zeros(len(todo), lab.dtype)
+        p_todo, gap2 = P[todo], gap[todo] ** 2
+        for step in steps:
+            nb = todo + step
             src = lab[nb]
-            with np.errstate(invalid="ignore"):
-                near = ((P[free] - P[nb]) ** 2).sum(axis=1) < gap[free] ** 2
-            take = (best == 0) & (src > 0) & near
-            best[take] = src[take]
+            take = (best == 0) & (src > 0)
+            if not take.any():
+                continue
+            i = np.flatnonzero(take)
+            with np.errstate(invalid="ignore"):  # NaN points are never near
+                d = p_todo[i] - P[nb[i]]
+                near = (d * d).sum(axis=1) < gap2[i]
+            best[i[near]] = src[i[near]]
         got = best > 0
         if not got.any():
             break
-        lab[free[got]] = best[got]
-        free = free[~got]
+        new = todo[got]
+        lab[new] = best[got]
+        free[new] = False
+        # the next ring: free band pixels next to a pixel labelled in this pass
+        nxt = np.concatenate([new + step for step in steps])
+        todo = np.unique(nxt[free[nxt]])
 
 
 def segment_geometric(points: np.ndarray, params: GeometricParams | None = None,
