@@ -43,7 +43,7 @@ class StereoParams:
     p2: int | None = None
     scale: float = param(1.0, "match at this fraction of the image size: 0.5 runs SGBM on half-size "
                          "images (about 4x less matching time) and upsamples the disparity to full "
-                         "size (nearest: no depth blended across object edges); 1.0 = full size",
+                         "size (bilinear on smooth surfaces, nearest at depth edges); 1.0 = full size",
                          minimum=0.25, maximum=1.0)
 
     def check(self) -> None:
@@ -180,10 +180,10 @@ def _match(left: np.ndarray, right: np.ndarray, p: StereoParams) -> tuple[np.nda
     """(matched HxW bool, disparity HxW float32 in full-size pixels) of a checked pair, SGBM run at
     ``p.scale`` of the size.
 
-    Below full size the pair is area-averaged and the disparity scaled back by 1 / scale and
-    upsampled nearest: each full-size pixel takes the disparity of the block it lies in, so no
-    depth is interpolated across an object's edge (no flying pixels) and unmatched blocks stay
-    unmatched."""
+    Below full size the pair is area-averaged, and the disparity is scaled back by 1 / scale and
+    upsampled edge-aware: bilinear inside smooth surfaces, nearest (the block's own value) where
+    the neighbouring blocks differ by more than a pixel or are unmatched, so no depth is
+    interpolated across an object's edge (no flying pixels) and unmatched blocks stay unmatched."""
     h, w = left.shape[:2]
     q = p.matched()
     if p.scale != 1.0:
@@ -199,11 +199,19 @@ def _match(left: np.ndarray, right: np.ndarray, p: StereoParams) -> tuple[np.nda
         speckleRange=q.speckle_range, mode=MODES[q.mode])
     # OpenCV only uses channel order for its colour cost, so RGB works as well as BGR
     raw = matcher.compute(left, right)  # int16, disparity * 16, (min_disparity - 1) * 16 = no match
-    if p.scale != 1.0:
-        raw = cv2.resize(raw, (w, h), interpolation=cv2.INTER_NEAREST)
-    matched = raw > (q.min_disparity - 1) * 16
-    disparity = raw.astype(np.float32) / np.float32(16.0 * p.scale)
-    return matched, disparity
+    if p.scale == 1.0:
+        return raw > (q.min_disparity - 1) * 16, raw.astype(np.float32) / np.float32(16.0)
+    small = raw.astype(np.float32) / np.float32(16.0)
+    nearest = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    linear = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    # edge-aware: bilinear where the blocks around a pixel agree within one (matched-size) pixel,
+    # so surfaces stay smooth (a staircase of constant blocks would read as creases); nearest at
+    # depth edges and next to unmatched blocks, which the bilinear value would blend across
+    k = np.ones((3, 3), np.uint8)
+    smooth = cv2.dilate(nearest, k) - cv2.erode(nearest, k) <= 1.0
+    disparity = np.where(smooth, linear, nearest)
+    disparity *= np.float32(1.0 / p.scale)
+    return nearest > q.min_disparity - 1, disparity
 
 
 def motorcycle_pair() -> MiddleburyPair:

@@ -85,11 +85,38 @@ def test_half_scale_disparity_is_in_full_size_pixels():
     assert abs(float(np.median(half.disparity_px[both] - full.disparity_px[both]))) < 0.25
     _, abs_rel, coverage = _metrics(half.depth_m, scene.depth_m)
     assert abs_rel < 0.01 and coverage > 0.75  # measured 0.006 and 0.80 (full size: 0.003, 0.80)
-    # nearest upsampling: every 2x2 block carries one value, so no depth is blended across an edge
-    d = np.nan_to_num(half.disparity_px, nan=-1.0)[:, 128:]
-    assert (d[0::2] == d[1::2]).all() and (d[:, 0::2] == d[:, 1::2]).all()
     # the left strip without the full search range stays invalid at full-size width
     assert not half.valid[:, :128].any()
+
+
+def _step_pair(d_back: int, d_front: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured 240x320 pair: a background at disparity d_back and a square in front of it at
+    d_front; returns (left, right, true disparity)."""
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 256, (240, 320), dtype=np.uint8)
+    left = np.repeat(np.repeat(left[:, ::2], 2, axis=1)[:, :320], 1, axis=0)  # 2-px texture grains
+    truth = np.full(left.shape, float(d_back), np.float32)
+    truth[80:160, 160:240] = d_front
+    right = np.zeros_like(left)
+    cols = np.arange(320)
+    for y in range(240):  # the right image sees each left pixel x at x - d (back first, front over it)
+        for d, xs in ((d_back, cols), (d_front, cols[160:240] if 80 <= y < 160 else cols[:0])):
+            ok = xs - d >= 0
+            right[y, xs[ok] - d] = left[y, xs[ok]]
+    return left, right, truth
+
+
+def test_half_scale_keeps_depth_edges():
+    """Edge-aware upsampling: bilinear on the surfaces, nearest at the step, so no disparity lands
+    between the square's and the background's (a flying pixel)."""
+    left, right, truth = _step_pair(20, 40)
+    res = stereo_depth(left, right, 500.0, 0.1, StereoParams(num_disparities=64, scale=0.5))
+    v = res.valid
+    assert v[80:160, 160:240].mean() > 0.8 and v[:, 64:].mean() > 0.8
+    d = res.disparity_px[v]
+    between = (d > 21) & (d < 39)
+    assert between.sum() < 20  # measured 3 (bilinear everywhere: 493; full size: 0)
+    assert np.abs(res.disparity_px[v] - truth[v]).mean() < 0.5
 
 
 def test_scale_rounds_the_disparity_range_up():

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# np.median imports numpy.ma on its first call (~15 ms): paid here, when the pipeline imports its
+# segmenter, instead of inside the first frame
+import numpy.ma  # noqa: F401
+
 from ..grid import (
     fit_plane_ransac,
     grid_components,
@@ -113,7 +117,11 @@ class PlaneFit:
         return int(self.inliers.sum())
 
 
-def _threshold(z: np.ndarray, params: GeometricParams) -> np.ndarray:
+def _threshold(z: np.ndarray, params: GeometricParams) -> np.ndarray | float:
+    """RANSAC inlier distance at depth z, metres (a scalar when it does not depend on depth: a
+    full image of one value costs a pass over the frame)."""
+    if params.plane_threshold_rel == 0:
+        return params.plane_threshold_m
     return params.plane_threshold_m + params.plane_threshold_rel * z
 
 
