@@ -46,7 +46,7 @@ test: msgs
 # Every benchmark, one after another; each prints ratios measured within its own run (bench/node.py
 # starts DDS, so all run in the loopback-only namespace).
 bench: msgs
-	for b in regions clouds accuracy segmentation inference node soak; do \
+	for b in regions stereo_frame clouds accuracy segmentation inference node soak; do \
 		echo "== bench/$$b.py"; scripts/netns.sh $(PY) bench/$$b.py || exit 1; done
 
 clean:

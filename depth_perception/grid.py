@@ -148,8 +148,14 @@ def fit_plane_ransac(points: np.ndarray, rng: np.random.Generator, *, iterations
     sample = points if score_points is None or score_points >= n_pts else \
         points[rng.integers(0, n_pts, size=int(score_points))]
     tol = threshold_m + threshold_rel * sample[:, 2:3]
-    # all hypotheses scored in one matrix product: (samples, hypotheses) residuals
-    cost = np.minimum(((sample @ normals.T + d) / tol) ** 2, 1.0).sum(axis=0)
+    # all hypotheses scored in one matrix product: (samples, hypotheses) residuals, transformed in
+    # place (each temporary of this size costs as much as the product itself)
+    r = sample @ normals.T
+    r += d
+    np.divide(r, tol, out=r)
+    np.square(r, out=r)
+    np.minimum(r, 1.0, out=r)
+    cost = r.sum(axis=0)
     best = int(np.argmin(cost))
     plane = np.append(normals[best], d[best])
     for _ in range(refine):  # least squares on the inliers, the smallest principal axis as normal

@@ -6,7 +6,7 @@ principal points' x (Middlebury; 0 for ROS rectified pairs), depth is Z = fx * B
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -24,6 +24,9 @@ class StereoParams:
     p1, p2: smoothness penalties; None derives the usual 8 * channels * block_size**2 and 32 * ...
     speckle_range is in disparity pixels (OpenCV multiplies it by 16 internally).
     mode: one of "sgbm", "hh" (full 8-path, slow), "sgbm_3way", "hh4".
+    scale: the pair is matched at this fraction of its size (area-averaged), with num_disparities
+    and min_disparity scaled alike (num_disparities rounded up to a multiple of 16) and the same
+    block_size, penalties and speckle settings; the disparity comes back in full-size pixels.
     """
 
     num_disparities: int = param(128, "SGBM disparity search range, multiple of 16",
@@ -38,6 +41,10 @@ class StereoParams:
     mode: str = "sgbm_3way"
     p1: int | None = None
     p2: int | None = None
+    scale: float = param(1.0, "match at this fraction of the image size: 0.5 runs SGBM on half-size "
+                         "images (about 4x less matching time) and upsamples the disparity to full "
+                         "size (bilinear on smooth surfaces, nearest at depth edges); 1.0 = full size",
+                         minimum=0.25, maximum=1.0)
 
     def check(self) -> None:
         """Raise ValueError naming the first setting SGBM cannot use (checked when matching, so
@@ -50,6 +57,16 @@ class StereoParams:
             raise ValueError(f"stereo block_size must be odd and >= 1, got {self.block_size}")
         if self.mode not in MODES:
             raise ValueError(f"stereo mode must be one of {sorted(MODES)}, got {self.mode!r}")
+        if not (0.0 < self.scale <= 1.0):
+            raise ValueError(f"stereo scale must be in (0, 1], got {self.scale!r}")
+
+    def matched(self) -> StereoParams:
+        """The settings SGBM runs with at ``scale``: disparity range and offset in the pixels of
+        the scaled images (num_disparities rounded up to a multiple of 16)."""
+        if self.scale == 1.0:
+            return self
+        return replace(self, num_disparities=int(16 * np.ceil(self.num_disparities * self.scale / 16)),
+                       min_disparity=int(np.floor(self.min_disparity * self.scale)), scale=1.0)
 
     def penalties(self, channels: int) -> tuple[int, int]:
         """(P1, P2) for images with this many channels."""
@@ -138,29 +155,63 @@ def stereo_depth(left, right, fx: float, baseline_m: float, params: StereoParams
                          f"{min_depth_m!r}, {max_depth_m!r}")
     p = StereoParams() if params is None else params
     p.check()
-    if left.shape[1] <= p.min_disparity + p.num_disparities:
+    # SGBM's left strip of min_disparity + num_disparities (at the matched size) has no full search
+    # range; in full-size pixels:
+    q = p.matched()
+    strip = (q.min_disparity + q.num_disparities) / p.scale
+    if left.shape[1] <= strip:
         raise ValueError(f"image width {left.shape[1]} must exceed min_disparity + num_disparities "
-                         f"({p.min_disparity + p.num_disparities})")
+                         f"({p.min_disparity + p.num_disparities}"
+                         + (f", {strip:g} at scale {p.scale:g})" if p.scale != 1.0 else ")"))
 
-    channels = 1 if left.ndim == 2 else 3
-    p1, p2 = p.penalties(channels)
-    matcher = cv2.StereoSGBM_create(
-        minDisparity=p.min_disparity, numDisparities=p.num_disparities, blockSize=p.block_size,
-        P1=p1, P2=p2, disp12MaxDiff=p.disp12_max_diff, preFilterCap=p.pre_filter_cap,
-        uniquenessRatio=p.uniqueness_ratio, speckleWindowSize=p.speckle_window_size,
-        speckleRange=p.speckle_range, mode=MODES[p.mode])
-    # OpenCV only uses channel order for its colour cost, so RGB works as well as BGR
-    raw = matcher.compute(left, right)  # int16, disparity * 16, (min_disparity - 1) * 16 = no match
-    disparity = raw.astype(np.float32) / 16.0
+    matched, disparity = _match(left, right, p)
     cols = np.arange(left.shape[1], dtype=np.float32)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         depth = (fx * baseline_m / (disparity + doffs)).astype(np.float32)
-    valid = ((raw > (p.min_disparity - 1) * 16) & (disparity + doffs > 0)
+    valid = (matched & (disparity + doffs > 0)
              # the match must land inside the right image, and SGBM's left strip has no full search range
-             & (cols - disparity >= 0) & (cols >= p.min_disparity + p.num_disparities)
+             & (cols - disparity >= 0) & (cols >= strip)
              & (depth >= min_depth_m) & (depth <= max_depth_m))
     return StereoResult(depth_m=np.where(valid, depth, np.float32(np.nan)),
                         disparity_px=np.where(valid, disparity, np.float32(np.nan)), valid=valid)
+
+
+def _match(left: np.ndarray, right: np.ndarray, p: StereoParams) -> tuple[np.ndarray, np.ndarray]:
+    """(matched HxW bool, disparity HxW float32 in full-size pixels) of a checked pair, SGBM run at
+    ``p.scale`` of the size.
+
+    Below full size the pair is area-averaged, and the disparity is scaled back by 1 / scale and
+    upsampled edge-aware: bilinear inside smooth surfaces, nearest (the block's own value) where
+    the neighbouring blocks differ by more than a pixel or are unmatched, so no depth is
+    interpolated across an object's edge (no flying pixels) and unmatched blocks stay unmatched."""
+    h, w = left.shape[:2]
+    q = p.matched()
+    if p.scale != 1.0:
+        size = (max(1, round(w * p.scale)), max(1, round(h * p.scale)))
+        left = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
+        right = cv2.resize(right, size, interpolation=cv2.INTER_AREA)
+    channels = 1 if left.ndim == 2 else 3
+    p1, p2 = q.penalties(channels)
+    matcher = cv2.StereoSGBM_create(
+        minDisparity=q.min_disparity, numDisparities=q.num_disparities, blockSize=q.block_size,
+        P1=p1, P2=p2, disp12MaxDiff=q.disp12_max_diff, preFilterCap=q.pre_filter_cap,
+        uniquenessRatio=q.uniqueness_ratio, speckleWindowSize=q.speckle_window_size,
+        speckleRange=q.speckle_range, mode=MODES[q.mode])
+    # OpenCV only uses channel order for its colour cost, so RGB works as well as BGR
+    raw = matcher.compute(left, right)  # int16, disparity * 16, (min_disparity - 1) * 16 = no match
+    if p.scale == 1.0:
+        return raw > (q.min_disparity - 1) * 16, raw.astype(np.float32) / np.float32(16.0)
+    small = raw.astype(np.float32) / np.float32(16.0)
+    nearest = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    linear = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    # edge-aware: bilinear where the blocks around a pixel agree within one (matched-size) pixel,
+    # so surfaces stay smooth (a staircase of constant blocks would read as creases); nearest at
+    # depth edges and next to unmatched blocks, which the bilinear value would blend across
+    k = np.ones((3, 3), np.uint8)
+    smooth = cv2.dilate(nearest, k) - cv2.erode(nearest, k) <= 1.0
+    disparity = np.where(smooth, linear, nearest)
+    disparity *= np.float32(1.0 / p.scale)
+    return nearest > q.min_disparity - 1, disparity
 
 
 def motorcycle_pair() -> MiddleburyPair:

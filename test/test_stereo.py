@@ -60,6 +60,73 @@ def test_generator_pair_sgbm_accuracy(seed):
     assert obj_delta1 > 0.97 and obj_coverage > 0.7
 
 
+def test_half_scale_motorcycle_accuracy():
+    """scale 0.5 matches the pair at 370x250 and still measures the real scene: measured delta1
+    0.965, AbsRel 0.023, coverage 0.834 (full size: 0.975, 0.016, 0.846)."""
+    mp = MOTORCYCLE
+    nd = num_disparities_for(mp.K[0, 0], mp.baseline_m, 0.9 * np.nanmin(mp.depth_gt_m), mp.doffs_px)
+    res = stereo_depth(mp.left, mp.right, mp.K[0, 0], mp.baseline_m,
+                       StereoParams(num_disparities=nd, scale=0.5), doffs=mp.doffs_px)
+    assert res.depth_m.shape == mp.depth_gt_m.shape
+    delta1, abs_rel, coverage = _metrics(res.depth_m, mp.depth_gt_m)
+    assert delta1 > 0.95 and abs_rel < 0.03 and coverage > 0.8
+
+
+def test_half_scale_disparity_is_in_full_size_pixels():
+    scene = generate_tabletop(seed=1)
+    fx, B = scene.K[0, 0], scene.baseline_m
+    full = stereo_depth(scene.rgb, scene.right_rgb, fx, B, StereoParams())
+    half = stereo_depth(scene.rgb, scene.right_rgb, fx, B, StereoParams(scale=0.5))
+    assert half.depth_m.shape == full.depth_m.shape == scene.depth_m.shape
+    np.testing.assert_array_equal(half.valid, np.isfinite(half.depth_m))
+    both = full.valid & half.valid
+    assert both.mean() > 0.7
+    # same disparities as full size (not half of them), to a fraction of a pixel
+    assert abs(float(np.median(half.disparity_px[both] - full.disparity_px[both]))) < 0.25
+    _, abs_rel, coverage = _metrics(half.depth_m, scene.depth_m)
+    assert abs_rel < 0.01 and coverage > 0.75  # measured 0.006 and 0.80 (full size: 0.003, 0.80)
+    # the left strip without the full search range stays invalid at full-size width
+    assert not half.valid[:, :128].any()
+
+
+def _step_pair(d_back: int, d_front: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured 240x320 pair: a background at disparity d_back and a square in front of it at
+    d_front; returns (left, right, true disparity)."""
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 256, (240, 320), dtype=np.uint8)
+    left = np.repeat(np.repeat(left[:, ::2], 2, axis=1)[:, :320], 1, axis=0)  # 2-px texture grains
+    truth = np.full(left.shape, float(d_back), np.float32)
+    truth[80:160, 160:240] = d_front
+    right = np.zeros_like(left)
+    cols = np.arange(320)
+    for y in range(240):  # the right image sees each left pixel x at x - d (back first, front over it)
+        for d, xs in ((d_back, cols), (d_front, cols[160:240] if 80 <= y < 160 else cols[:0])):
+            ok = xs - d >= 0
+            right[y, xs[ok] - d] = left[y, xs[ok]]
+    return left, right, truth
+
+
+def test_half_scale_keeps_depth_edges():
+    """Edge-aware upsampling: bilinear on the surfaces, nearest at the step, so no disparity lands
+    between the square's and the background's (a flying pixel)."""
+    left, right, truth = _step_pair(20, 40)
+    res = stereo_depth(left, right, 500.0, 0.1, StereoParams(num_disparities=64, scale=0.5))
+    v = res.valid
+    assert v[80:160, 160:240].mean() > 0.8 and v[:, 64:].mean() > 0.8
+    d = res.disparity_px[v]
+    between = (d > 21) & (d < 39)
+    assert between.sum() < 20  # measured 3 (bilinear everywhere: 493; full size: 0)
+    assert np.abs(res.disparity_px[v] - truth[v]).mean() < 0.5
+
+
+def test_scale_rounds_the_disparity_range_up():
+    assert StereoParams(num_disparities=128, scale=0.5).matched().num_disparities == 64
+    assert StereoParams(num_disparities=144, scale=0.5).matched().num_disparities == 80
+    assert StereoParams(scale=1.0).matched() == StereoParams()
+    with pytest.raises(ValueError, match="scale"):
+        StereoParams(scale=0.0).check()
+
+
 def test_result_invariants_and_gray_input():
     scene = generate_tabletop(seed=2, width=320, height=240)
     fx, B = scene.K[0, 0], scene.baseline_m
@@ -118,6 +185,8 @@ _GRAY = np.zeros((60, 200), np.uint8)
     (_GRAY, _GRAY, {"params": StereoParams(block_size=4)}, "block_size"),
     (_GRAY, _GRAY, {"params": StereoParams(mode="fast")}, "mode"),
     (_GRAY, _GRAY, {"params": StereoParams(num_disparities=208)}, "width"),
+    (_GRAY, _GRAY, {"params": StereoParams(num_disparities=176, min_disparity=15, scale=0.5)},
+     "at scale 0.5"),
     (_GRAY, _GRAY, {"min_depth_m": 2.0, "max_depth_m": 1.0}, "max_depth_m"),
 ])
 def test_bad_input_raises_value_error(left, right, kwargs, word):

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# np.median imports numpy.ma on its first call (~15 ms): paid here, when the pipeline imports its
+# segmenter, instead of inside the first frame
+import numpy.ma  # noqa: F401
+
 from ..grid import (
     fit_plane_ransac,
     grid_components,
@@ -113,7 +117,11 @@ class PlaneFit:
         return int(self.inliers.sum())
 
 
-def _threshold(z: np.ndarray, params: GeometricParams) -> np.ndarray:
+def _threshold(z: np.ndarray, params: GeometricParams) -> np.ndarray | float:
+    """RANSAC inlier distance at depth z, metres (a scalar when it does not depend on depth: a
+    full image of one value costs a pass over the frame)."""
+    if params.plane_threshold_rel == 0:
+        return params.plane_threshold_m
     return params.plane_threshold_m + params.plane_threshold_rel * z
 
 
@@ -215,23 +223,18 @@ def padded_cloud(pts: np.ndarray) -> np.ndarray:
     return out.reshape(-1, 3)
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of two Nx3 arrays (np.cross is several times slower on float32)."""
-    out = np.empty_like(a)
-    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
-    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
-    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-    return out
-
-
-def _normals_at(P: np.ndarray, idx: np.ndarray, row: int) -> np.ndarray:
-    """Nx3 unit normals (central differences on the grid) at flat padded indices ``idx``, oriented
-    towards the camera; NaN where a neighbour is missing."""
-    n = _cross(P[idx + 1] - P[idx - 1], P[idx + row] - P[idx - row])
+def _normals_at(xyz: np.ndarray, idx: np.ndarray, row: int) -> np.ndarray:
+    """3xN unit normals (central differences on the grid) at flat padded indices ``idx``, oriented
+    towards the camera; NaN where a neighbour is missing. ``xyz``: the padded cloud as 3 x (H+4)(W+4)
+    coordinate planes."""
+    X, Y, Z = xyz
+    ax, ay, az = X[idx + 1] - X[idx - 1], Y[idx + 1] - Y[idx - 1], Z[idx + 1] - Z[idx - 1]
+    bx, by, bz = X[idx + row] - X[idx - row], Y[idx + row] - Y[idx - row], Z[idx + row] - Z[idx - row]
+    n = np.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx])
     with np.errstate(invalid="ignore", divide="ignore"):
-        n /= np.sqrt((n * n).sum(axis=1, keepdims=True))
-        flip = (n * P[idx]).sum(axis=1) > 0
-    n[flip] *= -1
+        n /= np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
+        flip = n[0] * X[idx] + n[1] * Y[idx] + n[2] * Z[idx] > 0
+    n[:, flip] *= -1
     return n
 
 
@@ -241,39 +244,49 @@ def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
     edges that are short in 3-D (``gap``: per padded pixel, metres) and, when ``cos_cut`` is given,
     not concave folds sharper than its angle."""
     n_nodes = len(cand_idx)
+    # coordinates as three contiguous planes: the per-edge gathers below fetch one float32 each,
+    # several times faster than rows of an Nx3 array
+    xyz = np.ascontiguousarray(P.T)
+    X, Y, Z = xyz
     if cos_cut is not None:
-        # normals of the candidates and their 4-neighbours, computed once (NaN elsewhere)
-        near = np.unique(np.concatenate([cand_idx + o for o in (0, 1, -1, row, -row)]))
-        normals = np.full(P.shape, np.nan, np.float32)
-        normals[near] = _normals_at(P, near, row)
+        # normals of the candidates and their 4-neighbours, computed once (NaN elsewhere); the
+        # pixels marked in a flag image (np.unique would sort five copies of the candidates)
+        is_near = np.zeros(len(P), bool)
+        for o in (0, 1, -1, row, -row):
+            is_near[cand_idx + o] = True
+        near = np.flatnonzero(is_near)
+        normals = np.full(xyz.shape, np.nan, np.float32)
+        normals[:, near] = _normals_at(xyz, near, row)
+        NX, NY, NZ = normals
+    # node number of every padded pixel (-1: not a candidate): a neighbour's node is one lookup
+    node = np.full(len(P), -1, np.int64)
+    node[cand_idx] = np.arange(n_nodes)
     right = np.zeros(max(n_nodes - 1, 0), dtype=bool)  # node i to node i + 1, the next pixel
     edges = []
-    hole = ~np.isfinite(P[:, 2])
+    hole = ~np.isfinite(Z)
     # 4-neighbour edges, plus edges that jump a single invalid pixel (speckle, a dead row) so
     # that holes in the depth do not cut an object in two
     for step, jump in ((1, False), (row, False), (2, True), (2 * row, True)):
-        nb = cand_idx + step
-        j = np.searchsorted(cand_idx, nb)
-        j[j == n_nodes] = 0
-        has = cand_idx[j] == nb  # the neighbour is a candidate too; j is its node number
-        a = np.flatnonzero(has)
-        b = j[has]
+        j = node[cand_idx + step]
+        a = np.flatnonzero(j >= 0)  # the neighbour is a candidate too; j is its node number
+        b = j[a]
         ia, ib = cand_idx[a], cand_idx[b]
         if jump:
             over = hole[ia + step // 2]
             a, b, ia, ib = a[over], b[over], ia[over], ib[over]
-        diff = P[ib] - P[ia]
-        ok = (diff * diff).sum(axis=1) < (np.minimum(gap[ia], gap[ib]) * (2 if jump else 1)) ** 2
+        dx, dy, dz = X[ib] - X[ia], Y[ib] - Y[ia], Z[ib] - Z[ia]
+        ok = dx * dx + dy * dy + dz * dz < (np.minimum(gap[ia], gap[ib]) * (2 if jump else 1)) ** 2
         if cos_cut is not None and not jump:
             # normals one pixel back from each end of the edge: central differences right at a
             # crease straddle it and blur the fold away
             ia2, ib2 = ia - step, ib + step
-            na, nb_ = normals[ia2], normals[ib2]
-            d2 = P[ib2] - P[ia2]
+            nax, nay, naz = NX[ia2], NY[ia2], NZ[ia2]
+            nbx, nby, nbz = NX[ib2], NY[ib2], NZ[ib2]
+            dx, dy, dz = X[ib2] - X[ia2], Y[ib2] - Y[ia2], Z[ib2] - Z[ia2]
             with np.errstate(invalid="ignore"):
-                sharp = (na * nb_).sum(axis=1) < cos_cut
+                sharp = nax * nbx + nay * nby + naz * nbz < cos_cut
                 # concave: each point lies on the camera side of the other's tangent plane
-                concave = ((na * d2).sum(axis=1) > 0) & ((nb_ * d2).sum(axis=1) < 0)
+                concave = (nax * dx + nay * dy + naz * dz > 0) & (nbx * dx + nby * dy + nbz * dz < 0)
             ok &= ~(sharp & concave)
         if step == 1:
             right[a[ok]] = True
@@ -285,24 +298,45 @@ def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
 def _grow(lab: np.ndarray, band_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
           max_iter: int) -> None:
     """Grow labels (flat padded, 0 = none; modified in place) into the ``band_idx`` pixels that have
-    a labelled 4-neighbour within the 3-D gap, one pixel ring per pass, ``max_iter`` passes."""
-    free = band_idx
+    a labelled 4-neighbour within the 3-D gap (the receiving pixel's), one pixel ring per pass,
+    ``max_iter`` passes; where several neighbours qualify, the first of right, left, down, up.
+
+    Breadth-first over a frontier: a band pixel whose labelled neighbours are all too far stays
+    unlabelled until a new neighbour is labelled, so each pass only examines the free neighbours
+    of the pixels the pass before labelled (the first pass: band pixels next to any label), not
+    the whole band again."""
+    steps = (1, -1, row, -row)
+    free = np.zeros(len(lab), bool)
+    free[band_idx] = True
+    touching = np.zeros(len(band_idx), bool)
+    for step in steps:
+        touching |= lab[band_idx + step] > 0
+    todo = band_idx[touching]
     for _ in range(max_iter):
-        if free.size == 0:
+        if todo.size == 0:
             break
-        best = np.zeros(len(free), lab.dtype)
-        for step in (1, -1, row, -row):
-            nb = free + step
+        best = np.zeros(len(todo), lab.dtype)
+        p_todo, gap2 = P[todo], gap[todo] ** 2
+        for step in steps:
+            nb = todo + step
             src = lab[nb]
-            with np.errstate(invalid="ignore"):
-                near = ((P[free] - P[nb]) ** 2).sum(axis=1) < gap[free] ** 2
-            take = (best == 0) & (src > 0) & near
-            best[take] = src[take]
+            take = (best == 0) & (src > 0)
+            if not take.any():
+                continue
+            i = np.flatnonzero(take)
+            with np.errstate(invalid="ignore"):  # NaN points are never near
+                d = p_todo[i] - P[nb[i]]
+                near = (d * d).sum(axis=1) < gap2[i]
+            best[i[near]] = src[i[near]]
         got = best > 0
         if not got.any():
             break
-        lab[free[got]] = best[got]
-        free = free[~got]
+        new = todo[got]
+        lab[new] = best[got]
+        free[new] = False
+        # the next ring: free band pixels next to a pixel labelled in this pass
+        nxt = np.concatenate([new + step for step in steps])
+        todo = np.unique(nxt[free[nxt]])
 
 
 def segment_geometric(points: np.ndarray, params: GeometricParams | None = None,

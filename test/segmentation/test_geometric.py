@@ -8,7 +8,7 @@ from seg_helpers import tabletop
 
 from depth_perception.metrics import matched_iou
 from depth_perception.segmentation import GeometricParams, Segmentation, SegmentationError
-from depth_perception.segmentation.geometric import find_planes, segment_geometric
+from depth_perception.segmentation.geometric import _grow, find_planes, segment_geometric
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -106,3 +106,97 @@ def test_bad_input_is_named():
         GeometricParams(min_height_m=0.6, max_height_m=0.5)
     with pytest.raises(SegmentationError, match="support_plane"):
         segment_geometric(tabletop(0)[1], support_plane=[0, 0, 0, 1])
+
+
+# -- growing the feet over a frontier -----------------------------------------------------------------
+
+
+def _grow_by_rescanning(lab, band_idx, P, gap, row, max_iter):
+    """The definition of growing the feet: every pass examines every still-free band pixel and
+    gives it the label of its first (right, left, down, up) labelled 4-neighbour within its gap."""
+    free = band_idx
+    for _ in range(max_iter):
+        if free.size == 0:
+            break
+        best = np.zeros(len(free), lab.dtype)
+        for step in (1, -1, row, -row):
+            nb = free + step
+            src = lab[nb]
+            with np.errstate(invalid="ignore"):
+                near = ((P[free] - P[nb]) ** 2).sum(axis=1) < gap[free] ** 2
+            take = (best == 0) & (src > 0) & near
+            best[take] = src[take]
+        got = best > 0
+        if not got.any():
+            break
+        lab[free[got]] = best[got]
+        free = free[~got]
+
+
+def _stereo_cloud(seed: int) -> np.ndarray:
+    """The organised cloud of a VGA generator scene's SGBM depth: noisy, so the band of pixels just
+    above the table is large (tens of thousands of pixels) and the feet grow over several rings."""
+    from depth_perception.camera import CameraModel
+    from depth_perception.scene import generate_tabletop
+    from depth_perception.stereo import stereo_depth
+
+    scene = generate_tabletop(seed=seed)
+    depth = stereo_depth(scene.rgb, scene.right_rgb, scene.K[0, 0], scene.baseline_m).depth_m
+    h, w = depth.shape
+    return CameraModel(width=w, height=h, K=scene.K).backproject(depth)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_frontier_growth_gives_the_same_segmentation_as_rescanning(seed, monkeypatch):
+    import depth_perception.segmentation.geometric as geometric
+
+    points = _stereo_cloud(seed)
+    grown = segment_geometric(points)
+    monkeypatch.setattr(geometric, "_grow", _grow_by_rescanning)
+    reference = segment_geometric(points)
+    assert len(reference) >= 4
+    np.testing.assert_array_equal(grown.labels, reference.labels)
+
+
+def _strip(z_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """A one-row padded grid (3 rows x (n + 2) columns) of points at x = 0.001 m steps, depths z_m;
+    returns (flat padded cloud, flat gap, row length)."""
+    n = len(z_m)
+    row = n + 2
+    P = np.full((3, row, 3), np.nan, np.float32)
+    P[1, 1:-1, 0] = np.arange(n) * 0.001
+    P[1, 1:-1, 1] = 0.0
+    P[1, 1:-1, 2] = z_m
+    return P.reshape(-1, 3), np.full(3 * row, 0.002, np.float32), row
+
+
+def test_growth_is_one_ring_per_pass():
+    P, gap, row = _strip(np.full(10, 0.5, np.float32))
+    lab = np.zeros(len(P), np.int64)
+    lab[row + 1] = 7  # the first pixel of the strip is labelled, the rest is band
+    band = np.arange(row + 2, row + 11)
+    _grow(lab, band, P, gap, row, max_iter=3)
+    np.testing.assert_array_equal(lab[row + 1: row + 11], [7, 7, 7, 7, 0, 0, 0, 0, 0, 0])
+
+
+def test_growth_stops_at_a_3d_gap_and_goes_around_it():
+    z = np.full(10, 0.5, np.float32)
+    z[5:] = 0.6  # a 10 cm step between pixels 4 and 5
+    P, gap, row = _strip(z)
+    lab = np.zeros(len(P), np.int64)
+    lab[row + 1] = 1
+    band = np.arange(row + 2, row + 11)
+    _grow(lab, band, P, gap, row, max_iter=20)
+    np.testing.assert_array_equal(lab[row + 1: row + 11] > 0, [True] * 5 + [False] * 5)
+    # a second label beyond the step grows there, even though its pixels were examined before
+    lab[row + 10] = 2
+    _grow(lab, band[lab[band] == 0], P, gap, row, max_iter=20)
+    np.testing.assert_array_equal(lab[row + 1: row + 11], [1] * 5 + [2] * 5)
+
+
+def test_growth_prefers_the_right_neighbour_on_a_tie():
+    P, gap, row = _strip(np.full(3, 0.5, np.float32))
+    lab = np.zeros(len(P), np.int64)
+    lab[row + 1], lab[row + 3] = 4, 9  # the middle pixel has a labelled neighbour on either side
+    _grow(lab, np.array([row + 2]), P, gap, row, max_iter=1)
+    assert lab[row + 2] == 9  # right first, then left, down, up (as the rescanning definition)

@@ -1,0 +1,200 @@
+"""A VGA stereo frame through the whole pipeline, before and after: speed, first frame, same regions.
+
+    .venv/bin/python bench/stereo_frame.py [--before REV] [--frames 30] [--scenes 4]
+
+The step timed is ``Pipeline.process`` on a 640x480 rectified pair of a generator tabletop with the
+default parameters: SGBM (sgbm_3way, 128 disparities) → validity → scene cloud → geometric
+segmentation → regions. BEFORE is the code of git revision --before (its ``depth_perception``
+from ``git archive``, its kernel compiled as setup.py does), AFTER the working tree with the
+defaults, and AFTER once more with ``stereo.scale: 0.5`` (SGBM on the half-size pair).
+
+Every side runs in its own process (its own imports) on the same scenes, one thread (OpenCV and
+BLAS limited to one), and the sides take turns frame by frame (A B C A B C ...), so a change in
+machine load hits all of them alike. Per frame: the CPU time of the worker's thread
+(time.thread_time; other processes' time on the core is left out) and the wall time, medians with
+the 10-90 % spread, and the pipeline's own stage timings (medians, wall ms). The first frame is
+timed in each worker right after the pipeline is built, before any other frame (it pays what
+imports and caches a first frame pays); its ratio to the same side's steady-state median says how
+much a node's first message waits.
+
+Same regions: every region of BEFORE is matched to the AFTER region with which its mask (the
+label image) overlaps most; the bench prints the smallest and median IoU of the matched masks, how
+many BEFORE regions found no match (IoU < 0.5), and how many matched ones changed verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from regions import checkout  # noqa: E402  (bench/regions.py: a revision's package, kernel built)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BEFORE = "0adf2e2"
+SIDES = ("before", "after", "after-half")
+STAGES = ("image_check", "depth", "validity", "cloud", "segmentation", "regions")
+
+
+# -- a side, in its own process -----------------------------------------------------------------------
+
+
+def worker(root: str, side: str, n_scenes: int, out: str) -> None:
+    """Time the first frame, write every scene's label image and verdicts to ``out`` (.npz), print
+    one JSON line, then serve "frame i" requests with one JSON line of times each."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    sys.path.insert(0, root)
+    import cv2
+
+    cv2.setNumThreads(1)
+    from depth_perception.camera import CameraModel
+    from depth_perception.pipeline import Frame, Pipeline, PipelineConfig
+    from depth_perception.scene import generate_tabletop
+
+    frames = []
+    for seed in range(n_scenes):
+        sc = generate_tabletop(seed=seed)
+        h, w = sc.depth_m.shape
+        P_right = np.hstack([sc.K, [[-sc.K[0, 0] * sc.baseline_m], [0.0], [0.0]]])
+        frames.append(Frame(rgb=sc.rgb, camera=CameraModel(width=w, height=h, K=sc.K),
+                            right_rgb=sc.right_rgb,
+                            right_camera=CameraModel(width=w, height=h, K=sc.K, P=P_right)))
+    if side == "after-half":
+        from depth_perception.stereo import StereoParams
+
+        pipeline = Pipeline(PipelineConfig(stereo=StereoParams(scale=0.5)))
+    else:
+        pipeline = Pipeline()
+    first = _timed(pipeline, frames[0])
+    arrays = {}
+    for i, frame in enumerate(frames):
+        result = pipeline.process(frame)
+        arrays[f"labels{i}"] = result.labels
+        arrays[f"ids{i}"] = np.array([r.id for r in result.regions], np.int64)
+        arrays[f"verdicts{i}"] = np.array([r.verdict.name for r in result.regions])
+    np.savez(out, **arrays)
+    import depth_perception
+
+    print(json.dumps({"first": first, "from": depth_perception.__file__}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(_timed(pipeline, frames[int(line.split()[1])])), flush=True)
+
+
+def _timed(pipeline, frame) -> dict:
+    """Thread CPU ms, wall ms and the pipeline's stage timings of one frame."""
+    t_cpu, t_wall = time.thread_time(), time.perf_counter()
+    result = pipeline.process(frame)
+    cpu, wall = (time.thread_time() - t_cpu) * 1e3, (time.perf_counter() - t_wall) * 1e3
+    return {"cpu": cpu, "wall": wall, "stages": result.timings_ms}
+
+
+# -- the parent ---------------------------------------------------------------------------------------
+
+
+def same_regions(before: np.lib.npyio.NpzFile, after: np.lib.npyio.NpzFile, n_scenes: int) -> dict:
+    """IoU of every BEFORE region's mask with its best-overlapping AFTER region, and verdicts."""
+    ious, lost, changed, n_before, n_after = [], 0, 0, 0, 0
+    for i in range(n_scenes):
+        lb, la = before[f"labels{i}"], after[f"labels{i}"]
+        verdict_a = dict(zip(after[f"ids{i}"].tolist(), after[f"verdicts{i}"].tolist()))
+        n_after += len(verdict_a)
+        for rid, verdict in zip(before[f"ids{i}"].tolist(), before[f"verdicts{i}"].tolist()):
+            n_before += 1
+            mine = lb == rid
+            overlap = np.bincount(la[mine], minlength=1)
+            overlap[0] = 0
+            best = int(np.argmax(overlap))
+            iou = float(overlap[best] / np.count_nonzero(mine | (la == best))) if best else 0.0
+            ious.append(iou)
+            if iou < 0.5:
+                lost += 1
+            elif verdict_a.get(best) != verdict:
+                changed += 1
+    return {"ious": ious, "lost": lost, "changed": changed, "n_before": n_before, "n_after": n_after}
+
+
+def spread(values: list[float]) -> str:
+    p10, p90 = np.percentile(values, [10, 90])
+    return f"{statistics.median(values):7.1f} ({p10:5.1f}-{p90:5.1f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", default=DEFAULT_BEFORE, help="git revision of BEFORE (default: %(default)s)")
+    ap.add_argument("--frames", type=int, default=30, help="timed frames per side")
+    ap.add_argument("--scenes", type=int, default=4)
+    ap.add_argument("--worker", nargs=4, metavar=("ROOT", "SIDE", "SCENES", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        root, side, n, out = args.worker
+        worker(root, side, int(n), out)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        before_root = Path(tmp) / "before"
+        before_root.mkdir()
+        before_runs = checkout(args.before, before_root)
+        roots = {"before": str(before_root), "after": str(REPO), "after-half": str(REPO)}
+        procs, first = {}, {}
+        for side in SIDES:  # started one at a time: a first frame is not timed against another's start-up
+            procs[side] = subprocess.Popen(
+                [sys.executable, __file__, "--worker", roots[side], side, str(args.scenes),
+                 str(Path(tmp) / f"{side}.npz")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                cwd=tmp)
+            first[side] = json.loads(procs[side].stdout.readline())["first"]
+        outputs = {side: np.load(Path(tmp) / f"{side}.npz") for side in SIDES}
+        times: dict[str, list[dict]] = {side: [] for side in SIDES}
+        for k in range(args.frames + 2):  # two warm-up rounds
+            for side, p in procs.items():
+                p.stdin.write(f"frame {k % args.scenes}\n")
+                p.stdin.flush()
+                t = json.loads(p.stdout.readline())
+                if k >= 2:
+                    times[side].append(t)
+        for p in procs.values():
+            p.stdin.close()
+            p.wait()
+        same = {side: same_regions(outputs["before"], outputs[side], args.scenes) for side in SIDES[1:]}
+    report(args, times, first, same, before_runs)
+
+
+def report(args, times: dict, first: dict, same: dict, before_runs: str) -> None:
+    print(f"stereo frame 640x480 (SGBM sgbm_3way 128 disparities, validity, cloud, geometric segmentation, "
+          f"regions), {args.scenes} generator scenes; {args.frames} frames per side, interleaved, one thread")
+    print(f"BEFORE = {args.before} (regions: {before_runs}); AFTER = working tree, defaults; "
+          f"AFTER-HALF = working tree, stereo.scale 0.5")
+    print(f"{'side':11s} {'thread CPU ms (p10-p90)':>24s} {'wall ms (p10-p90)':>24s} "
+          f"{'first frame ms':>15s} {'first/steady':>12s}")
+    med = {}
+    for side in SIDES:
+        cpu = [t["cpu"] for t in times[side]]
+        wall = [t["wall"] for t in times[side]]
+        med[side] = statistics.median(cpu)
+        print(f"{side:11s} {spread(cpu):>24s} {spread(wall):>24s} {first[side]['cpu']:15.1f} "
+              f"{first[side]['cpu'] / med[side]:12.2f}")
+    print("stage medians, wall ms:")
+    print(f"{'side':11s} " + " ".join(f"{s:>12s}" for s in STAGES))
+    for side in SIDES:
+        print(f"{side:11s} " + " ".join(
+            f"{statistics.median(t['stages'].get(s, 0.0) for t in times[side]):12.1f}" for s in STAGES))
+    print("same regions as BEFORE (mask IoU of each BEFORE region with its best AFTER match):")
+    for side, s in same.items():
+        iou = np.array(s["ious"])
+        print(f"{side:11s} regions {s['n_before']} before / {s['n_after']} after; IoU min {iou.min():.3f} "
+              f"median {np.median(iou):.3f}; unmatched (IoU < 0.5) {s['lost']}; verdict changed {s['changed']}")
+    b, a, hh = med["before"], med["after"], med["after-half"]
+    print(f"after is {b / a:.2f}x faster than before, after-half {b / hh:.2f}x "
+          f"(thread CPU medians, same frames, same run)")
+
+
+if __name__ == "__main__":
+    main()
