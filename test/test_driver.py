@@ -7,7 +7,7 @@ from depth_perception.driver import input_names, synchronizer
 
 def test_auto_listens_for_every_metric_signal_and_never_waits_for_one():
     inputs = input_names({"model": "student_tabletop"})  # metric.mode auto is the default
-    assert inputs == ["image", "camera_info", "sparse_depth", "lidar_points"]
+    assert inputs == ["image", "camera_info", "sparse_depth", "lidar_points", "odometry"]
     sync = synchronizer(inputs, {"model": "student_tabletop"})
     assert sync.no_wait == ("sparse_depth", "lidar_points")
     # CameraInfo is calibration (camera_info.pairing latest), and no signal is waited for
@@ -33,3 +33,15 @@ def test_an_explicit_mode_requires_its_signal():
 def test_stereo_needs_no_metric_signal_input():
     assert input_names({"stereo": True}) == ["image", "camera_info", "right/image",
                                              "right/camera_info"]
+
+
+def test_odometry_is_interpolated_not_synchronised():
+    from depth_perception.driver import pose_buffer
+
+    values = {"model": "student_tabletop", "metric.mode": "motion", "metric.motion.pose_buffer": 50}
+    inputs = input_names(values)
+    assert inputs == ["image", "camera_info", "odometry"]
+    assert "odometry" not in synchronizer(inputs, values).inputs
+    buffer = pose_buffer(inputs, values)
+    assert buffer is not None and buffer.capacity == 50
+    assert pose_buffer(input_names({"stereo": True}), {"stereo": True}) is None

@@ -496,3 +496,54 @@ def test_a_bad_parameter_or_an_existing_output_is_one_line_before_any_work(camer
     assert_user_error(code, capsys, "already exists", "--overwrite")
     assert bag_command(camera_bags / "ros2", tmp_path / "out", *MONO, "--overwrite") == 0
     assert (tmp_path / "out" / "metadata.yaml").is_file()
+
+
+def write_motion_bag(path: Path) -> None:
+    """A driving robot (test/motion_scene.py): raw images of a distorted camera at 10 Hz, CameraInfo,
+    and nav_msgs/Odometry at 50 Hz on its own clock, logged as it would be recorded."""
+    from scipy.spatial.transform import Rotation
+
+    import motion_scene as ms
+
+    drive = ms.sequence(12, "drive")
+    t = M.rosbags_types()
+    G = t.typestore.types
+    base = 10_000_000_000
+    records = []
+    for image, stamp in zip(drive.images, drive.stamps_ns):
+        header = M.make_header(t, base + stamp, "cam_optical")
+        records += [(base + stamp, "/cam/image_raw", M.numpy_to_image(t, image, "rgb8", header)),
+                    (base + stamp, "/cam/camera_info", M.model_to_camera_info(t, ms.CAMERA, header))]
+    for stamp, T in drive.odometry:
+        q = Rotation.from_matrix(T[:3, :3]).as_quat()
+        pose = G["geometry_msgs/msg/Pose"](
+            position=G["geometry_msgs/msg/Point"](*(float(v) for v in T[:3, 3])),
+            orientation=G["geometry_msgs/msg/Quaternion"](*(float(v) for v in q)))
+        twist = G["geometry_msgs/msg/Twist"](linear=G["geometry_msgs/msg/Vector3"](0.0, 0.0, 0.0),
+                                             angular=G["geometry_msgs/msg/Vector3"](0.0, 0.0, 0.0))
+        odom = G["nav_msgs/msg/Odometry"](
+            header=M.make_header(t, base + stamp, "odom"), child_frame_id="base_link",
+            pose=G["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)),
+            twist=G["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)))
+        records.append((base + stamp + 3_000_000, "/odom", odom))  # logged a little late
+    with BagWriter(path, types=t) as bag:
+        for log_ns, topic, msg in sorted(records, key=lambda r: r[0]):
+            bag.write(topic, msg, log_ns)
+
+
+def test_odometry_gives_the_motion_scale_with_per_frame_source(tmp_path, capsys):
+    import motion_scene as ms
+
+    write_motion_bag(tmp_path / "drive")
+    extrinsic = "[" + ", ".join(f"{v:g}" for v in ms.T_BASE_CAMERA.reshape(-1)) + "]"
+    code = bag_command(tmp_path / "drive", tmp_path / "out", "--odometry", "/odom", "--per-frame",
+                       "--set", "model=student_tabletop", "--set", "backend=torch",
+                       "--set", "metric.mode=motion", "--set", f"metric.motion.T_base_camera={extrinsic}",
+                       "--set", "max_depth=10.0", "--set", "segmentation.source=[]")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert int(_row(out, "depth source motion")) >= 3, out  # once the robot has moved a baseline
+    per_frame = [line.split() for line in out.split("stamp_s  source  scale\n")[1].splitlines()
+                 if line and line[0].isdigit()]
+    assert per_frame and all(source == "motion" for _, source, _ in per_frame)
+    assert all(float(scale) > 0 for *_, scale in per_frame)
