@@ -241,3 +241,46 @@ def test_the_content_check_can_be_turned_off(scene):
 def test_an_image_over_max_image_pixels_is_refused(scene):
     with pytest.raises(PipelineError, match="over max_image_pixels"):
         Pipeline(PipelineConfig(max_pixels=1000)).process(stereo_frame(scene))
+
+
+# -- Marigold: affine-invariant depth (far = large) made metric by sparse depth -----------------------
+
+
+class _AffineDepthNetwork:
+    """A stand-in for Marigold that knows the scene: depth = 2.5 * prediction + 0.4 m."""
+
+    def __init__(self, depth_m: np.ndarray) -> None:
+        self.values = ((depth_m - 0.4) / 2.5).astype(np.float32)
+
+    def predict(self, rgb):
+        from depth_perception.depth.estimator import DepthPrediction
+
+        return DepthPrediction(self.values, "relative_depth")
+
+
+def _sparse_depth_frame(scene, rgb=None) -> Frame:
+    from depth_perception.metrics import sparse_samples
+
+    h, w = scene.depth_m.shape
+    return Frame(rgb=scene.rgb if rgb is None else rgb, camera=CameraModel(width=w, height=h, K=scene.K),
+                 sparse_depth=sparse_samples(scene.depth_m, 500, 0.2, seed=1))
+
+
+def test_relative_depth_is_made_metric_by_sparse_depth(scene):
+    result = Pipeline(estimator=_AffineDepthNetwork(scene.depth_m)).process(_sparse_depth_frame(scene))
+    assert result.depth_source == "sparse_depth", result.metric.message
+    assert result.metric.estimate.scale == pytest.approx(2.5, rel=0.01)
+    assert result.metric.estimate.shift == pytest.approx(0.4, abs=0.01)
+    assert depth_metrics(result.depth_m, scene.depth_m).abs_rel < 0.01
+
+
+def test_the_tiny_marigold_runs_through_the_pipeline(scene):
+    pytest.importorskip("diffusers")
+    from depth_perception.depth.estimator import DepthEstimator
+
+    marigold = DepthEstimator("marigold_depth_tiny", random_init=True, log=None)
+    small = generate_tabletop(seed=1, width=64, height=48)
+    result = Pipeline(estimator=marigold).process(_sparse_depth_frame(small))
+    # random weights explain nothing, but the frame is aligned (or refused with a reason), not raised
+    assert result.metric is not None and result.metric.fit is not None
+    assert result.metric.fit.space == "depth" and result.depth_m.shape == small.depth_m.shape

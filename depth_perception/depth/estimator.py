@@ -116,7 +116,7 @@ class DepthEstimator:
         self.precision = precision
         self._log = log or (lambda _msg: None)
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self.kind = "relative_depth" if spec.family == "marigold" else spec.output
+        self.kind = spec.output
         if spec.family == "student" and weights is None and not random_init:
             from .student import default_weights_path
 
