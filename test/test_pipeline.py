@@ -284,3 +284,38 @@ def test_the_tiny_marigold_runs_through_the_pipeline(scene):
     # random weights explain nothing, but the frame is aligned (or refused with a reason), not raised
     assert result.metric is not None and result.metric.fit is not None
     assert result.metric.fit.space == "depth" and result.depth_m.shape == small.depth_m.shape
+
+
+# -- Prompt Depth Anything: the frame's sparse depth or LiDAR is its prompt ------------------------------
+
+
+@pytest.fixture(scope="module")
+def prompt_model():
+    from depth_perception.depth.estimator import DepthEstimator
+
+    return DepthEstimator("prompt_depth_anything_small_tiny", random_init=True, log=None)
+
+
+def test_sparse_depth_and_lidar_are_the_prompt_of_prompt_depth_anything(prompt_model):
+    small = generate_tabletop(seed=1, width=96, height=72)
+    pipeline = Pipeline(estimator=prompt_model)
+    near = pipeline.process(_sparse_depth_frame(small))
+    frame = _sparse_depth_frame(small)
+    frame.sparse_depth = 2 * frame.sparse_depth  # the same scene, twice as far
+    far = Pipeline(estimator=prompt_model).process(frame)
+    # the network min/max-normalises its prompt and de-normalises its output with the same range
+    np.testing.assert_allclose(far.prediction, 2 * near.prediction, rtol=1e-4)
+    assert near.metric.fit is not None and near.depth_source == "sparse_depth"
+
+    cam = CameraModel(width=96, height=72, K=small.K)
+    lidar = cam.backproject(small.depth_m, cam.normalized_rays())[::5, ::5].reshape(-1, 3)
+    from_cloud = Pipeline(estimator=prompt_model).process(
+        Frame(rgb=small.rgb, camera=cam, cloud_points=lidar[np.isfinite(lidar).all(axis=1)]))
+    assert from_cloud.depth_source == "pointcloud" and np.isfinite(from_cloud.prediction).all()
+
+
+def test_prompt_depth_anything_without_a_prompt_names_the_topics(prompt_model):
+    small = generate_tabletop(seed=1, width=96, height=72)
+    frame = Frame(rgb=small.rgb, camera=CameraModel(width=96, height=72, K=small.K))
+    with pytest.raises(PipelineError, match="`sparse_depth`.*`lidar_points`"):
+        Pipeline(estimator=prompt_model).process(frame)
