@@ -319,3 +319,16 @@ def test_prompt_depth_anything_without_a_prompt_names_the_topics(prompt_model):
     frame = Frame(rgb=small.rgb, camera=CameraModel(width=96, height=72, K=small.K))
     with pytest.raises(PipelineError, match="`sparse_depth`.*`lidar_points`"):
         Pipeline(estimator=prompt_model).process(frame)
+
+
+def test_depth_pro_takes_its_focal_length_from_camera_info():
+    from depth_perception.depth.estimator import DepthEstimator
+
+    depth_pro = DepthEstimator("depth_pro_tiny", random_init=True, log=None, seed=1)
+    small = generate_tabletop(seed=1, width=96, height=72)
+    pipeline = Pipeline(estimator=depth_pro)
+    wide = pipeline.process(Frame(rgb=small.rgb, camera=CameraModel.from_intrinsics(60, 60, 48, 36, 96, 72)))
+    tele = pipeline.process(Frame(rgb=small.rgb, camera=CameraModel.from_intrinsics(120, 120, 48, 36, 96, 72)))
+    # the same picture through twice the focal length shows a scene twice as far away
+    np.testing.assert_allclose(tele.prediction, 2 * wide.prediction, rtol=1e-4)
+    assert wide.depth_source == "model"
