@@ -143,12 +143,17 @@ class DepthEstimator:
             from . import tensorrt_backend  # lazy: TensorRT is heavy and often absent
 
             source = engine_path or onnx_path or self._export(weights, random_init, seed)
-            profile, extra = engine_profiles_for(spec, self.input_size)
+            profile, extra = self.engine_profiles()
             self.backend = _TensorRTAdapter(tensorrt_backend.TensorRTBackend(
                 source, precision=precision, profile=profile, extra_profiles=extra))
             self._device = "cuda"
 
     # ------------------------------------------------------------------------------ set-up
+
+    def engine_profiles(self) -> tuple[Any, dict[str, Any]]:
+        """The TensorRT shape profiles this estimator builds and looks its engine up with
+        (:func:`engine_profiles_for` at its input size); ``build-engine --model`` uses the same."""
+        return engine_profiles_for(self.spec, self.input_size)
 
     def _choose(self, backend: str, onnx_path: Any, engine_path: Any) -> str:
         spec = self.spec
