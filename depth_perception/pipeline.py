@@ -26,6 +26,8 @@ from .metric import (
     PlaneSignal,
     PointCloudSignal,
     StereoSignal,
+    sparse_from_depth_image,
+    sparse_from_pointcloud,
 )
 from .metric import apply_validity
 from .params import check_fields, param
@@ -278,7 +280,7 @@ class Pipeline:
         prediction = metric = None
         confidence = 1.0
         if self.estimator is not None:
-            pred = self.estimator.predict(frame.rgb)
+            pred = self.estimator.predict(frame.rgb, **self._model_inputs(frame, cam))
             timings["depth"] = (time.perf_counter() - t) * 1e3
             prediction = pred.values
             t = time.perf_counter()
@@ -447,6 +449,38 @@ class Pipeline:
             self.motion.reset()
             return MotionSignal(None, f"bad pose: {exc}")
         return MotionSignal.from_sample(sample)
+
+    def _model_inputs(self, frame: Frame, cam: CameraModel) -> dict[str, Any]:
+        """The further inputs the depth network takes besides the image: Depth Pro's focal length
+        (fx of this image in pixels, from CameraInfo; the estimator scales it to the network input)
+        and Prompt Depth Anything's prompt (the frame's registered depth, else its LiDAR points
+        projected into the image: HxW metres, NaN = none). Empty for a model that takes none (or a
+        stand-in without a spec)."""
+        spec = getattr(self.estimator, "spec", None)
+        if spec is not None and spec.family == "depth_pro":
+            # K, not the model's own field-of-view guess, sets the metric scale
+            return {"fx_px": cam.fx * frame.rgb.shape[1] / cam.width}
+        if spec is None or "prompt_depth" not in spec.extra_inputs:
+            return {}
+        c = self.aligner.config
+        shape = frame.rgb.shape[:2]
+        try:
+            if frame.sparse_depth is not None:
+                prompt = sparse_from_depth_image(frame.sparse_depth, shape, c.depth_scale_m)
+            elif frame.cloud_points is not None:
+                T = c.T_camera_from_cloud if frame.T_camera_from_cloud is None else frame.T_camera_from_cloud
+                prompt = sparse_from_pointcloud(frame.cloud_points, T, cam, shape, min_depth_m=c.min_depth_m)
+            else:
+                raise PipelineError(f"{spec.name} needs a prompt depth every frame: a registered depth "
+                                    "image on `sparse_depth` or LiDAR points on `lidar_points`")
+        except PipelineError:
+            raise
+        except ValueError as exc:
+            raise PipelineError(f"prompt depth for {spec.name}: {exc}") from exc
+        if not np.isfinite(prompt).any():
+            raise PipelineError(f"prompt depth for {spec.name}: no valid sample in this frame's "
+                                f"{'sparse_depth' if frame.sparse_depth is not None else 'lidar_points'}")
+        return {"prompt_depth_m": prompt}
 
     def _signal(self, frame: Frame, motion: MotionSignal | None = None) -> Any:
         """The metric signal this frame carries for the configured mode (None: none this frame);

@@ -241,3 +241,94 @@ def test_the_content_check_can_be_turned_off(scene):
 def test_an_image_over_max_image_pixels_is_refused(scene):
     with pytest.raises(PipelineError, match="over max_image_pixels"):
         Pipeline(PipelineConfig(max_pixels=1000)).process(stereo_frame(scene))
+
+
+# -- Marigold: affine-invariant depth (far = large) made metric by sparse depth -----------------------
+
+
+class _AffineDepthNetwork:
+    """A stand-in for Marigold that knows the scene: depth = 2.5 * prediction + 0.4 m."""
+
+    def __init__(self, depth_m: np.ndarray) -> None:
+        self.values = ((depth_m - 0.4) / 2.5).astype(np.float32)
+
+    def predict(self, rgb):
+        from depth_perception.depth.estimator import DepthPrediction
+
+        return DepthPrediction(self.values, "relative_depth")
+
+
+def _sparse_depth_frame(scene, rgb=None) -> Frame:
+    from depth_perception.metrics import sparse_samples
+
+    h, w = scene.depth_m.shape
+    return Frame(rgb=scene.rgb if rgb is None else rgb, camera=CameraModel(width=w, height=h, K=scene.K),
+                 sparse_depth=sparse_samples(scene.depth_m, 500, 0.2, seed=1))
+
+
+def test_relative_depth_is_made_metric_by_sparse_depth(scene):
+    result = Pipeline(estimator=_AffineDepthNetwork(scene.depth_m)).process(_sparse_depth_frame(scene))
+    assert result.depth_source == "sparse_depth", result.metric.message
+    assert result.metric.estimate.scale == pytest.approx(2.5, rel=0.01)
+    assert result.metric.estimate.shift == pytest.approx(0.4, abs=0.01)
+    assert depth_metrics(result.depth_m, scene.depth_m).abs_rel < 0.01
+
+
+def test_the_tiny_marigold_runs_through_the_pipeline(scene):
+    pytest.importorskip("diffusers")
+    from depth_perception.depth.estimator import DepthEstimator
+
+    marigold = DepthEstimator("marigold_depth_tiny", random_init=True, log=None)
+    small = generate_tabletop(seed=1, width=64, height=48)
+    result = Pipeline(estimator=marigold).process(_sparse_depth_frame(small))
+    # random weights explain nothing, but the frame is aligned (or refused with a reason), not raised
+    assert result.metric is not None and result.metric.fit is not None
+    assert result.metric.fit.space == "depth" and result.depth_m.shape == small.depth_m.shape
+
+
+# -- Prompt Depth Anything: the frame's sparse depth or LiDAR is its prompt ------------------------------
+
+
+@pytest.fixture(scope="module")
+def prompt_model():
+    from depth_perception.depth.estimator import DepthEstimator
+
+    return DepthEstimator("prompt_depth_anything_small_tiny", random_init=True, log=None)
+
+
+def test_sparse_depth_and_lidar_are_the_prompt_of_prompt_depth_anything(prompt_model):
+    small = generate_tabletop(seed=1, width=96, height=72)
+    pipeline = Pipeline(estimator=prompt_model)
+    near = pipeline.process(_sparse_depth_frame(small))
+    frame = _sparse_depth_frame(small)
+    frame.sparse_depth = 2 * frame.sparse_depth  # the same scene, twice as far
+    far = Pipeline(estimator=prompt_model).process(frame)
+    # the network min/max-normalises its prompt and de-normalises its output with the same range
+    np.testing.assert_allclose(far.prediction, 2 * near.prediction, rtol=1e-4)
+    assert near.metric.fit is not None and near.depth_source == "sparse_depth"
+
+    cam = CameraModel(width=96, height=72, K=small.K)
+    lidar = cam.backproject(small.depth_m, cam.normalized_rays())[::5, ::5].reshape(-1, 3)
+    from_cloud = Pipeline(estimator=prompt_model).process(
+        Frame(rgb=small.rgb, camera=cam, cloud_points=lidar[np.isfinite(lidar).all(axis=1)]))
+    assert from_cloud.depth_source == "pointcloud" and np.isfinite(from_cloud.prediction).all()
+
+
+def test_prompt_depth_anything_without_a_prompt_names_the_topics(prompt_model):
+    small = generate_tabletop(seed=1, width=96, height=72)
+    frame = Frame(rgb=small.rgb, camera=CameraModel(width=96, height=72, K=small.K))
+    with pytest.raises(PipelineError, match="`sparse_depth`.*`lidar_points`"):
+        Pipeline(estimator=prompt_model).process(frame)
+
+
+def test_depth_pro_takes_its_focal_length_from_camera_info():
+    from depth_perception.depth.estimator import DepthEstimator
+
+    depth_pro = DepthEstimator("depth_pro_tiny", random_init=True, log=None, seed=1)
+    small = generate_tabletop(seed=1, width=96, height=72)
+    pipeline = Pipeline(estimator=depth_pro)
+    wide = pipeline.process(Frame(rgb=small.rgb, camera=CameraModel.from_intrinsics(60, 60, 48, 36, 96, 72)))
+    tele = pipeline.process(Frame(rgb=small.rgb, camera=CameraModel.from_intrinsics(120, 120, 48, 36, 96, 72)))
+    # the same picture through twice the focal length shows a scene twice as far away
+    np.testing.assert_allclose(tele.prediction, 2 * wide.prediction, rtol=1e-4)
+    assert wide.depth_source == "model"

@@ -1,12 +1,14 @@
 """``depth-perception build-engine``: build, check and cache a TensorRT engine offline.
 
-    depth-perception build-engine --onnx model.onnx [--fp16] [--int8 --calib DIR]
-        [--min HxW --opt HxW --max HxW] [--output PATH] [--workspace MB]
+    depth-perception build-engine --onnx model.onnx [--model NAME [--input-size N]] [--fp16]
+        [--int8 --calib DIR] [--min HxW --opt HxW --max HxW] [--output PATH] [--workspace MB]
 
-``add_build_engine_parser(sub)`` adds the sub-command and ``cmd_build_engine(args)`` runs it (pass
-the estimator's pre-processing as ``preprocess`` so int8 calibration sees the same inputs as
-inference; the default is :func:`depth_perception.depth.tensorrt_backend.imagenet_preprocess`).
-Both import nothing heavy until the command runs.
+``add_build_engine_parser(sub)`` adds the sub-command and ``cmd_build_engine(args)`` runs it. With
+``--model`` the shape profiles are the ones the estimator (and so the node) looks its engine up
+with (:func:`depth_perception.depth.estimator.engine_profiles_for`), and int8 calibration uses the
+model's own normalisation and layout
+(:func:`depth_perception.depth.tensorrt_calibration.spec_preprocess`). Both import nothing heavy
+until the command runs.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..depth.engine_cache import DEFAULT_TOLERANCE, ShapeProfile, format_hw, parse_hw
+from ..depth.engine_cache import DEFAULT_TOLERANCE, InputProfile, ShapeProfile, format_hw, parse_hw
 from .errors import CliError
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ def add_build_engine_parser(sub: "argparse._SubParsersAction[argparse.ArgumentPa
         "The node and `predict --backend tensorrt` find cached engines by themselves.",
     )
     p.add_argument("--onnx", required=True, type=Path, metavar="PATH", help="exported ONNX model")
+    p.add_argument("--model", metavar="NAME",
+                   help="the zoo model the ONNX file was exported from: its shape profiles (the "
+                   "ones the node looks up) and, for --int8, its normalisation; needed by --int8")
+    p.add_argument("--input-size", type=int, metavar="N",
+                   help="with --model: the node's input_size (default: the model's own)")
     p.add_argument("--fp16", action="store_true", help="allow FP16 kernels (fastest on most GPUs)")
     p.add_argument("--int8", action="store_true",
                    help="INT8 with FP16 fallback; needs --calib (default precision: fp32)")
@@ -55,11 +62,12 @@ def add_build_engine_parser(sub: "argparse._SubParsersAction[argparse.ArgumentPa
     p.add_argument("--calib-images", type=int, default=256, metavar="N",
                    help="use at most N calibration images, evenly spread (default 256)")
     p.add_argument("--min", dest="min_hw", type=hw_arg, metavar="HxW",
-                   help="smallest input size the engine accepts (default: --opt)")
+                   help="smallest input size the engine accepts (default: the model's, else --opt)")
     p.add_argument("--opt", dest="opt_hw", type=hw_arg, metavar="HxW",
-                   help=f"input size to tune for (default {format_hw(DEFAULT_OPT_HW)})")
+                   help="input size to tune for (default: the model's, else "
+                   f"{format_hw(DEFAULT_OPT_HW)})")
     p.add_argument("--max", dest="max_hw", type=hw_arg, metavar="HxW",
-                   help="largest input size the engine accepts (default: --opt)")
+                   help="largest input size the engine accepts (default: the model's, else --opt)")
     p.add_argument("--output", "-o", type=Path, metavar="PATH",
                    help="write the engine here (plus PATH's .json sidecar) instead of the cache")
     p.add_argument("--workspace", type=int, metavar="MB",
@@ -91,6 +99,10 @@ class BuildRequest:
     validate: bool
     tolerance: float | None
     rebuild: bool
+    #: the zoo model's name (``--model``), None for a graph of unknown origin
+    model: str | None = None
+    #: profiles of further inputs (Prompt Depth Anything's ``prompt_depth``), from the model
+    extra_profiles: dict[str, InputProfile] = field(default_factory=dict)
 
 
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
@@ -108,16 +120,42 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         raise ValueError(f"--tolerance must be > 0, got {args.tolerance}")
     if args.device < 0:
         raise ValueError(f"--device must be >= 0, got {args.device}")
-    opt = args.opt_hw or DEFAULT_OPT_HW
-    try:
-        profile = ShapeProfile(args.min_hw or opt, opt, args.max_hw or opt)
-    except ValueError as exc:
-        raise ValueError(f"--min/--opt/--max: {exc}") from None
+    model: str | None = None
+    extra: dict[str, InputProfile] = {}
+    profile: ShapeProfile | None = None
+    if args.model is not None:
+        from ..depth.estimator import engine_profiles_for
+        from ..depth.zoo import get_spec
+
+        spec = get_spec(args.model)
+        if not spec.exportable:
+            raise ValueError(f"--model {spec.name} has no ONNX export ({spec.family}: torch only)")
+        if args.input_size is not None and args.input_size <= 0:
+            raise ValueError(f"--input-size must be > 0, got {args.input_size}")
+        if args.input_size and spec.resize_mode == "short_side" and args.input_size % spec.patch_multiple:
+            raise ValueError(f"--input-size {args.input_size} must be a multiple of "
+                             f"{spec.patch_multiple} for {spec.name}")
+        model = spec.name
+        profile, extra = engine_profiles_for(spec, args.input_size)
+    elif args.input_size is not None:
+        raise ValueError("--input-size is only used with --model")
+    elif args.int8:
+        raise ValueError("--int8 needs --model NAME: calibration must see the inputs that model's "
+                         "pre-processing makes (its normalisation and layout)")
+    if profile is None or args.opt_hw or args.min_hw or args.max_hw:
+        # explicit sizes replace the model's profile (and then name an engine the node would not
+        # look up unless its input_size gives the same one)
+        opt = args.opt_hw or (profile.opt_hw if profile is not None else DEFAULT_OPT_HW)
+        lo, hi = args.min_hw or opt, args.max_hw or opt
+        try:
+            profile = ShapeProfile(lo, opt, hi)
+        except ValueError as exc:
+            raise ValueError(f"--min/--opt/--max: {exc}") from None
     return BuildRequest(
         onnx=args.onnx, precision=precision, profile=profile, output=args.output,
         workspace_mb=args.workspace, calib_dir=args.calib, calib_images=args.calib_images,
         cache_dir=args.cache_dir, device=args.device, validate=not args.no_validate,
-        tolerance=args.tolerance, rebuild=args.rebuild)
+        tolerance=args.tolerance, rebuild=args.rebuild, model=model, extra_profiles=extra)
 
 
 def _console_logging() -> None:
@@ -139,7 +177,9 @@ def cmd_build_engine(args: argparse.Namespace, preprocess: PreprocessFn | None =
         TensorRTUnavailableError,
         ensure_engine,
         imagenet_preprocess,
+        spec_preprocess,
     )
+    from ..depth.zoo import get_spec
 
     req = request_from_args(args)
     if not req.onnx.is_file():
@@ -147,7 +187,9 @@ def cmd_build_engine(args: argparse.Namespace, preprocess: PreprocessFn | None =
     _console_logging()
     calibration = None
     if req.precision == "int8" and req.calib_dir is not None:
-        if preprocess is None:
+        if preprocess is None and req.model is not None:
+            preprocess, preprocess_id = spec_preprocess(get_spec(req.model))
+        elif preprocess is None:
             preprocess, preprocess_id = imagenet_preprocess, IMAGENET_PREPROCESS_ID
         calibration = CalibrationData(
             directory=req.calib_dir, preprocess=preprocess,
@@ -158,12 +200,14 @@ def cmd_build_engine(args: argparse.Namespace, preprocess: PreprocessFn | None =
             req.onnx, precision=req.precision, profile=req.profile, cache_dir=req.cache_dir,
             output=req.output, device=req.device, workspace_mb=req.workspace_mb,
             calibration=calibration, validate=req.validate, tolerance=req.tolerance,
-            rebuild=req.rebuild)
+            rebuild=req.rebuild, extra_profiles=req.extra_profiles or None)
     except TensorRTUnavailableError as exc:
         raise CliError(str(exc)) from exc
     state = "built" if artifact.built else "up to date (use --rebuild to build again)"
     lines = [f"{state}: {artifact.engine_path}",
-             f"  {req.precision}, input {req.profile.describe()}, TensorRT "
+             f"  {req.precision}, input {req.profile.describe()}"
+             + "".join(f", {n} {p.describe()}" for n, p in req.extra_profiles.items())
+             + ", TensorRT "
              f"{artifact.key.tensorrt_version}, {artifact.key.gpu_name} "
              f"(sm_{artifact.key.compute_capability[0]}{artifact.key.compute_capability[1]})"]
     if artifact.report is not None:

@@ -35,7 +35,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..depth.estimator import width_4_3
-    from ..depth.onnx_export import export_onnx
+    from ..depth.onnx_export import export_onnx, external_data_path
     from ..depth.onnxruntime_backend import quantize_int8
     from ..depth.weights import build_model
     from ..depth.zoo import get_spec
@@ -55,6 +55,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = export_onnx(model, out, h, w, dynamic=args.dynamic, opset=args.opset, spec=spec)
     shape = "N x 3 x H x W (dynamic)" if args.dynamic and spec.dynamic_size else f"1 x 3 x {h} x {w}"
     print(f"wrote {path} (input pixel_values {shape}, checked against torch)")
+    if external_data_path(path).is_file():
+        print(f"wrote {external_data_path(path)} (its weights, over protobuf's 2 GB limit: keep the "
+              "two files together)")
     if args.int8:
         q = quantize_int8(path, path.with_suffix(".int8.onnx"))
         print(f"wrote {q} (int8 dynamic quantisation)")

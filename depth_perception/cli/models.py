@@ -10,7 +10,7 @@ from ..depth.zoo import list_specs, missing_requirements
 def add_models_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "models", help="list the monocular depth models",
-        description="The model zoo: family, output (relative inverse depth or metres), default input "
+        description="The model zoo: family, output (relative inverse depth, relative depth or metres), default input "
         "size and patch multiple, normalisation and licence. '*_tiny' models are the same "
         "architectures with tiny random weights, for tests only.",
     )
@@ -24,8 +24,6 @@ def format_models(tiny: bool = False, verbose: bool = False) -> str:
     notes = []
     for s in list_specs(include_tiny=tiny):
         out = s.output if s.max_depth_m is None else f"{s.output} (<= {s.max_depth_m:g} m)"
-        if s.family == "marigold":
-            out = "relative_depth"
         size = f"{s.input_size}" + (" fixed" if s.resize_mode == "fixed" else "")
         lic = s.licence
         missing = missing_requirements(s)

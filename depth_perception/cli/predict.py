@@ -32,7 +32,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--stereo-right", metavar="PATH",
                    help="right images of a rectified stereo pair (same kind as --input)")
     p.add_argument("--baseline", type=float, help="stereo baseline in metres")
-    p.add_argument("--focal", type=float, help="focal length fx in pixels")
+    p.add_argument("--focal", type=float,
+                   help="focal length fx in pixels (stereo; also Depth Pro's metric scale)")
     p.add_argument("--doffs", type=float, default=0.0,
                    help="principal point difference cx_right - cx_left in pixels (default 0)")
     p.add_argument("--min-depth", type=float, default=0.1, help="metres (default 0.1)")
@@ -160,10 +161,12 @@ def _predict_monocular(args: argparse.Namespace) -> int:
     kind, paths = list_inputs(args.input)
     single = kind == "image" and len(paths) == 1
     estimator = estimator_from_args(args)
+    # Depth Pro's metric scale comes from the focal length when it is known (else its FOV head)
+    inputs = {"fx_px": args.focal} if args.focal and estimator.spec.family == "depth_pro" else {}
     frames = iter_images(args.input, int(args.max_pixels))
     with _outputs(Path(args.output), single, args.format, args.overwrite) as (target, final):
         for item in tqdm(frames, total=count_frames(args.input), unit="frame", disable=None):
-            _write_prediction(args, estimator.predict(item.rgb), target(item.name))
+            _write_prediction(args, estimator.predict(item.rgb, **inputs), target(item.name))
     print(f"wrote depth for {args.input} to {final}")
     return 0
 

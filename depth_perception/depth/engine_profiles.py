@@ -159,3 +159,11 @@ class TensorProfile:
 
 # Either kind of profile, for the further inputs of a multi-input graph.
 InputProfile = Union[ShapeProfile, TensorProfile]
+
+
+def prompt_depth_profile(max_side: int, opt_hw: tuple[int, int] = (192, 256)) -> ShapeProfile:
+    """Prompt Depth Anything's ``prompt_depth`` input, N x 1 x h x w metres: any prompt from 2x2 up
+    to ``max_side`` on both sides (the estimator pools larger ones down to it), tuned for
+    ``opt_hw``, the 256x192 LiDAR depth the model was trained with (clipped to ``max_side``)."""
+    opt = (min(opt_hw[0], max_side), min(opt_hw[1], max_side))
+    return ShapeProfile((2, 2), opt, (max_side, max_side), channels=1)

@@ -31,6 +31,7 @@ from .processing import (
     depth_pro_inverse_depth,
     postprocess,
     preprocess,
+    prompt_from_depth,
 )
 from .zoo import ModelSpec, get_spec, missing_requirements
 
@@ -116,7 +117,7 @@ class DepthEstimator:
         self.precision = precision
         self._log = log or (lambda _msg: None)
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self.kind = "relative_depth" if spec.family == "marigold" else spec.output
+        self.kind = spec.output
         if spec.family == "student" and weights is None and not random_init:
             from .student import default_weights_path
 
@@ -142,22 +143,17 @@ class DepthEstimator:
             from . import tensorrt_backend  # lazy: TensorRT is heavy and often absent
 
             source = engine_path or onnx_path or self._export(weights, random_init, seed)
+            profile, extra = self.engine_profiles()
             self.backend = _TensorRTAdapter(tensorrt_backend.TensorRTBackend(
-                source, precision=precision, profile=self._trt_profile()))
+                source, precision=precision, profile=profile, extra_profiles=extra))
             self._device = "cuda"
 
     # ------------------------------------------------------------------------------ set-up
 
-    def _trt_profile(self) -> Any:
-        """Engine shape range: fixed-size models get their one size; aspect-preserving ones any
-        landscape or portrait image up to 2:1 at this input size (one engine per camera rig)."""
-        from .engine_cache import ShapeProfile
-
-        s, m = self.input_size, self.spec.patch_multiple
-        if self.spec.resize_mode == "fixed":
-            return ShapeProfile.fixed(s, s)
-        return ShapeProfile((s, s), (s, width_4_3(s, m)), (_round_up(2 * s, m),
-                                                                     _round_up(2 * s, m)))
+    def engine_profiles(self) -> tuple[Any, dict[str, Any]]:
+        """The TensorRT shape profiles this estimator builds and looks its engine up with
+        (:func:`engine_profiles_for` at its input size); ``build-engine --model`` uses the same."""
+        return engine_profiles_for(self.spec, self.input_size)
 
     def _choose(self, backend: str, onnx_path: Any, engine_path: Any) -> str:
         spec = self.spec
@@ -222,9 +218,10 @@ class DepthEstimator:
                 prompt_depth_m: np.ndarray | None = None) -> DepthPrediction:
         """HxWx3 uint8 RGB → depth at HxW.
 
-        ``fx_px``: focal length in pixels (from K) for Depth Pro's metric scale (else its own FOV
-        estimate). ``prompt_depth_m``: low-resolution metric depth (NaN/<=0 invalid) for Prompt Depth
-        Anything.
+        ``fx_px``: focal length in pixels of this image (from K) for Depth Pro's metric scale (else
+        its own FOV estimate). ``prompt_depth_m``: metric depth (NaN/<=0 invalid; a low-resolution
+        depth image or sparse samples on the image grid) for Prompt Depth Anything, pooled and
+        hole-filled by :func:`~depth_perception.depth.processing.prompt_from_depth`.
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
@@ -262,14 +259,7 @@ class DepthEstimator:
         if prompt_depth_m is None:
             raise ValueError(f"model {self.spec.name} needs prompt_depth_m: a low-resolution metric "
                              "depth image (e.g. from LiDAR or an RGB-D sensor)")
-        p = np.asarray(prompt_depth_m, dtype=np.float32)
-        if p.ndim != 2 or min(p.shape) < 2:
-            raise ValueError(f"prompt depth must be an hxw array (h, w >= 2), got shape {p.shape}")
-        valid = np.isfinite(p) & (p > 0)
-        if not valid.any():
-            raise ValueError("prompt depth has no valid (finite, > 0) pixels")
-        # the network min/max-normalises the prompt: holes must not become 0
-        p = np.where(valid, p, np.median(p[valid])).astype(np.float32)
+        p = prompt_from_depth(prompt_depth_m)  # dense, at most PROMPT_MAX_SIDE: fits the engine
         import torch
 
         return torch.from_numpy(p)[None, None].to(x.device)
@@ -311,6 +301,28 @@ class _TensorRTAdapter:
         self.trt.close()
 
 
+def engine_profiles_for(spec: ModelSpec, input_size: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The TensorRT shape profiles the estimator builds and looks engines up with for ``spec`` at
+    ``input_size`` (default: the spec's): (``pixel_values`` profile, {further input: profile}).
+
+    Fixed-size models get their one size; aspect-preserving ones any landscape or portrait image up
+    to 2:1 at this input size (one engine per camera rig). Prompt Depth Anything's ``prompt_depth``
+    gets :func:`~depth_perception.depth.engine_profiles.prompt_depth_profile` (every prompt the
+    estimator passes is pooled to fit it)."""
+    from .engine_profiles import ShapeProfile, prompt_depth_profile
+    from .processing import PROMPT_MAX_SIDE
+
+    s, m = int(input_size or spec.input_size), spec.patch_multiple
+    if spec.resize_mode == "fixed":
+        main = ShapeProfile.fixed(s, s)
+    else:
+        main = ShapeProfile((s, s), (s, width_4_3(s, m)), (_round_up(2 * s, m), _round_up(2 * s, m)))
+    extra: dict[str, Any] = {}
+    if PROMPT_NAME in spec.extra_inputs:
+        extra[PROMPT_NAME] = prompt_depth_profile(PROMPT_MAX_SIDE)
+    return main, extra
+
+
 def _cpu(x: Any) -> Any:
     return x.detach().cpu() if hasattr(x, "detach") else x
 
@@ -326,4 +338,5 @@ def width_4_3(height: int, multiple: int) -> int:
 
 
 __all__ = ["DepthEstimator", "DepthPrediction", "DepthPredictor", "BackendUnavailableError",
+           "engine_profiles_for",
            "Geometry", "BACKENDS"]

@@ -37,6 +37,9 @@ DEFAULT_OPSET = 18
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "predicted_depth"
 PROMPT_NAME = "prompt_depth"
+#: fp32 weights above this are written beside the graph (``<file>.data``): protobuf's 2 GB limit
+#: is on the whole file, graph included, so stay well below it (the SAM exporter's margin)
+EXTERNAL_DATA_THRESHOLD_BYTES = 1_500_000_000
 FOV_NAME = "field_of_view"
 
 
@@ -155,6 +158,7 @@ def export_onnx(
     check: bool = True,
     tolerance: float = 1e-4,
     optimize: bool = True,
+    external_data_threshold_bytes: int = EXTERNAL_DATA_THRESHOLD_BYTES,
 ) -> Path:
     """Export ``model`` (a zoo network in eval mode) to ``path``; return the path.
 
@@ -164,6 +168,9 @@ def export_onnx(
     ``tolerance`` (of the output range) raises :class:`ExportError` and writes nothing.
     ``optimize`` runs onnxscript's graph optimiser (constant folding, dead code); ONNX Runtime
     optimises at load time too, so it mostly makes the file smaller and loading faster.
+    A model whose fp32 weights exceed ``external_data_threshold_bytes`` (Depth Pro: 3.8 GB) keeps
+    them in ``<path>.data`` beside the graph: a protobuf file cannot exceed 2 GB. Keep the two
+    files together; ONNX Runtime and TensorRT read the weights from beside the graph.
     """
     import torch
 
@@ -181,6 +188,7 @@ def export_onnx(
     batch = 2 if dynamic else 1  # torch.export specialises a sample batch of 1
     args, input_names, dyn = _sample_inputs(spec, batch, th, tw, dynamic)
     output_names = [OUTPUT_NAME] + ([FOV_NAME] if spec.family == "depth_pro" else [])
+    external = weight_bytes(model) > external_data_threshold_bytes
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         tmp_path = Path(tmp) / path.name
@@ -193,7 +201,7 @@ def export_onnx(
                 )
         except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
             raise ExportError(f"{spec.name}: ONNX export failed: {type(exc).__name__}: {exc}") from exc
-        _save_program(program, tmp_path, optimize)
+        _save_program(program, tmp_path, optimize, external)
         if check:
             sizes = [(th, tw)] + ([(ch, cw)] if dynamic else [])
             err = max_relative_error(wrapped, tmp_path, sizes, spec, batch=1)
@@ -202,8 +210,22 @@ def export_onnx(
                     f"{spec.name}: exported graph disagrees with torch (relative error {err:.2e} > "
                     f"{tolerance:.0e} of the output range at sizes {sizes}); not written"
                 )
-        os.replace(tmp_path, path)
+        for f in Path(tmp).iterdir():  # the graph, and its weights when stored externally
+            os.replace(f, path.parent / f.name)
     return path
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of ``model``'s parameters and buffers in fp32: the size of its ONNX initialisers."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(int(t.numel()) * 4 for t in tensors)
+
+
+def external_data_path(path: str | os.PathLike) -> Path:
+    """Where :func:`export_onnx` keeps the weights of a graph written to ``path`` when they are
+    stored externally (``<path>.data``)."""
+    p = Path(path)
+    return p.with_name(p.name + ".data")
 
 
 def _sample_inputs(spec: ModelSpec, batch: int, height: int, width: int, dynamic: bool
@@ -229,19 +251,32 @@ def _sample_inputs(spec: ModelSpec, batch: int, height: int, width: int, dynamic
     return args, input_names, dyn
 
 
-def _save_program(program: Any, path: Path, optimize: bool) -> None:
-    """Write an exported ONNX program to ``path``, through onnxscript's optimiser if ``optimize``."""
-    plain = program.model_proto.SerializeToString()
+def _save_program(program: Any, path: Path, optimize: bool, external_data: bool = False) -> None:
+    """Write an exported ONNX program to ``path``, through onnxscript's optimiser if ``optimize``;
+    with ``external_data`` the weights go to ``<path>.data`` (:func:`external_data_path`)."""
+    plain = program.model_proto  # before the optimiser touches the program
     if optimize:
         try:
             program.optimize()
-            program.save(str(path))
+            _save_proto(program.model_proto, path, external_data)
             return
         except Exception:  # noqa: BLE001
             # onnxscript's optimiser fails on some graphs (ZoeDepth's SplitToSequence); ONNX
             # Runtime optimises the graph at load time anyway
-            pass
-    path.write_bytes(plain)
+            for f in (path, external_data_path(path)):
+                f.unlink(missing_ok=True)
+    _save_proto(plain, path, external_data)
+
+
+def _save_proto(proto: Any, path: Path, external_data: bool) -> None:
+    import onnx
+
+    if external_data:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=external_data_path(path).name, size_threshold=1024,
+                        convert_attribute=True)
+    else:
+        path.write_bytes(proto.SerializeToString())
 
 
 def _spec_of(model: Any) -> ModelSpec:

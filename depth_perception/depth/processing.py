@@ -118,6 +118,51 @@ def postprocess(pred: Any, geo: Geometry) -> np.ndarray:
     return t[0].cpu().numpy().astype(np.float32, copy=False)
 
 
+#: longest side of the prompt depth given to Prompt Depth Anything: the 256x192 LiDAR depth of the
+#: phones it was trained with; larger prompts are pooled down to it, so every prompt fits the
+#: TensorRT profile (:func:`~depth_perception.depth.engine_profiles.prompt_depth_profile`)
+PROMPT_MAX_SIDE = 256
+
+
+def prompt_from_depth(depth_m: np.ndarray, max_side: int = PROMPT_MAX_SIDE) -> np.ndarray:
+    """HxW metric depth (NaN/<= 0 invalid: a registered depth image, or sparse LiDAR samples) →
+    hxw float32 dense prompt depth for Prompt Depth Anything, h, w <= ``max_side``.
+
+    Blocks of k x k pixels (k the smallest factor that brings the longer side to ``max_side``)
+    become the median of their valid samples, then every empty cell takes its nearest valid
+    cell's depth: the network min/max-normalises the prompt, so a hole must not become 0 (or any
+    value the sensor did not measure nearby). ValueError without a single valid sample.
+    """
+    from scipy import ndimage
+
+    d = np.asarray(depth_m, dtype=np.float32)
+    if d.ndim != 2 or min(d.shape) < 2:
+        raise ValueError(f"prompt depth must be an hxw array (h, w >= 2), got shape {d.shape}")
+    if max_side < 2:
+        raise ValueError(f"max_side must be >= 2, got {max_side}")
+    with np.errstate(invalid="ignore"):
+        d = np.where(np.isfinite(d) & (d > 0), d, np.float32(np.nan))
+    k = -(-max(d.shape) // max_side)
+    if k > 1:
+        h, w = -(-d.shape[0] // k), -(-d.shape[1] // k)
+        padded = np.full((h * k, w * k), np.nan, np.float32)
+        padded[:d.shape[0], :d.shape[1]] = d
+        blocks = padded.reshape(h, k, w, k).transpose(0, 2, 1, 3).reshape(h, w, k * k)
+        # empty blocks stay NaN; sorting puts NaN last, so the median of the valid part is direct
+        blocks = np.sort(blocks, axis=2)
+        count = np.isfinite(blocks).sum(axis=2)
+        lo = np.take_along_axis(blocks, np.maximum(count - 1, 0)[..., None] // 2, axis=2)[..., 0]
+        hi = np.take_along_axis(blocks, (count // 2)[..., None], axis=2)[..., 0]
+        d = np.where(count > 0, 0.5 * (lo + hi), np.nan).astype(np.float32)
+    holes = ~np.isfinite(d)
+    if holes.all():
+        raise ValueError("prompt depth has no valid (finite, > 0) pixels")
+    if holes.any():
+        idx = ndimage.distance_transform_edt(holes, return_distances=False, return_indices=True)
+        d = d[idx[0], idx[1]]
+    return np.ascontiguousarray(d, dtype=np.float32)
+
+
 def depth_pro_inverse_depth(canonical_inverse: Any, geo: Geometry, fx_px: float | None = None,
                             fov_deg: float | None = None) -> Any:
     """Depth Pro's canonical inverse depth (network frame) → inverse depth in 1/metres.

@@ -44,6 +44,7 @@ from .tensorrt_calibration import (
     PreprocessFn,
     imagenet_preprocess,
     make_entropy_calibrator,
+    spec_preprocess,
 )
 from .tensorrt_engines import (
     EngineArtifact,
@@ -74,7 +75,7 @@ __all__ = [
     "input_profiles", "pick_input_name", "resolve_input_profile", "resolve_profile",
     # tensorrt_calibration
     "IMAGENET_PREPROCESS_ID", "CalibrationData", "PreprocessFn", "imagenet_preprocess",
-    "make_entropy_calibrator",
+    "make_entropy_calibrator", "spec_preprocess",
     # tensorrt_engines
     "EngineArtifact", "ValidationFeeds", "engine_key", "ensure_engine",
     "indexed_validation_feeds",

@@ -2,7 +2,8 @@
 
 Calibration images (HxWx3 RGB, any size) go through the estimator's own pre-processing to float32
 1 x 3 x H x W at the profile's opt size (int8 ranges must be measured on the statistics inference
-will see; :func:`imagenet_preprocess` is the default), batched into one torch CUDA buffer that
+will see; :func:`spec_preprocess` gives a zoo model's, :func:`imagenet_preprocess` is the default
+for a graph of unknown origin), batched into one torch CUDA buffer that
 TensorRT reads. The resulting table is cached beside the engines, keyed by the ONNX graph, the
 images and the input size (:func:`.engine_keys.calibration_cache_path`).
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from .engine_files import atomic_write_bytes
 from .tensorrt_import import BACKEND_LOG, import_torch_cuda
-from .zoo import IMAGENET_MEAN, IMAGENET_STD
+from .zoo import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -52,12 +53,51 @@ IMAGENET_PREPROCESS_ID = "imagenet-cover-crop-v1"
 
 def imagenet_preprocess(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """HxWx3 uint8 RGB -> float32 1 x 3 x H x W: resize to cover ``size_hw`` keeping the aspect,
-    centre crop, ImageNet mean/std (Depth Anything's normalisation). The calibration default when
-    no estimator pre-processing is passed in."""
-    import cv2
-
+    centre crop, ImageNet mean/std (Depth Anything's normalisation). The calibration default for
+    a graph that names no zoo model (see :func:`spec_preprocess`)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
+    return _normalise(_cover_crop(rgb, size_hw), np.asarray(IMAGENET_MEAN, np.float32),
+                      np.asarray(IMAGENET_STD, np.float32))
+
+
+def spec_preprocess(spec: ModelSpec) -> tuple[PreprocessFn, str]:
+    """(pre-processing, its id for the cache key) of a zoo model, as its estimator prepares inputs:
+    the spec's mean/std (ImageNet for Depth Anything; 0.5/0.5 for DPT, MiDaS BEiT, ZoeDepth and
+    Depth Pro) and, for fixed-size models, the letterbox (image scaled to fit, centred on a zero
+    border = the mean colour); aspect-preserving models cover the profile size and centre-crop."""
+    mean = np.asarray(spec.mean, np.float32)
+    std = np.asarray(spec.std, np.float32)
+    letterbox = spec.resize_mode == "fixed"
+
+    def preprocess(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+        import cv2
+
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
+        if not letterbox:
+            return _normalise(_cover_crop(rgb, size_hw), mean, std)
+        out_h, out_w = size_hw
+        h, w = rgb.shape[:2]
+        scale = min(out_h / h, out_w / w)
+        ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+        content = cv2.resize(rgb, (cw, ch), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        out = np.zeros((1, 3, out_h, out_w), np.float32)
+        top, left = (out_h - ch) // 2, (out_w - cw) // 2
+        out[:, :, top:top + ch, left:left + cw] = _normalise(content, mean, std)
+        return out
+
+    if not letterbox and spec.mean == IMAGENET_MEAN and spec.std == IMAGENET_STD:
+        return preprocess, IMAGENET_PREPROCESS_ID  # the same numbers: keep existing calibration tables
+    layout = "letterbox" if letterbox else "cover-crop"
+    numbers = ",".join(f"{v:g}" for v in (*spec.mean, *spec.std))
+    return preprocess, f"{layout}-v1-meanstd-{numbers}"
+
+
+def _cover_crop(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 resized to cover ``size_hw`` keeping the aspect, centre-cropped to it."""
+    import cv2
+
     out_h, out_w = size_hw
     h, w = rgb.shape[:2]
     scale = max(out_h / h, out_w / w)
@@ -65,8 +105,12 @@ def imagenet_preprocess(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1
                          else cv2.INTER_CUBIC)
     top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
-    crop = resized[top:top + out_h, left:left + out_w].astype(np.float32) / 255.0
-    normed = (crop - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return np.asarray(resized[top:top + out_h, left:left + out_w])
+
+
+def _normalise(rgb: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """hxwx3 uint8 -> float32 1 x 3 x h x w, (x / 255 - mean) / std."""
+    normed = (rgb.astype(np.float32) / 255.0 - mean) / std
     return np.ascontiguousarray(normed.transpose(2, 0, 1)[None], dtype=np.float32)
 
 

@@ -17,7 +17,10 @@ from typing import Any, Callable, Literal
 
 from . import student
 
-OutputKind = Literal["relative_inverse", "metric"]
+#: "relative_inverse": affine-invariant inverse depth (near = large); "relative_depth":
+#: affine-invariant depth (far = large, Marigold); "metric": metres. The metric aligner's
+#: prediction kinds (``metric.PREDICTION_KINDS``) are the same three.
+OutputKind = Literal["relative_inverse", "relative_depth", "metric"]
 ResizeMode = Literal["short_side", "fixed"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -407,7 +410,7 @@ def _prompt_depth_anything_spec(s: str, licence: str) -> ModelSpec:
 
 def _marigold_spec() -> ModelSpec:
     return ModelSpec(
-        name="marigold_depth", family="marigold", output="relative_inverse", input_size=768,
+        name="marigold_depth", family="marigold", output="relative_depth", input_size=768,
         patch_multiple=8, mean=HALF_MEAN, std=HALF_STD, licence="Apache-2.0",
         make_config=_marigold(False), make_tiny_config=_marigold(True),
         hub_id="prs-eth/marigold-depth-v1-1", model_class="MarigoldDepthPipeline", exportable=False,

@@ -13,7 +13,8 @@ the robot has, in this order of stages (one module each, to be read in this orde
    :class:`MotionSignal`; the ``plane`` mode instead derives the samples from the support plane and
    the known camera height.
 2. ``fits.py``, ``plane.py``: **fit** → :class:`ScaleFit`: :func:`fit_inverse_affine` (relative:
-   RANSAC on pairs + Huber IRLS in inverse depth), :func:`fit_scale` (metric: scale only),
+   RANSAC on pairs + Huber IRLS in inverse depth; :func:`fit_depth_affine`, its twin in depth for
+   affine-invariant depth such as Marigold's), :func:`fit_scale` (metric: scale only),
    :func:`fit_plane` (known camera height), gated by minimum inliers, minimum inlier ratio and
    maximum residual.
 3. ``temporal.py``: **over time** → :class:`TemporalScaleFilter` (1-D Kalman on log-scale, jump
@@ -41,7 +42,7 @@ from .aligner import (
     MetricResult,
     check_prediction,
 )
-from .fits import SPACES, ScaleFit, apply_scale, fit_inverse_affine, fit_scale
+from .fits import SPACES, ScaleFit, apply_scale, fit_affine, fit_depth_affine, fit_inverse_affine, fit_scale
 from .motion import CrossCheck, MotionParams, MotionSample, MotionSignal, MotionTracker, PoseBuffer
 from .plane import fit_plane, plane_normal_from_tilt
 from .signals import (
@@ -86,6 +87,8 @@ __all__ = [
     "apply_validity",
     "check_prediction",
     "depth_image_to_metres",
+    "fit_affine",
+    "fit_depth_affine",
     "fit_inverse_affine",
     "fit_plane",
     "fit_scale",

@@ -1,7 +1,7 @@
 """The aligner: one camera stream's relative or metric prediction → metric depth, every stage in turn.
 
 :class:`MetricAligner` holds a :class:`MetricConfig` and the stream's temporal filter. Per frame,
-``align()`` takes an HxW float prediction (relative inverse depth, or metres from a metric network),
+``align()`` takes an HxW float prediction (relative inverse or relative depth, or metres from a metric network),
 the camera model and the frame's signal, and runs: signal → sparse samples (signals.py) → fit
 (fits.py, plane.py) → temporal filter (temporal.py) → metric depth → validity (validity.py). It returns
 a :class:`MetricResult`: HxW float32 metres (NaN where invalid), the HxW bool valid mask, the fit,
@@ -21,7 +21,7 @@ import numpy as np
 from ..camera import CameraModel
 from ..params import check_fields, param
 from ..stereo import StereoParams
-from .fits import ScaleFit, _refused, apply_scale, fit_inverse_affine, fit_scale
+from .fits import ScaleFit, _refused, apply_scale, fit_affine, fit_scale
 from .motion import MotionParams, MotionSignal
 from .plane import fit_plane
 from .signals import (
@@ -50,7 +50,7 @@ MISSING_SIGNAL = {
               "right/image + right/camera_info)",
     "plane": "plane mode needs the camera height above the support plane: set metric.camera_height "
              "(metres, > 0)",
-    "model": "metric.mode model needs a metric network, but the model predicts relative inverse "
+    "model": "metric.mode model needs a metric network, but the model predicts relative "
              "depth: choose a metric model, or metric.mode auto with a signal",
     "motion": "no odometry pose for this frame (metric.mode motion needs poses on `odometry` "
               "and the camera extrinsic metric.motion.T_base_camera; see metric.motion.*)",
@@ -58,7 +58,17 @@ MISSING_SIGNAL = {
             "cloud on `lidar_points`, no right camera (stereo: true), no metric network, no "
             "metric.camera_height and no pose on `odometry` (metric.motion.*); give one of them",
 }
-PREDICTION_KINDS = ("relative_inverse", "metric")
+#: What a depth network predicts: affine-invariant inverse depth (near = large: Depth Anything,
+#: MiDaS), affine-invariant depth (far = large: Marigold) or metres.
+PREDICTION_KINDS = ("relative_inverse", "relative_depth", "metric")
+
+
+def prediction_space(prediction_kind: str) -> str:
+    """The space a prediction of ``prediction_kind`` is fitted in: ``inverse_depth`` for
+    ``relative_inverse``, ``depth`` for ``relative_depth`` and ``metric``."""
+    if prediction_kind not in PREDICTION_KINDS:
+        raise ValueError(f"prediction_kind must be one of {PREDICTION_KINDS}, got {prediction_kind!r}")
+    return "inverse_depth" if prediction_kind == "relative_inverse" else "depth"
 
 #: diagnostic_msgs/DiagnosticStatus levels, so a driver can publish ``MetricResult.level`` as is.
 OK, WARN, ERROR = 0, 1, 2
@@ -239,14 +249,14 @@ class MetricAligner:
     def align(self, prediction: np.ndarray, prediction_kind: str = "relative_inverse",
               camera: CameraModel | None = None, signal=None,
               confidence: np.ndarray | None = None) -> MetricResult:
-        """Metric depth for one frame. ``prediction`` HxW float (relative inverse depth or metres),
+        """Metric depth for one frame. ``prediction`` HxW float of ``prediction_kind``
+        (one of :data:`PREDICTION_KINDS`),
         ``camera`` the model of the image the prediction was made from (scaled to the prediction grid
         here when sizes differ), ``confidence`` an optional HxW map for the validity mask. Raises
         ValueError only for a bad prediction or prediction_kind."""
         c = self.config
         pred = check_prediction(prediction)
-        if prediction_kind not in PREDICTION_KINDS:
-            raise ValueError(f"prediction_kind must be one of {PREDICTION_KINDS}, got {prediction_kind!r}")
+        space = prediction_space(prediction_kind)
         h, w = pred.shape
         notes: list[str] = []
         cam = cam_image = None
@@ -258,7 +268,6 @@ class MetricAligner:
                                  "aspect ratio (crop?): scaled anyway")
                 cam = cam.scaled(w, h)
 
-        space = "inverse_depth" if prediction_kind == "relative_inverse" else "depth"
         mode = self.frame_mode(prediction_kind, signal)
         if isinstance(signal, MotionSignal):
             if mode == "motion" and signal.depth_m is not None and signal.status:
@@ -376,9 +385,11 @@ class MetricAligner:
         if signal is None or (isinstance(signal, MotionSignal) and signal.depth_m is None):
             return None
         samples, source = self._samples(mode, signal, pred.shape, cam, cam_image)
-        if kind == "relative_inverse":
-            return fit_inverse_affine(pred, samples, iterations=c.ransac_iterations, source=source, **kw)
-        return fit_scale(pred, samples, source=source, **kw)
+        if kind == "metric":
+            return fit_scale(pred, samples, source=source, **kw)
+        # relative predictions: an unknown scale and shift in their own space
+        return fit_affine(pred, samples, space=prediction_space(kind), iterations=c.ransac_iterations,
+                          source=source, **kw)
 
     def _samples(self, mode: str, signal, shape: tuple[int, int], cam: CameraModel | None,
                  cam_image: CameraModel | None) -> tuple[np.ndarray, str]:

@@ -4,8 +4,10 @@ Inputs are a prediction and samples of the same shape (HxW grids with NaN where 
 or N vectors); samples are depths in metres. Two models:
 
 - :func:`fit_inverse_affine` for relative networks (Depth Anything, MiDaS/DPT), whose output is
-  affine-invariant inverse depth: ``1/z = scale * pred + shift`` (shift in 1/m). RANSAC on sample
-  pairs finds the consensus, Huber IRLS on its inliers refines it.
+  affine-invariant inverse depth: ``1/z = scale * pred + shift`` (shift in 1/m), and its depth-space
+  twin :func:`fit_depth_affine` for affine-invariant depth (Marigold): ``z = scale * pred + shift``
+  (shift in m). Both are :func:`fit_affine`: RANSAC on sample pairs finds the consensus, Huber IRLS
+  on its inliers refines it.
 - :func:`fit_scale` for metric networks: ``z = scale * pred`` (or ``1/z = scale * pred``), a
   constant in log space; one-sample MSAC, then Huber IRLS.
 
@@ -38,7 +40,7 @@ class ScaleFit:
     n_points: usable samples; ok: passed the gates (else ``reason`` says which failed; scale/shift
     may still hold the rejected values, or NaN when nothing could be computed).
     ref_pred: prediction values (10/50/90 % quantiles of the inliers) at which two fits are compared.
-    threshold: the relative inlier threshold finally used (adaptive, see :func:`fit_inverse_affine`).
+    threshold: the relative inlier threshold finally used (adaptive, see :func:`fit_affine`).
     """
 
     scale: float
@@ -76,39 +78,55 @@ def apply_scale(prediction: np.ndarray, scale: float, shift: float, space: str) 
     return out
 
 
-def fit_inverse_affine(prediction: np.ndarray, depth_m: np.ndarray, *, inlier_threshold: float = 0.1,
-                       adaptive: bool = True, min_inliers: int = 20, min_inlier_ratio: float = 0.3,
-                       max_residual: float = 0.15, min_spread: float = 0.02, max_explained: float = 0.8,
-                       iterations: int = 256, max_points: int = 5000, seed: int = 0,
-                       source: str = "") -> ScaleFit:
-    """Fit 1/z ≈ scale * pred + shift (a relative network's affine-invariant inverse depth).
+def fit_inverse_affine(prediction: np.ndarray, depth_m: np.ndarray, **kwargs: Any) -> ScaleFit:
+    """Fit 1/z ≈ scale * pred + shift (a relative network's affine-invariant inverse depth: Depth
+    Anything, MiDaS/DPT); shift in 1/m. :func:`fit_affine` in ``space="inverse_depth"``, which
+    documents the keywords and the gates."""
+    return fit_affine(prediction, depth_m, space="inverse_depth", **kwargs)
+
+
+def fit_depth_affine(prediction: np.ndarray, depth_m: np.ndarray, **kwargs: Any) -> ScaleFit:
+    """Fit z ≈ scale * pred + shift (affine-invariant *depth*, far = large: Marigold); shift in
+    metres. :func:`fit_affine` in ``space="depth"``, which documents the keywords and the gates."""
+    return fit_affine(prediction, depth_m, space="depth", **kwargs)
+
+
+def fit_affine(prediction: np.ndarray, depth_m: np.ndarray, *, space: str = "inverse_depth",
+               inlier_threshold: float = 0.1, adaptive: bool = True, min_inliers: int = 20,
+               min_inlier_ratio: float = 0.3, max_residual: float = 0.15, min_spread: float = 0.02,
+               max_explained: float = 0.8, iterations: int = 256, max_points: int = 5000, seed: int = 0,
+               source: str = "") -> ScaleFit:
+    """Fit y ≈ scale * pred + shift with y = 1/z (``space="inverse_depth"``) or y = z (``"depth"``).
 
     ``prediction`` and ``depth_m`` have the same shape (HxW grids with NaN where there is no sample,
-    or N vectors). The residual of a sample is relative, r = (scale*pred + shift) * z - 1 (≈ the
-    relative depth error), so minimising it is linear in (scale, shift). RANSAC on random pairs
-    (MSAC cost truncated at ``inlier_threshold``) finds the consensus, then Huber IRLS on the inliers
-    refines it. With ``adaptive`` the inlier threshold then follows the inliers' own spread (3x their
-    RMS residual, within 0.5-2.5x ``inlier_threshold``): tight for a sharp network, so mild outliers
-    go, and loose for a blurry one, so its true samples are not discarded as outliers.
+    or N vectors). The residual of a sample is relative, r = (scale*pred + shift) / y - 1 (the
+    relative depth error in depth space, ≈ it in inverse depth), so minimising it is linear in
+    (scale, shift). RANSAC on random pairs (MSAC cost truncated at ``inlier_threshold``) finds the
+    consensus, then Huber IRLS on the inliers refines it. With ``adaptive`` the inlier threshold then
+    follows the inliers' own spread (3x their RMS residual, within 0.5-2.5x ``inlier_threshold``):
+    tight for a sharp network, so mild outliers go, and loose for a blurry one, so its true samples
+    are not discarded as outliers.
 
     Refused (``ok`` False, ``reason`` set) with fewer than ``min_inliers`` inliers, an inlier ratio
     below ``min_inlier_ratio``, an inlier RMS residual above ``max_residual``, a non-positive scale,
-    samples whose inverse depths span less than ``min_spread`` (then the shift is not observable),
-    or an inlier residual above ``max_explained`` times that of the best constant depth (the
-    prediction does not explain the samples: a signal unrelated to the image).
+    samples whose y values span less than ``min_spread`` (then the shift is not observable), or an
+    inlier residual above ``max_explained`` times that of the best constant depth (the prediction
+    does not explain the samples: a signal unrelated to the image).
     """
-    space = "inverse_depth"
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     x, z, n = _pairs(prediction, depth_m, max_points, seed)
-    why = _unfittable_inverse_affine(x, z, n, min_inliers, min_spread)
+    y = 1.0 / z if space == "inverse_depth" else z
+    why = _unfittable_affine(x, z, y, n, min_inliers, min_spread, space)
     if why:
         return _refused(space, why, n, source)
     x_span = float(np.ptp(x))
-    start = _ransac_inverse_affine(x, z, x_span, iterations, inlier_threshold, seed)
+    start = _ransac_affine(x, y, x_span, iterations, inlier_threshold, seed)
     if start is None:
         return _refused(space, "no sample pair gives a positive scale (prediction anti-correlated "
-                               "with inverse depth?)", n, source)
-    A = np.column_stack([x * z, z])
-    scale, shift, thr = _irls_inverse_affine(A, *start, inlier_threshold, adaptive, x_span)
+                               f"with {space.replace('_', ' ')}?)", n, source)
+    A = np.column_stack([x / y, 1.0 / y])
+    scale, shift, thr = _irls_affine(A, *start, inlier_threshold, adaptive, x_span)
     r = A @ [scale, shift] - 1.0
     inl = np.abs(r) < thr
     n_in = int(inl.sum())
@@ -116,37 +134,36 @@ def fit_inverse_affine(prediction: np.ndarray, depth_m: np.ndarray, *, inlier_th
     values = _inlier_values(x, inl, n, scale=scale, shift=shift, residual=res, threshold=thr)
     ok, reason = _gate(values, x.size, n_in, min(min_inliers, x.size), min_inlier_ratio, max_residual)
     if ok:
-        why = _unexplained_reason(z[inl], res, max_explained)
+        why = _unexplained_reason(y[inl], res, max_explained)
         if why:
             ok, reason = False, why
     return ScaleFit(space=space, n_points=n, ok=ok, reason=reason, source=source, **values)
 
 
-def _unfittable_inverse_affine(x: np.ndarray, z: np.ndarray, n: int, min_inliers: int,
-                               min_spread: float) -> str | None:
-    """Why the usable samples (``x`` prediction, ``z`` metres; ``n`` of them before subsampling)
-    cannot determine an affine inverse-depth map, or None when they can."""
+def _unfittable_affine(x: np.ndarray, z: np.ndarray, y: np.ndarray, n: int, min_inliers: int,
+                       min_spread: float, space: str) -> str | None:
+    """Why the usable samples (``x`` prediction, ``z`` metres, ``y`` the fitted quantity of ``z``;
+    ``n`` of them before subsampling) cannot determine an affine map, or None when they can."""
     if n < max(min_inliers, 2):
         return f"{n} usable samples, need at least {max(min_inliers, 2)}"
     why = _constant_depth_reason(z)
     if why:
         return why
-    y = 1.0 / z
     q10, q50, q90 = np.quantile(y, [0.1, 0.5, 0.9])
     if (q90 - q10) < min_spread * q50:
-        return (f"sample inverse depths span only {100 * (q90 - q10) / q50:.1f} % "
+        what = "inverse depths" if space == "inverse_depth" else "depths"
+        return (f"sample {what} span only {100 * (q90 - q10) / q50:.1f} % "
                 f"(need {100 * min_spread:.0f} %): scale and shift are not separable")
     if not float(np.ptp(x)) > 0:
         return "the prediction is constant at the sample pixels"
     return None
 
 
-def _ransac_inverse_affine(x: np.ndarray, z: np.ndarray, x_span: float, iterations: int,
-                           inlier_threshold: float, seed: int) -> tuple[float, float] | None:
-    """RANSAC on ``iterations`` random sample pairs: the (scale, shift) through a pair with the
-    lowest MSAC cost (squared relative residuals truncated at ``inlier_threshold``), or None when
-    no pair gives a positive scale."""
-    y = 1.0 / z
+def _ransac_affine(x: np.ndarray, y: np.ndarray, x_span: float, iterations: int,
+                   inlier_threshold: float, seed: int) -> tuple[float, float] | None:
+    """RANSAC on ``iterations`` random sample pairs: the (scale, shift) of y = scale * x + shift
+    through a pair with the lowest MSAC cost (squared relative residuals truncated at
+    ``inlier_threshold``), or None when no pair gives a positive scale."""
     rng = np.random.default_rng(seed)
     i, j = rng.integers(0, x.size, size=(2, iterations))
     dx = x[i] - x[j]
@@ -157,15 +174,15 @@ def _ransac_inverse_affine(x: np.ndarray, z: np.ndarray, x_span: float, iteratio
     if not good.any():
         return None
     s, t = s[good], t[good]
-    r = (s[:, None] * x[None, :] + t[:, None]) * z[None, :] - 1.0
+    r = (s[:, None] * x[None, :] + t[:, None]) / y[None, :] - 1.0
     cost = np.minimum(r * r, inlier_threshold**2).sum(axis=1)
     best = int(np.argmin(cost))
     return float(s[best]), float(t[best])
 
 
-def _irls_inverse_affine(A: np.ndarray, scale: float, shift: float, inlier_threshold: float,
-                         adaptive: bool, x_span: float) -> tuple[float, float, float]:
-    """Huber IRLS of the relative residual ``A @ [scale, shift] - 1`` (A = [pred*z, z]) from a
+def _irls_affine(A: np.ndarray, scale: float, shift: float, inlier_threshold: float,
+                 adaptive: bool, x_span: float) -> tuple[float, float, float]:
+    """Huber IRLS of the relative residual ``A @ [scale, shift] - 1`` (A = [pred/y, 1/y]) from a
     RANSAC start, with the adaptive inlier threshold: (scale, shift, final threshold)."""
     thr = inlier_threshold
     for _ in range(30):
@@ -184,14 +201,16 @@ def _irls_inverse_affine(A: np.ndarray, scale: float, shift: float, inlier_thres
     return scale, shift, thr
 
 
-def _unexplained_reason(z_inliers: np.ndarray, residual: float, max_explained: float) -> str | None:
-    """Why the prediction does not explain the inliers' depths ``z_inliers`` (metres), or None.
+def _unexplained_reason(y_inliers: np.ndarray, residual: float, max_explained: float) -> str | None:
+    """Why the prediction does not explain the inliers' fitted values ``y_inliers`` (depths or
+    inverse depths), or None.
 
     A signal unrelated to the image (wrong topic, garbage) still finds a near-constant map with many
-    "inliers": demand that the prediction explain the depths clearly better than the best constant
-    depth on the same inliers (``residual`` at most ``max_explained`` times that constant's)."""
-    zi = z_inliers
-    const = float(np.sqrt(np.mean((zi * (zi.sum() / (zi * zi).sum()) - 1.0) ** 2)))
+    "inliers": demand that the prediction explain the samples clearly better than the best constant
+    on the same inliers (``residual`` at most ``max_explained`` times that constant's, both relative
+    residuals c / y - 1)."""
+    u = 1.0 / y_inliers
+    const = float(np.sqrt(np.mean((u * (u.sum() / (u * u).sum()) - 1.0) ** 2)))
     if not residual <= max_explained * const:
         return (f"the prediction hardly explains the sample depths: residual {residual:.3f} vs "
                 f"{const:.3f} for a constant depth (signal unrelated to the image?)")

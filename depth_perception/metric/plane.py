@@ -18,7 +18,7 @@ import numpy as np
 
 from ..camera import CameraModel
 from ..grid import fit_plane_ransac
-from .fits import ScaleFit, _refused, fit_inverse_affine, fit_scale
+from .fits import ScaleFit, _refused, fit_affine, fit_scale
 
 
 def plane_normal_from_tilt(pitch_rad: float, roll_rad: float = 0.0) -> np.ndarray:
@@ -36,10 +36,11 @@ def fit_plane(prediction: np.ndarray, prediction_kind: str, camera: CameraModel,
               max_points: int = 5000, seed: int = 0, source: str = "plane") -> ScaleFit:
     """Scale from a known camera height above the support plane (a table, the floor).
 
-    The prediction is back-projected into a *relative* cloud (depth = pred for "metric", 1/pred for
-    "relative_inverse"; an affine inverse depth keeps planes planar, so the support plane is found
-    whatever the network's shift). RANSAC finds the dominant plane (within ``max_angle_deg`` of
-    ``normal_camera`` when that is given; inlier distance relative to depth < ``plane_threshold``).
+    The prediction is back-projected into a *relative* cloud (depth = pred for "metric" and
+    "relative_depth", 1/pred for "relative_inverse"; an affine inverse depth keeps planes planar, so
+    the support plane is found whatever the network's shift; an affine depth only when its shift is
+    small). RANSAC finds the dominant plane (within ``max_angle_deg`` of ``normal_camera`` when that
+    is given; inlier distance relative to depth < ``plane_threshold``).
     A plane pixel with ray direction ρ (z = 1) then has metric depth z = h / -(n·ρ), which makes the
     plane pixels metric samples. With a known normal (the tilt, e.g. from an IMU) a relative
     prediction gets the full affine fit; without one the normal comes from the relative cloud,
@@ -82,8 +83,8 @@ def fit_plane(prediction: np.ndarray, prediction_kind: str, camera: CameraModel,
     kw: dict[str, Any] = dict(inlier_threshold=inlier_threshold, adaptive=adaptive, min_inliers=min_inliers,
                               min_inlier_ratio=min_inlier_ratio, max_residual=max_residual,
                               max_points=max_points, seed=seed, source=source)
-    if space == "inverse_depth" and prior is not None:
-        fit = fit_inverse_affine(x_plane, z_plane, iterations=iterations, **kw)
+    if prediction_kind != "metric" and prior is not None:
+        fit = fit_affine(x_plane, z_plane, space=space, iterations=iterations, **kw)
     else:
         fit = fit_scale(x_plane, z_plane, space=space, **kw)
     # the plane share of the image is the more telling inlier ratio for diagnostics

@@ -9,10 +9,11 @@ that have enough valid pixels; a batch with none gives 0 (with a gradient graph)
 * :func:`silog_loss` - scale-invariant log loss (Eigen et al.) on metric depth:
   ``L = mean(g^2) - lambda * mean(g)^2`` with ``g = log D_hat - log D``. With ``lambda = 1`` it is the
   variance of ``g``: blind to a global scale of the prediction.
-* :func:`ssi_loss` - scale-and-shift-invariant loss on inverse depth (MiDaS): the prediction is
-  aligned to the target by the closed-form least-squares scale and shift of each image, then
-  compared with the target (normalised per image by its median and mean absolute deviation, so
-  that near and far scenes weigh alike).
+* :func:`ssi_loss` - scale-and-shift-invariant loss on inverse depth (MiDaS, Depth Anything):
+  prediction and target are each normalised per image by their own median and mean absolute
+  deviation (so near and far scenes weigh alike, and a positive scale and any shift of the
+  prediction do not matter while its sign does: far = large is wrong), then compared by the mean
+  absolute difference of the pixels left after trimming the largest residuals (``trim``).
 * :func:`gradient_matching_loss` - multi-scale gradient matching of a residual map.
 * :func:`normal_loss` - 1 - cos between surface normals computed from depth and K.
 * :func:`depth_loss` - the total ``L = L_si + alpha * L_grad + beta * L_normal`` in one of two
@@ -29,6 +30,9 @@ LossMode = Literal["ssi", "silog"]
 TargetKind = Literal["depth", "inverse"]
 
 _MIN_PIXELS = 2  # an alignment needs two pixels; fewer and the image is skipped
+#: share of each image's largest SSI residuals left out (MiDaS' trimmed MAE): a few wrong
+#: pseudo-labels or mixed pixels at edges do not dominate the gradient
+SSI_TRIM = 0.2
 
 
 class LossInputError(ValueError):
@@ -104,9 +108,10 @@ def _masked_median(x: Any, valid: Any) -> Any:
 
 @dataclass
 class Alignment:
-    """Per-image least-squares map ``scale * pred + shift`` onto the (normalised) target."""
+    """Per-image map ``scale * pred + shift`` (the prediction's own median / mean absolute
+    deviation normalisation, scale > 0) next to the normalised target."""
 
-    aligned: Any  # N x H x W, in the normalised target's units
+    aligned: Any  # N x H x W normalised prediction, comparable with the normalised target
     target: Any  # N x H x W normalised target
     valid: Any  # N x H x W bool
     scale: Any  # (N,)
@@ -148,14 +153,29 @@ def align_least_squares(pred: Any, target: Any, valid: Any, eps: float = 1e-8) -
 
 
 def align_prediction(pred: Any, target: Any, mask: Any | None = None) -> Alignment:
-    """Align relative (inverse-depth) ``pred`` to ``target`` per image: the target is normalised
-    (median / mean absolute deviation), then the least-squares scale and shift map the prediction
-    onto it. Any affine map ``a * pred + b`` (``a != 0``) gives the same ``aligned``."""
+    """Align relative (inverse-depth) ``pred`` with ``target`` per image as MiDaS and Depth Anything
+    do: each is normalised by its own median and mean absolute deviation over the valid pixels.
+    Any ``a * pred + b`` with ``a > 0`` gives the same ``aligned``; a negated prediction does not
+    (a least-squares fit would flip its sign and hide that it is upside down)."""
     pred, target, valid = _prepare(pred, target, mask, positive_target=False)
     t_norm, med, spread = normalize_target(target, valid)
-    scale, shift = align_least_squares(pred, t_norm, valid)
-    aligned = scale[:, None, None] * pred + shift[:, None, None]
-    return Alignment(aligned, t_norm, valid, scale, shift, med, spread, valid.sum(dim=(-2, -1)))
+    aligned, p_med, p_spread = normalize_target(pred, valid)
+    scale = 1.0 / p_spread
+    return Alignment(aligned, t_norm, valid, scale, -p_med * scale, med, spread, valid.sum(dim=(-2, -1)))
+
+
+def _trimmed_mean(x: Any, valid: Any, trim: float) -> tuple[Any, Any]:
+    """Per-image mean of ``x`` over ``valid`` without its largest ``trim`` share (N,), and the
+    per-image valid counts (N,)."""
+    import torch
+
+    n = valid.sum(dim=(-2, -1))
+    flat = torch.where(valid, x, torch.full_like(x, float("inf"))).flatten(1)
+    ordered, _ = torch.sort(flat, dim=1)  # invalid (inf) last
+    keep_n = torch.floor((1.0 - trim) * n.to(x.dtype)).clamp(min=1)
+    keep = torch.arange(flat.shape[1], device=x.device)[None, :] < keep_n[:, None]
+    kept = torch.where(keep & torch.isfinite(ordered), ordered, torch.zeros_like(ordered))
+    return kept.sum(dim=1) / keep_n, n
 
 
 # --------------------------------------------------------------------------------------- losses
@@ -178,11 +198,15 @@ def silog_loss(pred_depth: Any, target_depth: Any, mask: Any | None = None, lam:
     return _batch_mean(per_image, n, 1)
 
 
-def ssi_loss(pred: Any, target: Any, mask: Any | None = None, alignment: Alignment | None = None) -> Any:
-    """Scale-and-shift-invariant loss: mean |aligned - normalised target| per image (MiDaS' SSI
-    MAE), for relative inverse-depth ``pred`` against inverse-depth ``target``."""
+def ssi_loss(pred: Any, target: Any, mask: Any | None = None, alignment: Alignment | None = None,
+             trim: float = SSI_TRIM) -> Any:
+    """Scale-and-shift-invariant loss: mean |aligned - normalised target| per image over the
+    pixels left after dropping the largest ``trim`` share of residuals (MiDaS' trimmed SSI MAE),
+    for relative inverse-depth ``pred`` against inverse-depth ``target``."""
+    if not 0.0 <= trim < 1.0:
+        raise LossInputError(f"trim must be in [0, 1), got {trim}")
     a = alignment or align_prediction(pred, target, mask)
-    per_image, _ = _masked_mean((a.aligned - a.target).abs(), a.valid)
+    per_image, _ = _trimmed_mean((a.aligned - a.target).abs(), a.valid, trim)
     return _batch_mean(per_image, a.count)
 
 
@@ -273,6 +297,7 @@ class LossConfig:
     alpha: float = 0.5  # weight of the gradient-matching term
     beta: float = 0.0  # weight of the surface-normal term (needs depth targets and K)
     silog_lambda: float = 0.85
+    trim: float = SSI_TRIM  # share of the largest SSI residuals left out per image
     scales: int = 4
     min_inverse_depth: float = 1e-3  # 1/m: aligned inverse depth is clamped here before inverting
 
@@ -281,6 +306,8 @@ class LossConfig:
             raise ValueError(f"loss mode must be 'ssi' or 'silog', got {self.mode!r}")
         if self.alpha < 0 or self.beta < 0:
             raise ValueError(f"loss weights must be >= 0, got alpha={self.alpha}, beta={self.beta}")
+        if not 0.0 <= self.trim < 1.0:
+            raise ValueError(f"loss trim must be in [0, 1), got {self.trim}")
 
 
 @dataclass
@@ -327,7 +354,7 @@ def depth_loss(pred: Any, target: Any, mask: Any | None = None, K: Any | None = 
             tgt = torch.where(ok, 1.0 / torch.where(ok, tgt, torch.ones_like(tgt)),
                               torch.full_like(tgt, float("nan")))
         a = align_prediction(pred, tgt, mask)
-        si = ssi_loss(pred, tgt, alignment=a)
+        si = ssi_loss(pred, tgt, alignment=a, trim=config.trim)
         grad = gradient_matching_loss(a.aligned - a.target, a.valid, config.scales) \
             if config.alpha > 0 else zero
         if config.beta > 0:

@@ -61,3 +61,21 @@ def test_predict_options_build_an_estimator() -> None:
                                 "--backend", "torch", "--input-size", "42"])
     est = predict.estimator_from_args(args)
     assert est.backend_name == "torch" and est.input_size == 42
+
+
+def test_predict_gives_depth_pro_the_focal_length(tmp_path: Path) -> None:
+    import numpy as np
+    from skimage import data
+
+    from depth_perception import cli
+    from depth_perception.files import write_image
+
+    image = tmp_path / "astronaut.png"
+    write_image(image, data.astronaut()[::8, ::8])
+    depth = {}
+    for fx in ("100", "200"):
+        out = tmp_path / f"fx{fx}.npy"
+        assert cli.main(["predict", "-i", str(image), "-o", str(out), "--format", "npy",
+                         "--model", "depth_pro_tiny", "--random-init", "--focal", fx]) == 0
+        depth[fx] = np.load(out)
+    np.testing.assert_allclose(depth["200"], 2 * depth["100"], rtol=1e-4)  # twice as far

@@ -33,6 +33,7 @@ def test_build_engine_defaults_are_a_fixed_518_fp32_profile():
     req = engine.request_from_args(_parse("--onnx", "m.onnx"))
     assert req.precision == "fp32" and req.profile == ShapeProfile.fixed(518, 518)
     req = engine.request_from_args(_parse("--onnx", "m.onnx", "--opt", "364x644", "--int8",
+                                          "--model", "depth_anything_v2_small",
                                           "--calib", "frames/", "--no-validate"))
     assert req.precision == "int8" and req.profile == ShapeProfile.fixed(364, 644)
     assert req.calib_dir == Path("frames") and not req.validate
@@ -51,6 +52,11 @@ def test_build_engine_rejects_bad_sizes(size, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--int8"], "--int8 needs --calib DIR"),
+    (["--int8", "--calib", "frames"], "--int8 needs --model NAME"),
+    (["--input-size", "364"], "--input-size is only used with --model"),
+    (["--model", "depth_anything_v2_small", "--input-size", "360"], "multiple of 14"),
+    (["--model", "marigold_depth"], "no ONNX export"),
+    (["--model", "nope"], "unknown model"),
     (["--calib", "frames"], "--calib is only used with --int8"),
     (["--min", "600x600", "--opt", "518x518"], "--min/--opt/--max: .*height needs min <= opt"),
     (["--workspace", "0"], "--workspace must be > 0"),
@@ -71,3 +77,53 @@ def test_build_engine_without_tensorrt_is_one_clear_error(monkeypatch, tmp_path)
         engine.cmd_build_engine(_parse("--onnx", str(model), "--cache-dir", str(tmp_path / "c")))
     with pytest.raises(CliError, match="no such file"):
         engine.cmd_build_engine(_parse("--onnx", str(tmp_path / "absent.onnx")))
+
+
+@pytest.mark.parametrize("name, input_size", [
+    ("depth_anything_v2_small_tiny", None),  # aspect-preserving: 1:1 to 2:1 at its size
+    ("depth_anything_v2_small_tiny", 42),
+    ("dpt_large_tiny", None),  # fixed square
+    ("prompt_depth_anything_small_tiny", None),  # and its prompt_depth input
+])
+def test_the_engine_build_engine_files_is_the_one_the_estimator_looks_up(tmp_path, name, input_size):
+    from depth_perception.depth.estimator import DepthEstimator
+    from depth_perception.depth.tensorrt_engines import engine_key
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"the same graph for both")
+    argv = ["--onnx", str(onnx), "--model", name, "--fp16"]
+    req = engine.request_from_args(_parse(*argv, *(["--input-size", str(input_size)] if input_size else [])))
+    est = DepthEstimator(name, backend="torch", random_init=True, input_size=input_size, log=None)
+    profile, extra = est.engine_profiles()  # what its tensorrt backend passes to ensure_engine
+    gpu = dict(tensorrt_version="10.13.0.35", gpu_name="NVIDIA Orin", compute_capability=(8, 7))
+    built = engine_key(onnx, precision=req.precision, profile=req.profile,
+                       extra_profiles=req.extra_profiles, **gpu)
+    looked_up = engine_key(onnx, precision="fp16", profile=profile, extra_profiles=extra, **gpu)
+    assert built == looked_up and built.file_name("m") == looked_up.file_name("m")
+    assert ("prompt_depth" in dict(built.extra_profiles)) == name.startswith("prompt")
+
+
+@pytest.mark.parametrize("name, mean", [("dpt_large", 0.5), ("midas_beit_large_512", 0.5),
+                                        ("zoedepth_nyu", 0.5), ("depth_pro", 0.5),
+                                        ("depth_anything_v2_small", 0.485)])
+def test_int8_calibration_sees_what_the_estimator_feeds_the_model(name, mean):
+    import numpy as np
+    from skimage import data
+
+    from depth_perception.depth.processing import preprocess
+    from depth_perception.depth.tensorrt_calibration import IMAGENET_PREPROCESS_ID, spec_preprocess
+    from depth_perception.depth.zoo import get_spec
+
+    spec = get_spec(name).tiny_spec() if name == "depth_pro" else get_spec(name)  # 64, not 1536
+    calibrate, ident = spec_preprocess(spec)
+    assert (ident == IMAGENET_PREPROCESS_ID) == (mean != 0.5)  # a new normalisation, a new table
+    grey = np.full((240, 320, 3), 128, np.uint8)
+    x, geo = preprocess(grey, spec)  # the estimator's own input, at the size it picks
+    np.testing.assert_allclose(calibrate(grey, geo.net_hw), x.numpy(), atol=1e-3)  # letterbox too
+    photo = data.astronaut()[::2, ::2][:240]
+    x, geo = preprocess(photo, spec)
+    ours = calibrate(photo, geo.net_hw)
+    assert ours.shape == tuple(x.shape) and ours.dtype == np.float32
+    # the same statistics per channel (the crop to the profile size and the resampling differ)
+    for stat in (np.mean, np.std):
+        np.testing.assert_allclose(stat(ours, axis=(0, 2, 3)), stat(x.numpy(), axis=(0, 2, 3)), atol=0.05)

@@ -7,8 +7,11 @@ import pytest
 from skimage import data
 
 from depth_perception.depth.estimator import (
-    BackendUnavailableError, DepthEstimator, tensorrt_available,
+    BackendUnavailableError, DepthEstimator, engine_profiles_for, tensorrt_available,
 )
+from depth_perception.depth.processing import prompt_from_depth
+from depth_perception.depth.tensorrt_build import input_profiles
+from depth_perception.depth.zoo import get_spec
 
 RGB = data.astronaut()[::4, ::3]  # 128 x 171, real image, not square
 
@@ -55,6 +58,21 @@ def test_prompt_depth_model_needs_and_uses_a_prompt() -> None:
     assert 1.0 < np.median(pred.values) < 6.0
     with pytest.raises(ValueError, match="no valid"):
         est.predict(RGB, prompt_depth_m=np.zeros((4, 4), np.float32))
+
+
+def test_the_prompt_depth_input_has_an_engine_profile_every_prompt_fits() -> None:
+    main, extra = engine_profiles_for(get_spec("prompt_depth_anything_small"))
+    assert main.input_shapes() == ((1, 3, 518, 518), (1, 3, 518, 700), (1, 3, 1036, 1036))
+    assert extra["prompt_depth"].input_shapes() == ((1, 1, 2, 2), (1, 1, 192, 256), (1, 1, 256, 256))
+    # the exported graph's two dynamic inputs both get a profile (a missing one is refused)
+    graph = {"pixel_values": (-1, 3, -1, -1), "prompt_depth": (-1, 1, -1, -1)}
+    assert set(input_profiles(graph, "pixel_values", main, extra)) == {"pixel_values", "prompt_depth"}
+    with pytest.raises(ValueError, match="prompt_depth"):
+        input_profiles(graph, "pixel_values", main)
+    for hw in [(2, 2), (192, 256), (480, 640), (1080, 1920), (3000, 40)]:
+        prompt = prompt_from_depth(np.full(hw, 1.5, np.float32))
+        assert extra["prompt_depth"].contains(*prompt.shape), (hw, prompt.shape)
+    assert engine_profiles_for(get_spec("depth_anything_v2_small"))[1] == {}
 
 
 def test_marigold_runs_on_torch_and_refuses_onnx() -> None:

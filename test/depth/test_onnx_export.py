@@ -16,7 +16,9 @@ import torch
 from skimage import data
 
 from depth_perception.depth.estimator import DepthEstimator
-from depth_perception.depth.onnx_export import ExportError, export_onnx
+from depth_perception.depth.onnx_export import (
+    ExportError, export_onnx, external_data_path, weight_bytes,
+)
 from depth_perception.depth.weights import build_model
 from depth_perception.depth.zoo import get_spec
 
@@ -137,6 +139,30 @@ def test_a_graph_that_disagrees_with_torch_is_not_written(tmp_path: Path, monkey
     with pytest.raises(ExportError, match=r"disagrees with torch \(relative error"):
         export_onnx(model, tmp_path / "bad.onnx", 32, 32, dynamic=False, spec=get_spec("dpt_large_tiny"))
     assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_weights_over_the_threshold_are_written_beside_the_graph(tmp_path: Path, optimize: bool) -> None:
+    """Depth Pro's 3.8 GB of weights exceed protobuf's 2 GB: the same mechanism, tiny model, low
+    threshold. The graph keeps only a reference; the weights file travels with it."""
+    name = "dpt_large_tiny"
+    model = build_model(name, random_init=True, seed=1)
+    path = export_onnx(model, tmp_path / "out" / "m.onnx", 32, 32, dynamic=False, spec=get_spec(name),
+                       optimize=optimize, external_data_threshold_bytes=weight_bytes(model) // 2)
+    data_file = external_data_path(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.onnx", "m.onnx.data"]
+    assert data_file.stat().st_size > 0.9 * weight_bytes(model), data_file.stat().st_size
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"pixel_values": x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(pixel_values=x).predicted_depth.numpy()
+    assert relative_error(got, ref) <= 1e-4
+    # below the threshold (the default for every model but the largest): one self-contained file
+    small = export_onnx(model, tmp_path / "one" / "m.onnx", 32, 32, dynamic=False, spec=get_spec(name),
+                        optimize=optimize)
+    assert [p.name for p in small.parent.iterdir()] == ["m.onnx"]
+    assert small.stat().st_size > path.stat().st_size + 0.9 * weight_bytes(model)
 
 
 def test_int8_quantisation_is_close_to_fp32(exported, tmp_path_factory) -> None:

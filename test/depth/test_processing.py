@@ -7,7 +7,9 @@ import pytest
 import torch
 from skimage import data
 
-from depth_perception.depth.processing import network_geometry, postprocess, preprocess
+from depth_perception.depth.processing import (
+    PROMPT_MAX_SIDE, network_geometry, postprocess, preprocess, prompt_from_depth,
+)
 from depth_perception.depth.zoo import get_spec
 
 DA = get_spec("depth_anything_v2_small")
@@ -89,3 +91,24 @@ def test_the_estimator_refuses_a_thin_image_without_allocating_its_input() -> No
     with pytest.raises(ValueError, match="aspect ratio of 300.0"):
         est.predict(np.zeros((2, 600, 3), np.uint8))
     assert est.predict(np.zeros((60, 80, 3), np.uint8)).values.shape == (60, 80)
+
+
+def test_sparse_samples_become_a_dense_low_resolution_prompt() -> None:
+    # LiDAR-like samples on a 480x640 image: 1 m left of column 318, 3 m right of it, 2 % coverage
+    rng = np.random.default_rng(0)
+    depth = np.where(np.arange(640) < 318, 1.0, 3.0)[None, :].repeat(480, axis=0).astype(np.float32)
+    sparse = np.where(rng.random(depth.shape) < 0.02, depth, np.nan).astype(np.float32)
+    prompt = prompt_from_depth(sparse)
+    assert prompt.dtype == np.float32 and max(prompt.shape) <= PROMPT_MAX_SIDE
+    assert prompt.shape == (160, 214)  # pooled by 3, aspect kept
+    assert np.isfinite(prompt).all()  # holes take their nearest sample, never 0
+    assert set(np.unique(prompt)) == {1.0, 3.0}
+    np.testing.assert_array_equal(prompt[:, :100], 1.0)
+    np.testing.assert_array_equal(prompt[:, 110:], 3.0)
+
+
+def test_a_small_prompt_keeps_its_samples_and_an_empty_one_is_refused() -> None:
+    small = np.array([[1.0, np.nan, np.nan, 2.0], [0.0, np.nan, np.inf, -1.0]], np.float32)
+    np.testing.assert_array_equal(prompt_from_depth(small), [[1, 1, 2, 2], [1, 1, 2, 2]])
+    with pytest.raises(ValueError, match="no valid"):
+        prompt_from_depth(np.full((8, 8), np.nan, np.float32))

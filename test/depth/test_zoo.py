@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from depth_perception.depth.zoo import ModelSpec, UnknownModelError, get_spec, list_specs
+from depth_perception.metric import PREDICTION_KINDS
 
 REQUIRED = [
     "depth_anything_v2_small", "depth_anything_v2_base", "depth_anything_v2_large",
@@ -17,9 +18,14 @@ REQUIRED = [
 @pytest.mark.parametrize("name", REQUIRED)
 def test_required_models_are_listed_with_their_semantics(name: str) -> None:
     spec = get_spec(name)
-    assert spec.output in ("relative_inverse", "metric")
+    assert spec.output in PREDICTION_KINDS  # what the metric aligner takes
     assert spec.licence and spec.input_size > 0 and spec.patch_multiple >= 1
     assert len(spec.mean) == len(spec.std) == 3
+
+
+def test_marigold_predicts_affine_invariant_depth_not_inverse_depth() -> None:
+    assert get_spec("marigold_depth").output == get_spec("marigold_depth_tiny").output == "relative_depth"
+    assert {s.output for s in list_specs()} <= set(PREDICTION_KINDS)
 
 
 def test_every_family_has_a_tiny_twin_of_the_same_architecture() -> None:

@@ -145,3 +145,13 @@ def test_a_missing_signal_is_an_error_naming_what_to_give(config, kind, words):
     assert result.source == "none" and result.level == ERROR and not result.valid.any()
     for word in words:
         assert word in result.message, result.message
+
+
+def test_relative_depth_is_aligned_with_a_scale_and_shift_in_depth():
+    # Marigold's kind: affine-invariant depth (far = large); GT = 2.0 * pred + 0.3 m
+    pred = ((GT - 0.3) / 2.0).astype(np.float32)
+    res = MetricAligner().align(pred, "relative_depth", CAM, DepthImageSignal(sparse_samples(GT, 300, 0.2)))
+    assert res.level == OK and res.fit.space == "depth", res.message
+    assert res.estimate.scale == pytest.approx(2.0, rel=0.01)
+    assert res.estimate.shift == pytest.approx(0.3, abs=0.01)
+    assert depth_metrics(res.depth_m, GT).abs_rel < 0.01

@@ -10,7 +10,7 @@ import pytest
 
 from metric_helpers import A_TRUE, B_TRUE, GT, ORACLE_ABS_REL, PRED, abs_rel
 
-from depth_perception.metric import apply_scale, fit_inverse_affine, fit_scale
+from depth_perception.metric import apply_scale, fit_depth_affine, fit_inverse_affine, fit_scale
 from depth_perception.metrics import oracle_inverse_affine, sparse_samples
 
 
@@ -45,6 +45,29 @@ def test_scale_only_fit_for_a_metric_network():
     assert fit.ok and fit.space == "depth" and fit.shift == 0.0
     assert fit.scale == pytest.approx(1 / 1.37, rel=0.01)
     assert fit.inlier_ratio == pytest.approx(0.6, abs=0.08)
+
+
+# an affine-invariant *depth* network (Marigold, far = large): GT = 2.5 * pred + 0.4 m, plus noise
+DEPTH_SCALE, DEPTH_SHIFT = 2.5, 0.4
+_rng = np.random.default_rng(5)
+PRED_DEPTH = ((GT * (1 + 0.02 * _rng.normal(size=GT.shape)) - DEPTH_SHIFT) / DEPTH_SCALE).astype(np.float32)
+
+
+@pytest.mark.parametrize("outliers", [0.0, 0.3])
+def test_depth_affine_fit_recovers_a_known_map_in_depth_space(outliers):
+    fit = fit_depth_affine(PRED_DEPTH, sparse_samples(GT, 400, outliers, seed=6), source="sparse_depth")
+    assert fit.ok, fit.reason
+    assert fit.space == "depth" and fit.source == "sparse_depth"
+    assert fit.scale == pytest.approx(DEPTH_SCALE, rel=0.03)
+    assert fit.shift == pytest.approx(DEPTH_SHIFT, abs=0.03)
+    assert fit.inlier_ratio == pytest.approx(1 - outliers, abs=0.08)
+    assert abs_rel(fit.apply(PRED_DEPTH)) < 0.03
+
+
+def test_an_inverse_depth_fit_cannot_explain_a_depth_prediction():
+    # why the depth-space twin exists: far = large is anti-correlated with inverse depth
+    fit = fit_inverse_affine(PRED_DEPTH, sparse_samples(GT, 400, 0.0, seed=6))
+    assert not fit.ok
 
 
 def test_fit_refuses_with_a_reason():

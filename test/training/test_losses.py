@@ -36,8 +36,8 @@ def test_silog_is_blind_to_a_global_scale_with_lambda_one():
     assert silog_loss(3.7 * NOISY_DEPTH, DEPTH, lam=0.85) > 10 * silog_loss(NOISY_DEPTH, DEPTH, lam=0.85)
 
 
-@pytest.mark.parametrize("a,b", [(2.5, 0.0), (0.01, 7.0), (-3.0, 40.0), (1e3, -5.0)])
-def test_ssi_is_blind_to_any_affine_map_of_the_prediction(a, b):
+@pytest.mark.parametrize("a,b", [(2.5, 0.0), (0.01, 7.0), (3.0, -40.0), (1e3, -5.0)])
+def test_ssi_is_blind_to_a_positive_scale_and_any_shift_of_the_prediction(a, b):
     base = ssi_loss(NOISY_INV, 1.0 / DEPTH)
     assert base > 1e-3
     assert torch.allclose(ssi_loss(a * NOISY_INV + b, 1.0 / DEPTH), base, rtol=1e-3)
@@ -45,6 +45,33 @@ def test_ssi_is_blind_to_any_affine_map_of_the_prediction(a, b):
     moved = depth_loss(a * NOISY_INV + b, DEPTH, K=K, config=LossConfig(alpha=0.5, beta=0.2))
     for k in ("si", "grad"):
         assert moved.as_floats()[k] == pytest.approx(total.as_floats()[k], rel=1e-3)
+
+
+@pytest.mark.parametrize("b", [0.0, 40.0])
+def test_a_negated_prediction_costs_more_than_the_right_one(b):
+    # far = large (depth, or a sign error) is wrong for inverse depth: the loss must say so
+    right = ssi_loss(NOISY_INV, 1.0 / DEPTH)
+    negated = ssi_loss(b - NOISY_INV, 1.0 / DEPTH)
+    assert negated > 5 * right
+    cfg = LossConfig(alpha=0.5)
+    assert depth_loss(b - NOISY_INV, DEPTH, config=cfg).total > 3 * depth_loss(NOISY_INV, DEPTH, config=cfg).total
+
+
+def test_trimming_leaves_the_largest_residuals_out():
+    a = align_prediction(NOISY_INV[:1], 1.0 / DEPTH[:1])
+    residuals, _ = torch.sort((a.aligned - a.target).abs()[a.valid])
+    kept = residuals[: int(0.8 * residuals.numel())]  # the default trim: 20 %
+    assert float(ssi_loss(NOISY_INV[:1], 1.0 / DEPTH[:1])) == pytest.approx(float(kept.mean()), rel=1e-5)
+    assert float(ssi_loss(NOISY_INV[:1], 1.0 / DEPTH[:1], trim=0.0)) == pytest.approx(
+        float(residuals.mean()), rel=1e-5)
+    # a band of wrong pseudo-labels (8 % of the pixels) hurts less with the trim than without
+    spoiled = NOISY_INV.clone()
+    spoiled[:, :4] *= 2.0
+    trimmed = ssi_loss(spoiled, 1.0 / DEPTH) / ssi_loss(NOISY_INV, 1.0 / DEPTH)
+    untrimmed = ssi_loss(spoiled, 1.0 / DEPTH, trim=0.0) / ssi_loss(NOISY_INV, 1.0 / DEPTH, trim=0.0)
+    assert trimmed < untrimmed
+    with pytest.raises(LossInputError, match="trim"):
+        ssi_loss(NOISY_INV, 1.0 / DEPTH, trim=1.0)
 
 
 def test_losses_are_zero_for_identical_inputs():
