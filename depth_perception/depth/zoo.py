@@ -478,6 +478,27 @@ def get_spec(name: str | ModelSpec) -> ModelSpec:
     return _ZOO[key]
 
 
+#: Metric modes (``metric.MODES``) that make a prediction of each output kind metric. A relative
+#: prediction has no scale of its own: it needs a metric signal every frame (or a fixed scale);
+#: a metric network is published as is (``model``) or corrected by a signal.
+_SIGNAL_MODES = ("sparse_depth", "pointcloud", "stereo", "plane", "motion")
+METRIC_MODES: dict[str, tuple[str, ...]] = {
+    "relative_inverse": ("auto",) + _SIGNAL_MODES + ("fixed",),
+    "relative_depth": ("auto",) + _SIGNAL_MODES + ("fixed",),
+    "metric": ("auto", "model") + _SIGNAL_MODES,
+}
+
+
+def metric_modes(spec: ModelSpec) -> tuple[str, ...]:
+    """The metric modes that make sense for ``spec``'s output, from its output kind. A model that
+    takes a prompt depth (Prompt Depth Anything) needs a registered depth image or LiDAR every
+    frame anyway, so only the modes that use that (or none) apply."""
+    modes = METRIC_MODES[spec.output]
+    if "prompt_depth" in spec.extra_inputs:
+        return tuple(m for m in modes if m in ("auto", "model", "sparse_depth", "pointcloud"))
+    return modes
+
+
 def missing_requirements(spec: ModelSpec) -> list[str]:
     """Modules the spec needs that cannot be imported here (empty when the model can run)."""
     import importlib.util
