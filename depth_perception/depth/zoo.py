@@ -499,6 +499,21 @@ def metric_modes(spec: ModelSpec) -> tuple[str, ...]:
     return modes
 
 
+#: The precisions of each backend: torch (``torch_backend.PRECISIONS``; fp16 on CUDA only),
+#: ONNX Runtime (fp32, or int8 by dynamic quantisation), TensorRT (``engine_keys.PRECISIONS``).
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "bf16", "fp16"),
+    "onnxruntime": ("fp32", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+
+
+def backends(spec: ModelSpec) -> dict[str, tuple[str, ...]]:
+    """The backends that can run ``spec``, each with its precisions: every backend for a model with
+    an ONNX export (ONNX Runtime and TensorRT run the exported graph), torch only otherwise."""
+    return {b: p for b, p in BACKEND_PRECISIONS.items() if b == "torch" or spec.exportable}
+
+
 def missing_requirements(spec: ModelSpec) -> list[str]:
     """Modules the spec needs that cannot be imported here (empty when the model can run)."""
     import importlib.util
