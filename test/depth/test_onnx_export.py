@@ -17,7 +17,8 @@ from skimage import data
 
 from depth_perception.depth.estimator import DepthEstimator
 from depth_perception.depth.onnx_export import (
-    ExportError, export_onnx, external_data_path, weight_bytes,
+    ExportError, default_opset, export_onnx, external_data_path, installed_tensorrt_version,
+    opset_for_tensorrt, weight_bytes,
 )
 from depth_perception.depth.weights import build_model
 from depth_perception.depth.zoo import backends, get_spec, list_specs
@@ -105,6 +106,41 @@ def test_dynamic_export_has_free_batch_height_and_width(exported, tmp_path_facto
             ref = model(pixel_values=x).predicted_depth.numpy()
         assert got.shape == (shape[0], shape[2], shape[3])
         assert relative_error(got, ref) <= 1e-4, shape
+
+
+@pytest.mark.parametrize("version, opset", [
+    (None, 17),  # no TensorRT here: what every supported TensorRT parses
+    ("8.5.2.2", 17),  # JetPack 5.1
+    ("8.6.1.6", 17),
+    ("10.0.1.6", 18),
+    ("10.13.0.35", 18),  # the exporter's own opset, no conversion
+])
+def test_the_export_opset_is_one_the_target_tensorrt_parses(version, opset: int) -> None:
+    assert opset_for_tensorrt(version) == opset
+    with pytest.raises(ValueError, match="unrecognised TensorRT version"):
+        opset_for_tensorrt("latest")
+
+
+def test_exports_are_written_at_the_default_or_the_asked_opset(exported, tmp_path: Path) -> None:
+    import onnx
+
+    def opset_of(path: Path) -> int:
+        return {o.domain: o.version for o in onnx.load(str(path)).opset_import}[""]
+
+    if installed_tensorrt_version() is None:
+        assert default_opset() == 17
+    # the dynamic Depth Anything export above (converted from 18 when the default is 17)
+    _, dynamic = export_once("depth_anything_v2_small_tiny", exported, tmp_path)
+    assert opset_of(dynamic) == default_opset()
+    # the student at both opsets; the conversion to 17 was checked against torch on the way
+    model = DepthEstimator("student_tabletop_tiny", backend="torch", random_init=True, log=None).backend.model
+    spec = get_spec("student_tabletop_tiny")
+    for opset in (17, 18):
+        path = export_onnx(model, tmp_path / f"student{opset}.onnx", 32, 48, opset=opset, spec=spec,
+                           optimize=False)
+        assert opset_of(path) == opset
+    with pytest.raises(ValueError, match="too old"):
+        export_onnx(model, tmp_path / "old.onnx", 32, 48, opset=16, spec=spec)
 
 
 def test_fixed_size_export_refuses_other_sizes(exported, tmp_path_factory) -> None:
