@@ -16,7 +16,8 @@ def add_models_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "tiny random weights, for tests only.",
     )
     p.add_argument("--tiny", action="store_true", help="also list the *_tiny test twins")
-    p.add_argument("--verbose", "-v", action="store_true", help="description, normalisation, hub id, precisions per backend, metric modes")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="description, normalisation, hub id, precisions per backend, metric modes")
     return p
 
 
