@@ -25,7 +25,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="real architecture with random weights (benchmarks, plumbing)")
     p.add_argument("--output", "-o", required=True, help="output .onnx file")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, >= 17)")
+    p.add_argument("--opset", type=int, help="ONNX opset (>= 17; default: what the installed "
+                   "TensorRT parses, 18 for TensorRT 10, else 17, which every TensorRT >= 8.5 parses)")
     p.add_argument("--height", type=int, help="sample/fixed input height (default: the model's size)")
     p.add_argument("--width", type=int, help="sample/fixed input width (default: 4:3 of the height)")
     p.add_argument("--int8", action="store_true",

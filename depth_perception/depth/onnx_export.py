@@ -33,7 +33,10 @@ import numpy as np
 
 from .zoo import ModelSpec
 
-DEFAULT_OPSET = 18
+#: the opset torch's exporter writes natively; a lower target is converted from it after export
+EXPORTER_OPSET = 18
+#: parsed by every supported TensorRT (8.5, JetPack 5.1's, and newer): the default without one
+PORTABLE_OPSET = 17
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "predicted_depth"
 PROMPT_NAME = "prompt_depth"
@@ -143,6 +146,46 @@ def sample_shapes(spec: ModelSpec, height: int, width: int) -> tuple[tuple[int, 
     return (h, w), (check[1], check[0])  # the check transposes the aspect ratio
 
 
+def opset_for_tensorrt(version: str | None) -> int:
+    """The ONNX opset to export at for TensorRT ``version`` (``"8.5.2.2"``, ``"10.13.0.35"``;
+    None: no TensorRT installed). TensorRT 8.5-8.6 parse opsets up to 17, TensorRT 10 up to 20 or
+    more: 17 below 10 and without TensorRT (whichever TensorRT builds the engine later parses it),
+    else the exporter's own 18 (no conversion)."""
+    if version is None:
+        return PORTABLE_OPSET
+    from .tensorrt_import import parse_tensorrt_version  # pure; imports no TensorRT
+
+    major, _minor = parse_tensorrt_version(version)
+    return EXPORTER_OPSET if major >= 10 else PORTABLE_OPSET
+
+
+def installed_tensorrt_version() -> str | None:
+    """The installed TensorRT's version from its package metadata (no import, no GPU needed), or
+    None. The pip wheels are ``tensorrt`` (and ``tensorrt-cu1x``); JetPack's apt package has no
+    metadata, so its module's ``__version__`` is read."""
+    import importlib.metadata
+    import importlib.util
+
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    try:
+        import tensorrt
+    except Exception:  # noqa: BLE001 - a broken install (missing libnvinfer) is no TensorRT
+        return None
+    version = getattr(tensorrt, "__version__", None)  # type stubs have none
+    return str(version) if version else None
+
+
+def default_opset() -> int:
+    """The opset an export uses unless told otherwise: what the installed TensorRT parses."""
+    return opset_for_tensorrt(installed_tensorrt_version())
+
+
 def _round(x: int, m: int) -> int:
     return max(m, int(round(x / m)) * m)
 
@@ -153,7 +196,7 @@ def export_onnx(
     height: int,
     width: int,
     dynamic: bool = True,
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     spec: ModelSpec | None = None,
     check: bool = True,
     tolerance: float = 1e-4,
@@ -178,6 +221,7 @@ def export_onnx(
     if not spec.exportable:
         raise ExportError(f"{spec.name}: {spec.family} models cannot be exported to ONNX (torch only)")
     path = Path(path)
+    opset = default_opset() if opset is None else int(opset)
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: need >= 17 (LayerNormalization)")
     dynamic = dynamic and spec.dynamic_size
@@ -195,13 +239,14 @@ def export_onnx(
         try:
             with torch.no_grad(), symbolic_size_patches():
                 program = torch.onnx.export(
-                    wrapped, args, dynamo=True, opset_version=opset, input_names=input_names,
+                    wrapped, args, dynamo=True, opset_version=max(opset, EXPORTER_OPSET),
+                    input_names=input_names,
                     output_names=output_names, dynamic_shapes=dyn, verbose=False,
                     optimize=False, external_data=False,
                 )
         except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
             raise ExportError(f"{spec.name}: ONNX export failed: {type(exc).__name__}: {exc}") from exc
-        _save_program(program, tmp_path, optimize, external)
+        _save_program(program, tmp_path, optimize, external, opset, spec.name)
         if check:
             sizes = [(th, tw)] + ([(ch, cw)] if dynamic else [])
             err = max_relative_error(wrapped, tmp_path, sizes, spec, batch=1)
@@ -251,21 +296,113 @@ def _sample_inputs(spec: ModelSpec, batch: int, height: int, width: int, dynamic
     return args, input_names, dyn
 
 
-def _save_program(program: Any, path: Path, optimize: bool, external_data: bool = False) -> None:
-    """Write an exported ONNX program to ``path``, through onnxscript's optimiser if ``optimize``;
-    with ``external_data`` the weights go to ``<path>.data`` (:func:`external_data_path`)."""
+def _save_program(program: Any, path: Path, optimize: bool, external_data: bool = False,
+                  opset: int = EXPORTER_OPSET, name: str = "model") -> None:
+    """Write an exported ONNX program to ``path``, through onnxscript's optimiser if ``optimize``
+    (always when converting: only a constant-folded graph has the constant axes that opset 17's
+    Reduce*/Split/Squeeze attributes need), converted down to ``opset``; with ``external_data``
+    the weights go to ``<path>.data`` (:func:`external_data_path`)."""
     plain = program.model_proto  # before the optimiser touches the program
-    if optimize:
+    proto = plain
+    convert = opset < _opset_of(plain)
+    if optimize or convert:
         try:
             program.optimize()
-            _save_proto(program.model_proto, path, external_data)
-            return
+            proto = program.model_proto
         except Exception:  # noqa: BLE001
             # onnxscript's optimiser fails on some graphs (ZoeDepth's SplitToSequence); ONNX
             # Runtime optimises the graph at load time anyway
-            for f in (path, external_data_path(path)):
-                f.unlink(missing_ok=True)
-    _save_proto(plain, path, external_data)
+            proto = plain
+    if convert:
+        proto = _convert_opset(proto, opset, name)
+    _save_proto(proto, path, external_data)
+
+
+#: Reduce ops whose axes became an input (and gained ``noop_with_empty_axes``) at opset 18
+_REDUCE_18 = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
+              "ReduceMin", "ReduceProd", "ReduceSumSquare")
+
+
+def _drop_opset18_reduce_attribute(graph: Any, opset: int, name: str) -> None:
+    """ONNX's converter moves the axes of these ops back to an attribute but keeps opset 18's
+    ``noop_with_empty_axes``, which opset 17 refuses (an invalid graph): drop it where it has its
+    default 0, the only value that means the same at 17."""
+    if opset >= 18:
+        return
+    for node in graph.node:
+        if node.op_type not in _REDUCE_18:
+            continue
+        for attr in list(node.attribute):
+            if attr.name == "noop_with_empty_axes":
+                if attr.i:
+                    raise ExportError(f"{name}: {node.op_type} with noop_with_empty_axes=1 has no "
+                                      f"opset {opset} equivalent")
+                node.attribute.remove(attr)
+
+
+_ASIDE = "depth_perception.aside"  # private domain of ops set aside during conversion
+
+
+def _restore_aside(proto: Any) -> None:
+    for node in proto.graph.node:
+        if node.domain == _ASIDE:
+            node.domain = ""
+    for i in reversed(range(len(proto.opset_import))):
+        if proto.opset_import[i].domain == _ASIDE:
+            del proto.opset_import[i]
+
+
+def _opset_of(proto: Any) -> int:
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _convert_opset(proto: Any, opset: int, name: str) -> Any:
+    """``proto`` converted to the default-domain ``opset`` (ONNX's version converter), or
+    :class:`ExportError` naming the opset and why."""
+    from onnx import version_converter
+
+    # The converter serialises the model (protobuf's 2 GB limit: Depth Pro has 3.8 GB) but reads
+    # only small constants (axes), so the weights stay aside and are put back by name.
+    weights = {t.name: t.raw_data for t in proto.graph.initializer if len(t.raw_data) > 1024}
+    for t in proto.graph.initializer:
+        if t.name in weights:
+            t.raw_data = b""
+    # The converter has no adapter back for two ops that changed at 18 only by an option: Pad's
+    # optional ``axes`` input and Split's ``num_outputs`` (opset 17 splits equally into as many
+    # outputs as the node has). Without the option they are the same op, so they are set aside
+    # in a private domain while converting (the check against torch then runs the result).
+    aside = [n for n in proto.graph.node if n.op_type in ("Pad", "Split") and n.domain in ("", "ai.onnx")]
+    for node in aside:
+        if node.op_type == "Pad" and len(node.input) > 3 and node.input[3]:
+            raise ExportError(f"{name}: a Pad with axes (opset 18) has no opset {opset} equivalent")
+        for attr in list(node.attribute):
+            if attr.name == "num_outputs":
+                if attr.i != len(node.output):
+                    raise ExportError(f"{name}: Split num_outputs {attr.i} != its {len(node.output)} "
+                                      f"outputs has no opset {opset} equivalent")
+                node.attribute.remove(attr)
+        node.domain = _ASIDE
+    if aside:
+        proto.opset_import.add(domain=_ASIDE, version=1)
+    try:
+        converted = version_converter.convert_version(proto, opset)
+    except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError/ValueError
+        raise ExportError(
+            f"{name}: the graph exported at opset {_opset_of(proto)} does not convert to opset "
+            f"{opset} ({exc}); TensorRT 10 parses opset 18: export with opset=18 for it") from exc
+    finally:
+        for t in proto.graph.initializer:
+            if t.name in weights:
+                t.raw_data = weights[t.name]
+        _restore_aside(proto)
+    _restore_aside(converted)
+    for t in converted.graph.initializer:
+        if t.name in weights:
+            t.raw_data = weights[t.name]
+    _drop_opset18_reduce_attribute(converted.graph, opset, name)
+    if _opset_of(converted) != opset:
+        raise ExportError(f"{name}: conversion to opset {opset} gave opset {_opset_of(converted)}")
+    return converted
 
 
 def _save_proto(proto: Any, path: Path, external_data: bool) -> None:

@@ -478,6 +478,42 @@ def get_spec(name: str | ModelSpec) -> ModelSpec:
     return _ZOO[key]
 
 
+#: Metric modes (``metric.MODES``) that make a prediction of each output kind metric. A relative
+#: prediction has no scale of its own: it needs a metric signal every frame (or a fixed scale);
+#: a metric network is published as is (``model``) or corrected by a signal.
+_SIGNAL_MODES = ("sparse_depth", "pointcloud", "stereo", "plane", "motion")
+METRIC_MODES: dict[str, tuple[str, ...]] = {
+    "relative_inverse": ("auto",) + _SIGNAL_MODES + ("fixed",),
+    "relative_depth": ("auto",) + _SIGNAL_MODES + ("fixed",),
+    "metric": ("auto", "model") + _SIGNAL_MODES,
+}
+
+
+def metric_modes(spec: ModelSpec) -> tuple[str, ...]:
+    """The metric modes that make sense for ``spec``'s output, from its output kind. A model that
+    takes a prompt depth (Prompt Depth Anything) needs a registered depth image or LiDAR every
+    frame anyway, so only the modes that use that (or none) apply."""
+    modes = METRIC_MODES[spec.output]
+    if "prompt_depth" in spec.extra_inputs:
+        return tuple(m for m in modes if m in ("auto", "model", "sparse_depth", "pointcloud"))
+    return modes
+
+
+#: The precisions of each backend: torch (``torch_backend.PRECISIONS``; fp16 on CUDA only),
+#: ONNX Runtime (fp32, or int8 by dynamic quantisation), TensorRT (``engine_keys.PRECISIONS``).
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "bf16", "fp16"),
+    "onnxruntime": ("fp32", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+
+
+def backends(spec: ModelSpec) -> dict[str, tuple[str, ...]]:
+    """The backends that can run ``spec``, each with its precisions: every backend for a model with
+    an ONNX export (ONNX Runtime and TensorRT run the exported graph), torch only otherwise."""
+    return {b: p for b, p in BACKEND_PRECISIONS.items() if b == "torch" or spec.exportable}
+
+
 def missing_requirements(spec: ModelSpec) -> list[str]:
     """Modules the spec needs that cannot be imported here (empty when the model can run)."""
     import importlib.util

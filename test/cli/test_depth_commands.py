@@ -31,8 +31,16 @@ def test_models_lists_semantics_and_licences(capsys) -> None:
     assert "depth_anything_v2_small" in out and "Apache-2.0" in out and "CC-BY-NC-4.0" in out
     assert "metric (<= 20 m)" in out and "relative_inverse" in out
     assert "_tiny" not in out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:] if line}
+    assert "torch,onnxruntime,tensorrt" in rows["depth_anything_v2_small"]
+    assert "onnxruntime" not in rows["marigold_depth"]  # diffusion pipeline: torch only
     models.cmd_models(parser().parse_args(["models", "--tiny", "-v"]))
-    assert "depth_anything_v2_small_tiny" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "depth_anything_v2_small_tiny" in out
+    assert "onnxruntime (fp32 int8), tensorrt (fp32 fp16 int8)" in out
+    notes = {line.split(":")[0]: line for line in out.splitlines() if ": " in line}
+    assert "metric.mode auto model sparse_depth" in notes["zoedepth_nyu"]
+    assert " model " not in notes["depth_anything_v2_small"].split("metric.mode")[1]
 
 
 def test_export_writes_a_checked_onnx_file(tmp_path: Path, capsys) -> None:

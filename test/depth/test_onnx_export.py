@@ -17,26 +17,25 @@ from skimage import data
 
 from depth_perception.depth.estimator import DepthEstimator
 from depth_perception.depth.onnx_export import (
-    ExportError, export_onnx, external_data_path, weight_bytes,
+    ExportError, default_opset, export_onnx, external_data_path, installed_tensorrt_version,
+    opset_for_tensorrt, weight_bytes,
 )
 from depth_perception.depth.weights import build_model
-from depth_perception.depth.zoo import get_spec
+from depth_perception.depth.zoo import backends, get_spec, list_specs
 
-# one model per architecture (V1 and V2 share transformers' class; the V2 metric head adds the
-# sigmoid * max_depth path); fixed-size models are exported at their fixed size
-# BEiT-based and Depth Pro graphs take 10-30 s each to export: marked slow (CI runs them; deselect
-# with -m "not slow" while iterating)
+# every tiny twin the zoo lists as running on ONNX Runtime (`depth-perception models`): nothing
+# listed may fail. Fixed-size models are exported at their fixed size. BEiT-based and Depth Pro
+# graphs take 10-30 s each to export: marked slow (CI runs them; deselect with -m "not slow" while
+# iterating)
 SLOW = pytest.mark.slow
-FAMILIES = [
-    "depth_anything_v2_small_tiny",
-    "depth_anything_v2_metric_indoor_small_tiny",
-    "dpt_large_tiny",
-    "dpt_hybrid_tiny",
-    "prompt_depth_anything_small_tiny",
-    pytest.param("midas_beit_large_512_tiny", marks=SLOW),
-    pytest.param("zoedepth_nyu_tiny", marks=SLOW),
-    pytest.param("depth_pro_tiny", marks=SLOW),
-]
+
+
+def is_slow(spec) -> bool:
+    return spec.family in ("zoedepth", "depth_pro") or spec.name.startswith("midas_beit")
+
+
+ONNX_TWINS = [s for s in list_specs() if s.tiny and "onnxruntime" in backends(s)]
+FAMILIES = [pytest.param(s.name, marks=[SLOW] if is_slow(s) else []) for s in ONNX_TWINS]
 # three real images of different aspect ratios: 4:3 landscape, portrait, wide
 ASTRONAUT = data.astronaut()
 IMAGES = [ASTRONAUT[::8, ::6][:60, :80], ASTRONAUT[::5, ::9][:90, :50], data.coffee()[::4, ::4][:40, :100]]
@@ -81,6 +80,9 @@ def test_torch_and_onnxruntime_agree_at_three_aspect_ratios(name: str, exported,
         got = ort_est.predict(rgb, **kwargs)
         assert got.values.shape == rgb.shape[:2] and got.kind == ref.kind
         assert relative_error(got.values, ref.values) <= 1e-4, (name, rgb.shape)
+    # the other precision the zoo lists for ONNX Runtime runs too (its accuracy: the int8 test below)
+    int8 = DepthEstimator(name, backend="onnxruntime", onnx_path=onnx_path, precision="int8", log=None)
+    assert np.isfinite(int8.predict(IMAGES[0], **kwargs).values).all()
     if get_spec(name).dynamic_size:
         from depth_perception.depth.processing import network_geometry
 
@@ -106,6 +108,41 @@ def test_dynamic_export_has_free_batch_height_and_width(exported, tmp_path_facto
         assert relative_error(got, ref) <= 1e-4, shape
 
 
+@pytest.mark.parametrize("version, opset", [
+    (None, 17),  # no TensorRT here: what every supported TensorRT parses
+    ("8.5.2.2", 17),  # JetPack 5.1
+    ("8.6.1.6", 17),
+    ("10.0.1.6", 18),
+    ("10.13.0.35", 18),  # the exporter's own opset, no conversion
+])
+def test_the_export_opset_is_one_the_target_tensorrt_parses(version, opset: int) -> None:
+    assert opset_for_tensorrt(version) == opset
+    with pytest.raises(ValueError, match="unrecognised TensorRT version"):
+        opset_for_tensorrt("latest")
+
+
+def test_exports_are_written_at_the_default_or_the_asked_opset(exported, tmp_path: Path) -> None:
+    import onnx
+
+    def opset_of(path: Path) -> int:
+        return {o.domain: o.version for o in onnx.load(str(path)).opset_import}[""]
+
+    if installed_tensorrt_version() is None:
+        assert default_opset() == 17
+    # the dynamic Depth Anything export above (converted from 18 when the default is 17)
+    _, dynamic = export_once("depth_anything_v2_small_tiny", exported, tmp_path)
+    assert opset_of(dynamic) == default_opset()
+    # the student at both opsets; the conversion to 17 was checked against torch on the way
+    model = DepthEstimator("student_tabletop_tiny", backend="torch", random_init=True, log=None).backend.model
+    spec = get_spec("student_tabletop_tiny")
+    for opset in (17, 18):
+        path = export_onnx(model, tmp_path / f"student{opset}.onnx", 32, 48, opset=opset, spec=spec,
+                           optimize=False)
+        assert opset_of(path) == opset
+    with pytest.raises(ValueError, match="too old"):
+        export_onnx(model, tmp_path / "old.onnx", 32, 48, opset=16, spec=spec)
+
+
 def test_fixed_size_export_refuses_other_sizes(exported, tmp_path_factory) -> None:
     _, onnx_path = export_once("dpt_large_tiny", exported, tmp_path_factory.mktemp("fixed"))
     from depth_perception.depth.onnxruntime_backend import OnnxRuntimeBackend
@@ -118,7 +155,9 @@ def test_fixed_size_export_refuses_other_sizes(exported, tmp_path_factory) -> No
 
 def test_marigold_is_torch_only(tmp_path: Path) -> None:
     model_spec = get_spec("marigold_depth_tiny")
-    assert not model_spec.exportable
+    assert not model_spec.exportable and list(backends(model_spec)) == ["torch"]
+    # every other family's twin is listed on ONNX Runtime, so the comparison above covers it
+    assert {s.family for s in ONNX_TWINS} == {s.family for s in list_specs() if s.tiny} - {"marigold"}
     with pytest.raises(ExportError, match="torch only"):
         export_onnx(object(), tmp_path / "m.onnx", 32, 32, spec=model_spec)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from depth_perception.depth.zoo import ModelSpec, UnknownModelError, get_spec, list_specs
-from depth_perception.metric import PREDICTION_KINDS
+from depth_perception.depth import engine_keys, torch_backend
+from depth_perception.depth.zoo import (
+    BACKEND_PRECISIONS, ModelSpec, UnknownModelError, backends, get_spec, list_specs, metric_modes,
+)
+from depth_perception.metric import MODES, PREDICTION_KINDS
 
 REQUIRED = [
     "depth_anything_v2_small", "depth_anything_v2_base", "depth_anything_v2_large",
@@ -61,3 +64,22 @@ def test_unknown_name_lists_the_known_ones() -> None:
     assert get_spec("Depth-Anything-V2-Small") is get_spec("depth_anything_v2_small")
     spec = get_spec("dpt_large")
     assert isinstance(spec, ModelSpec) and get_spec(spec) is spec
+
+
+def test_backends_and_precisions_are_the_backends_own() -> None:
+    assert BACKEND_PRECISIONS["torch"] == torch_backend.PRECISIONS
+    assert BACKEND_PRECISIONS["tensorrt"] == engine_keys.PRECISIONS
+    assert backends(get_spec("depth_anything_v2_small")) == BACKEND_PRECISIONS
+    assert backends(get_spec("marigold_depth")) == {"torch": BACKEND_PRECISIONS["torch"]}
+
+
+def test_metric_modes_follow_the_output_kind() -> None:
+    for spec in list_specs():
+        modes = metric_modes(spec)
+        assert set(modes) <= set(MODES) and "auto" in modes
+        # only a metric network has a scale of its own to publish as is
+        assert ("model" in modes) == (spec.output == "metric")
+    # a relative network needs a signal; a prompted one gets its depth from the prompt's topics
+    assert "plane" in metric_modes(get_spec("marigold_depth"))
+    assert set(metric_modes(get_spec("prompt_depth_anything_small"))) == {
+        "auto", "model", "sparse_depth", "pointcloud"}
