@@ -123,7 +123,8 @@ class _ExportWrapper:
                 super().__init__()
                 self.model = model
 
-            def forward(self, pixel_values: torch.Tensor, prompt_depth: torch.Tensor | None = None):
+            def forward(self, pixel_values: torch.Tensor, prompt_depth: torch.Tensor | None = None
+                        ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
                 kwargs = {"prompt_depth": prompt_depth} if prompt_depth is not None else {}
                 out = self.model(pixel_values=pixel_values, return_dict=True, **kwargs)
                 fov = getattr(out, "field_of_view", None)
