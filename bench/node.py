@@ -12,7 +12,6 @@ Target: transport + conversion overhead at 640x480 <= 20 % of pipeline time; RSS
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import sys
@@ -22,11 +21,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def loopback_only() -> bool:
-    lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
-    return [line.split(":")[0].strip() for line in lines] == ["lo"]
+sys.path.insert(0, str(REPO / "bench"))
+from netns import ensure_loopback_only  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -47,9 +43,7 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--input-size", type=int, default=364)
     args = ap.parse_args()
-    if not loopback_only():
-        os.execvp(str(REPO / "scripts/netns.sh"),
-                  [str(REPO / "scripts/netns.sh"), sys.executable, __file__, *sys.argv[1:]])
+    ensure_loopback_only(__file__)
 
     import rclpy
     from rclpy.context import Context

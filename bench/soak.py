@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from netns import ensure_loopback_only  # noqa: E402
 #: one bad input after every BAD_EVERY good frames, cycling through BAD_KINDS
 BAD_EVERY = 4
 BAD_KINDS = ("encoding", "absurd_camera_info", "black", "noise", "one_row", "truncated")
-
-
-def loopback_only() -> bool:
-    lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
-    return [line.split(":")[0].strip() for line in lines] == ["lo"]
 
 
 def rss_mb(pid: int) -> float:
@@ -64,9 +60,7 @@ def main() -> int:
                     help="a node parameter, e.g. --set segmentation.source:=[geometric] "
                     "(default: depth and clouds only; see the docstring)")
     args = ap.parse_args()
-    if not loopback_only():
-        os.execvp(str(REPO / "scripts/netns.sh"),
-                  [str(REPO / "scripts/netns.sh"), sys.executable, __file__, *sys.argv[1:]])
+    ensure_loopback_only(__file__)
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor

@@ -90,7 +90,8 @@ class BagWriter:
         return self
 
     def __exit__(self, exc_type: Any, *exc: object) -> None:
-        assert self._tmp is not None
+        if self._tmp is None:
+            raise RuntimeError("BagWriter closed without being opened (use it in a with block)")
         try:
             self._writer.close()
             if exc_type is None:
