@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..camera import rectified_topic
+from ..driver import POSE_INPUTS
 from .conversion import group_to_frame, output_options, result_to_messages
 from .messages import MessageTypes, camera_info_size, copy_header, rosbags_types, stamp_to_ns
 
@@ -369,7 +370,7 @@ def process_bag(
     from tqdm import tqdm
 
     from ..config import DEFAULTS, pipeline_config
-    from ..driver import POSE_INPUTS, camera_info_stores, load_models, synchronizer
+    from ..driver import camera_info_stores, load_models, synchronizer
 
     params = {**DEFAULTS, **(parameters or {})}
     in_p = Path(in_path)
@@ -395,8 +396,7 @@ def process_bag(
         pipeline = load_models(params, log=log).pipeline(config)
         with BagWriter(out_path, storage=storage, types=types, overwrite=overwrite) as writer:
             # masks / detections recorded from slower nodes: an image waits for them (in log time)
-            synced = [name for name in topics if name not in POSE_INPUTS]
-            replay = _Replay(pipeline, synchronizer(synced, params), camera_infos, writer,
+            replay = _Replay(pipeline, synchronizer(list(topics), params), camera_infos, writer,
                              types, params, output_ns.rstrip("/"),
                              {topic: name for name, topic in topics.items()}, copy_inputs, poses)
             total = sum(c.msgcount for c in conns)
@@ -540,7 +540,7 @@ class _Replay:
             self.writer.write(conn.topic, _as_output_type(reader, msg, conn.msgtype,
                                                           self.types.typestore, self._migrations),
                               log_ns)
-        if name not in self.camera_infos and name != "odometry":  # poses were read up front
+        if name not in self.camera_infos and name not in POSE_INPUTS:  # poses were read up front
             group = self.sync.add(name, stamp, msg, now_ns=log_ns)
             if group is not None:
                 self._process(group, log_ns)
