@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return math.nan
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -160,6 +167,8 @@ def main() -> int:
     start = time.monotonic()
     end = start + args.minutes * 60
     rss_start = rss_peak = math.nan
+    cpu_start = feeder_cpu_start = math.nan
+    k_start = 0
     k = 0
     next_at = start
     while time.monotonic() < end and node.poll() is None:
@@ -171,8 +180,13 @@ def main() -> int:
         spin_for(max(0.0, next_at - time.monotonic()))
         if math.isnan(rss_start) and time.monotonic() - start >= args.warmup:
             rss_start = rss_mb(node.pid)
+            cpu_start, feeder_cpu_start, k_start = cpu_s(node.pid), time.process_time(), k
         if not math.isnan(rss_start):
             rss_peak = max(rss_peak, rss_mb(node.pid)) if not math.isnan(rss_peak) else rss_start
+    # CPU per frame over the same span as the RSS figures (after the warm-up)
+    node_cpu_ms = ((cpu_s(node.pid) - cpu_start) * 1e3 / max(k - k_start, 1)
+                   if node.poll() is None else math.nan)
+    feeder_cpu_ms = (time.process_time() - feeder_cpu_start) * 1e3 / max(k - k_start, 1)
     spin_for(3.0)  # the last frames' depth and a diagnostics round
     crashed = node.poll() is not None
     rss_end = rss_mb(node.pid) if not crashed else math.nan
@@ -212,6 +226,10 @@ def main() -> int:
         ("latency ms p50 / p99 (good frames)",
          f"{percentile(latencies_ms, 50):.0f} / {percentile(latencies_ms, 99):.0f}"),
         ("mean latency ms", f"{statistics.fmean(latencies_ms):.0f}" if latencies_ms else "nan"),
+        ("node CPU ms per frame in (all threads)", f"{node_cpu_ms:.0f}"),
+        ("feeder CPU ms per frame (same machine)", f"{feeder_cpu_ms:.0f}"),
+        ("machine cores / load average at the end",
+         f"{os.cpu_count()} / {os.getloadavg()[0]:.2f}"),
         ("node crashed", str(crashed).lower()),
         ("node exit status on SIGINT", str(exit_status)),
     ]

@@ -49,6 +49,11 @@ class NodeParams:
                              minimum=0.0, maximum=1.0, read_only=True)
     queue_size: int = param(5, "per-input synchroniser queue length", minimum=1, maximum=100,
                             step=1, read_only=True)
+    frame_queue: int = param(
+        2, "synchronised frames waiting while the worker is busy; when full, the oldest waiting "
+        "frame is dropped (counted in /diagnostics). 1: always the newest frame, lowest latency; "
+        "2: a node that keeps up on average rides out one slow frame without dropping any",
+        minimum=1, maximum=10, step=1, read_only=True)
     camera_info_pairing: str = param(
         "latest", "latest: each image takes the newest CameraInfo of its size (calibration may be "
         "published seldom or stamped apart); exact: only a CameraInfo within sync_slop of the "

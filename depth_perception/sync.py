@@ -160,38 +160,48 @@ class StampSynchronizer:
             return {n: len(q) for n, q in self._queues.items()}
 
 
-class LatestSlot(Generic[T]):
-    """A one-item mailbox between I/O callbacks and a worker: the newest item replaces an unread
-    one (counted in ``dropped``), so a slow consumer sees fresh data and memory stays flat."""
+class LatestQueue(Generic[T]):
+    """A mailbox of at most ``capacity`` items between I/O callbacks and a worker, taken oldest
+    first. When it is full the oldest waiting item makes room for the new one (counted in
+    ``dropped``): a slow consumer sees fresh data and memory stays flat. ``capacity`` 1 is "the
+    newest frame wins"; 2 lets a consumer that keeps up on average ride out one slow item without
+    dropping any, at the cost of at most one item of extra latency."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1) -> None:
+        if int(capacity) < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity!r}")
+        self.capacity = int(capacity)
         self._cond = threading.Condition()
-        self._item: T | None = None
-        self._has_item = False
+        self._items: deque[T] = deque()
         self._closed = False
         self.dropped = 0
         self.taken = 0
 
     def put(self, item: T) -> bool:
-        """Store ``item``; return True when it replaced an item nobody had taken."""
+        """Store ``item``; return True when the oldest waiting item was dropped to make room."""
         with self._cond:
-            replaced = self._has_item
-            if replaced:
+            dropped = len(self._items) >= self.capacity
+            if dropped:
+                self._items.popleft()
                 self.dropped += 1
-            self._item, self._has_item = item, True
+            self._items.append(item)
             self._cond.notify()
-            return replaced
+            return dropped
 
     def take(self, timeout: float | None = None) -> T | None:
-        """Wait for an item (up to ``timeout`` s); None on timeout or once closed."""
+        """Wait for an item (up to ``timeout`` s) and return the oldest; None on timeout or once
+        closed."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._has_item or self._closed, timeout):
+            if not self._cond.wait_for(lambda: bool(self._items) or self._closed, timeout):
                 return None
-            if not self._has_item:
+            if not self._items:
                 return None
-            item, self._item, self._has_item = self._item, None, False
             self.taken += 1
-            return item
+            return self._items.popleft()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
 
     def close(self) -> None:
         with self._cond:

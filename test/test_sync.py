@@ -1,4 +1,4 @@
-"""StampSynchronizer (pairs image + camera_info + depth by stamp) and LatestSlot (latest frame wins
+"""StampSynchronizer (pairs image + camera_info + depth by stamp) and LatestQueue (newest frames win
 between the I/O callbacks and the worker). Plain Python: no ROS needed."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from depth_perception.sync import (
     CameraInfoStore,
-    LatestSlot,
+    LatestQueue,
     MissingCameraInfo,
     StampSynchronizer,
 )
@@ -129,11 +129,11 @@ def test_bad_constructor_arguments_raise_value_error(kwargs, message):
         StampSynchronizer(**args)
 
 
-# -- LatestSlot -----------------------------------------------------------------------------------
+# -- LatestQueue -----------------------------------------------------------------------------------
 
 
 def test_newest_item_wins_and_replaced_items_are_counted():
-    slot: LatestSlot[int] = LatestSlot()
+    slot: LatestQueue[int] = LatestQueue()
     assert slot.put(1) is False
     assert slot.put(2) is True  # 1 was never taken
     assert slot.put(3) is True
@@ -142,15 +142,45 @@ def test_newest_item_wins_and_replaced_items_are_counted():
     assert slot.put(4) is False  # the slot was emptied by take
 
 
+def test_a_queue_of_two_keeps_the_two_newest_items_oldest_first():
+    queue: LatestQueue[int] = LatestQueue(capacity=2)
+    assert queue.put(1) is False and queue.put(2) is False  # room for both
+    assert queue.put(3) is True  # full: 1 makes room
+    assert len(queue) == 2
+    assert [queue.take(timeout=0), queue.take(timeout=0)] == [2, 3]
+    assert queue.take(timeout=0) is None
+    assert (queue.dropped, queue.taken) == (1, 2)
+
+
+def test_a_consumer_that_keeps_up_on_average_loses_nothing_with_capacity_two():
+    """One slow item (a GC pause, a frame with many objects) between fast ones: a one-item slot
+    drops the item that arrives meanwhile, a two-item queue delivers every item."""
+    for capacity, dropped in ((1, 1), (2, 0)):
+        queue: LatestQueue[int] = LatestQueue(capacity)
+        queue.put(0)
+        assert queue.take(timeout=0) == 0  # the worker starts on item 0, which is slow ...
+        queue.put(1)
+        queue.put(2)  # ... so two items arrive before it is done
+        taken = [queue.take(timeout=0) for _ in range(2)]
+        assert queue.dropped == dropped
+        assert [x for x in taken if x is not None] == [1, 2][dropped:]
+
+
+@pytest.mark.parametrize("capacity", [0, -1])
+def test_a_queue_needs_room_for_one_item(capacity):
+    with pytest.raises(ValueError, match="capacity must be >= 1"):
+        LatestQueue(capacity)
+
+
 def test_take_times_out_with_none():
-    slot: LatestSlot[int] = LatestSlot()
+    slot: LatestQueue[int] = LatestQueue()
     start = time.monotonic()
     assert slot.take(timeout=0.05) is None
     assert 0.04 < time.monotonic() - start < 1.0
 
 
 def test_close_wakes_a_waiting_taker():
-    slot: LatestSlot[int] = LatestSlot()
+    slot: LatestQueue[int] = LatestQueue()
     got: list[object] = []
     taker = threading.Thread(target=lambda: got.append(slot.take()))  # no timeout: waits forever
     taker.start()
@@ -163,7 +193,7 @@ def test_close_wakes_a_waiting_taker():
 
 
 def test_fast_producer_and_slow_consumer_stay_bounded_and_fresh():
-    slot: LatestSlot[int] = LatestSlot()
+    slot: LatestQueue[int] = LatestQueue()
     n = 300
     taken: list[int] = []
 

@@ -49,7 +49,7 @@ from ..config import PARAMETERS, parameter_problems, pipeline_config
 from ..driver import (Models, camera_info_stores, input_names, load_models, pose_buffer,
                       synchronizer)
 from ..regions import implementation_in_use
-from ..sync import LatestSlot
+from ..sync import LatestQueue
 from . import messages as M
 from .conversion import group_to_frame, iter_result_messages, output_options
 
@@ -90,7 +90,7 @@ class DepthPerceptionNode(Node):
         self._models = Models()
         self._pipeline = self._models.pipeline(pipeline_config(p))
         self._ready = threading.Event()
-        self._slot: LatestSlot[tuple[dict[str, Any], float]] = LatestSlot()
+        self._slot: LatestQueue[tuple[dict[str, Any], float]] = LatestQueue(int(p["frame_queue"]))
         self.frames_processed = 0
         self.frames_failed = 0
         self.last_error = ""
@@ -488,6 +488,7 @@ class DepthPerceptionNode(Node):
             "frames processed": str(self.frames_processed),
             "frames failed": str(self.frames_failed),
             "frames dropped (worker busy)": str(self._slot.dropped),
+            "frames waiting": f"{len(self._slot)} of {self._slot.capacity}",
             "frames dropped (unsynchronised)": str(stats.dropped),
             **{f"{name} lost below the node (DDS)": str(n) for name, n in self.lost_below.items()},
             **{f"{name} dropped (no matching image)": str(n) for name, n in stats.discarded.items()},
