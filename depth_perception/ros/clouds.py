@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .messages import MessageError, MessageTypes, _as_u8
+from .messages import MessageError, MessageTypes, _as_u8, with_data
 
 #: sensor_msgs/PointField datatype → numpy dtype string
 POINTFIELD_DATATYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
@@ -123,20 +123,10 @@ def _cloud_msg(types: MessageTypes, rows: np.ndarray, h: int, w: int, dtype: np.
         )
         for name in dtype.names
     ]
-    raw = rows.reshape(-1)
-    return types.PointCloud2(
-        header=header,
-        height=h,
-        width=w,
-        fields=fields,
-        is_bigendian=False,
-        point_step=dtype.itemsize,
-        row_step=dtype.itemsize * w,
-        # rosbags keeps numpy arrays: hand over the buffer (uint8_seq would copy it again);
-        # rclpy wants bytes
-        data=raw if types.typestore is not None else types.uint8_seq(raw.tobytes()),
-        is_dense=is_dense,
-    )
+    # rows are a fresh buffer (or a view of one) made for this message: rosbags may keep it
+    return with_data(types, types.PointCloud2, rows.reshape(-1), owned=True, header=header,
+                     height=h, width=w, fields=fields, is_bigendian=False,
+                     point_step=dtype.itemsize, row_step=dtype.itemsize * w, is_dense=is_dense)
 
 
 def points_to_cloud(

@@ -128,7 +128,8 @@ def iter_result_messages(
     options: OutputOptions = OutputOptions(),
 ) -> Iterator[tuple[str, Any]]:
     """(relative topic, message) for one frame's outputs, all with ``header``, cheapest and most
-    awaited first (depth), so a driver can publish each as soon as it is built."""
+    awaited first (depth, then the regions and their labels), the multi-megabyte scene cloud and
+    overlay last, so a driver can publish each as soon as it is built."""
     want = set(options.topics)
     rgb = result.rgb if result.rgb is not None else frame.rgb  # rectified with ``rectify``
     if "depth" in want:
@@ -140,6 +141,8 @@ def iter_result_messages(
 
         yield "depth/colored", M.numpy_to_image(types, colorize_depth(result.depth_m), "rgb8",
                                                 header)
+    if result.labels is not None:
+        yield from _region_messages(types, result, header, options, want)
     if "points" in want and result.points is not None:
         from ..regions import scene_cloud
 
@@ -148,8 +151,15 @@ def iter_result_messages(
                             stride=options.cloud_stride, max_range_m=options.cloud_max_range_m)
         yield "points", C.points_to_cloud(types, cloud.xyz, header, rgb=cloud.rgb,
                                           label=cloud.label)
-    if result.labels is None:
-        return
+    if "masks/overlay" in want and result.labels is not None:
+        from ..visualize import label_overlay
+
+        yield "masks/overlay", M.numpy_to_image(types, label_overlay(rgb, result.labels),
+                                                "rgb8", header)
+
+
+def _region_messages(types: M.MessageTypes, result: FrameResult, header: Any,
+                     options: OutputOptions, want: set[str]) -> Iterator[tuple[str, Any]]:
     from . import region_messages as R
 
     if "regions" in want and options.region_types is not None:
@@ -161,11 +171,6 @@ def iter_result_messages(
         yield "regions/points", R.regions_cloud_msg(types, result.regions, header)
     if "regions/markers" in want and options.marker_types is not None:
         yield "regions/markers", R.regions_to_markers(options.marker_types, result.regions, header)
-    if "masks/overlay" in want:
-        from ..visualize import label_overlay
-
-        yield "masks/overlay", M.numpy_to_image(types, label_overlay(rgb, result.labels),
-                                                "rgb8", header)
 
 
 def result_to_messages(

@@ -52,7 +52,7 @@ class MessageTypes:
     RegionOfInterest: Any
     PointField: Any
     PointCloud2: Any
-    uint8_seq: Callable[[bytes], Any]
+    uint8_seq: Callable[[Any], Any]  # bytes or a C-contiguous uint8 array → uint8[] field
     float64_seq: Callable[[np.ndarray], Any]
     float64_fixed: Callable[[np.ndarray], Any]
     #: the typestore (rosbags) or None (rclpy); bag writing needs it to serialise.
@@ -81,6 +81,26 @@ def rosbags_types(distro: str = "ROS2_JAZZY") -> MessageTypes:
     )
 
 
+def with_data(types: MessageTypes, cls: Any, data: np.ndarray, owned: bool = False,
+              **fields: Any) -> Any:
+    """``cls(**fields, data=data)`` for a message with a ``uint8[] data`` field, from a
+    C-contiguous uint8 array, with the fewest copies of a multi-megabyte buffer: rclpy's generated
+    constructor copies a sequence twice (``array('B', ...)`` in ``__init__`` and in the setter),
+    the setter alone once; rosbags keeps the array it is given, so ``data`` is copied unless the
+    caller ``owned`` a fresh buffer."""
+    if types.typestore is not None:
+        return cls(**fields, data=data if owned else types.uint8_seq(data))
+    msg = cls(**fields)
+    msg.data = types.uint8_seq(data)
+    return msg
+
+
+def _uint8_array(buffer: Any) -> array.array:
+    out = array.array("B")
+    out.frombytes(buffer)
+    return out
+
+
 def rclpy_types() -> MessageTypes:
     """Message classes generated for rclpy (needs a sourced ROS 2 install)."""
     from builtin_interfaces.msg import Time
@@ -103,8 +123,9 @@ def rclpy_types() -> MessageTypes:
         RegionOfInterest=RegionOfInterest,
         PointField=PointField,
         PointCloud2=PointCloud2,
-        # array('B', bytes) is a memcpy; rclpy validates lists element by element.
-        uint8_seq=lambda b: array.array("B", b),
+        # one memcpy from any C-contiguous buffer (bytes, a numpy array): array('B', x) would
+        # iterate a non-bytes buffer, and rclpy validates lists element by element
+        uint8_seq=_uint8_array,
         float64_seq=lambda a: array.array("d", np.asarray(a, dtype=np.float64).reshape(-1)),
         float64_fixed=lambda a: np.asarray(a, dtype=np.float64).reshape(-1).copy(),
     )
@@ -203,15 +224,9 @@ def numpy_to_image(
         raise MessageError(f"{encoding} needs dtype {np.dtype(kind)}, got {arr.dtype}")
     arr = np.ascontiguousarray(arr.astype(np.dtype(kind).newbyteorder("<"), copy=False))
     h, w = arr.shape[:2]
-    return types.Image(
-        header=header,
-        height=h,
-        width=w,
-        encoding=encoding,
-        is_bigendian=0,
-        step=w * channels * arr.dtype.itemsize,
-        data=types.uint8_seq(arr.tobytes()),
-    )
+    return with_data(types, types.Image, arr.reshape(-1).view(np.uint8), header=header, height=h,
+                     width=w, encoding=encoding, is_bigendian=0,
+                     step=w * channels * arr.dtype.itemsize)
 
 
 def depth_to_image(
@@ -288,7 +303,8 @@ def rgb_to_compressed(types: MessageTypes, rgb: np.ndarray, header: Any, fmt: st
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise MessageError(f"could not encode image as {fmt}")
-    return types.CompressedImage(header=header, format=fmt, data=types.uint8_seq(buf.tobytes()))
+    return with_data(types, types.CompressedImage, np.ascontiguousarray(buf).reshape(-1).view(np.uint8),
+                     owned=True, header=header, format=fmt)
 
 
 # -- camera info ---------------------------------------------------------------------------------
