@@ -44,10 +44,16 @@ test: msgs
 		DP_REQUIRE_KERNEL=1 scripts/netns.sh $(PY) -m pytest -q -p no:cacheprovider
 
 # Every benchmark, one after another; each prints ratios measured within its own run (bench/node.py
-# starts DDS, so all run in the loopback-only namespace).
+# and bench/soak.py start DDS, so all run in the loopback-only namespace). Each records its goals;
+# the last step prints them as one Markdown table (also written to bench_out/goals.md), the table
+# the README quotes.
+BENCH_GOALS := bench_out/goals.jsonl
 bench: msgs
-	for b in regions stereo_frame clouds accuracy segmentation inference node soak; do \
-		echo "== bench/$$b.py"; scripts/netns.sh $(PY) bench/$$b.py || exit 1; done
+	mkdir -p bench_out && rm -f $(BENCH_GOALS)
+	status=0; for b in regions stereo_frame clouds accuracy segmentation inference node soak; do \
+		echo "== bench/$$b.py"; DP_BENCH_GOALS=$(BENCH_GOALS) scripts/netns.sh $(PY) bench/$$b.py \
+		|| status=1; done; \
+	echo "== goals"; $(PY) bench/goals.py $(BENCH_GOALS) --markdown bench_out/goals.md; exit $$status
 
 clean:
-	rm -rf build install log demo_out
+	rm -rf build install log demo_out bench_out

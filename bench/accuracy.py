@@ -27,6 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # motion_scene
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import goals  # noqa: E402
 
 from depth_perception.camera import CameraModel  # noqa: E402
 from depth_perception.metric import (MetricAligner, MetricConfig, StereoSignal, apply_scale,  # noqa: E402
@@ -288,10 +290,18 @@ def main() -> None:
         target = max(v for (n, f), v in table.items() if n >= 200 and f <= 0.3)
         print(f"  aligned/oracle AbsRel <= 1.1 at >= 200 points, <= 30 % outliers ({name} network): "
               f"worst draw {target:.3f}  {_check(target <= 1.1)}")
+        goals.record("bench/accuracy.py", f"aligned / oracle AbsRel, >= 200 points, <= 30 % "
+                     f"outliers ({name} network)", "<= 1.1", f"worst draw {target:.3f}", target <= 1.1)
     print(f"  scale converged within 10 frames (200 points, 30 %): worst {conv} frames  {_check(conv <= 10)}"
           f"  (after a real jump: {reset} frames)")
     print(f"  jitter < 1 % (std/mean of the scale, static): worst {jit:.2%}  {_check(jit < 0.01)}")
     print(f"  SGBM delta1 >= 0.90 on the motorcycle pair: {delta1:.3f}  {_check(delta1 >= 0.90)}")
+    goals.record("bench/accuracy.py", "metric scale converged (200 points, 30 % outliers)",
+                 "<= 10 frames", f"{conv} frames", conv <= 10)
+    goals.record("bench/accuracy.py", "scale jitter, static scene (std / mean)", "< 1 %",
+                 f"{jit:.2%}", jit < 0.01)
+    goals.record("bench/accuracy.py", "SGBM delta1, Middlebury Motorcycle (real pair)", ">= 0.90",
+                 f"{delta1:.3f}", delta1 >= 0.90)
     print(f"\n({time.perf_counter() - t_start:.0f} s)")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+import goals  # noqa: E402
 from netns import ensure_loopback_only  # noqa: E402
 
 
@@ -179,6 +180,13 @@ def main() -> None:
     print(f"{'RSS after warm-up → end':<38} {warm:8.1f} → {rss[-1]:.1f} MB "
           f"(growth {rss[-1] - warm:+.1f} MB; samples every 50 frames: "
           f"{' '.join(f'{r:.0f}' for r in rss)})")
+    goals.record("bench/node.py", f"ROS overhead, {source} {w}x{h} (end to end vs direct call, "
+                 "medians)", "<= 5 %", f"{100 * overhead:.1f} % ({p50:.0f} vs {d50:.0f} ms)",
+                 overhead <= 0.05,
+                 f"node publish stage {stages.get('publish', float('nan')):.0f} ms "
+                 f"(depth, scene cloud, labels, regions)")
+    goals.record("bench/node.py", f"node RSS growth over {args.frames} frames", "flat",
+                 f"{warm:.0f} → {rss[-1]:.0f} MB", rss[-1] - warm <= 0.05 * warm)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+import goals  # noqa: E402
 from netns import ensure_loopback_only  # noqa: E402
 #: one bad input after every BAD_EVERY good frames, cycling through BAD_KINDS
 BAD_EVERY = 4
@@ -235,6 +236,22 @@ def main() -> int:
     ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+    bench = "bench/soak.py"
+    run = f"{args.minutes:g} min of {w}x{h} at {args.rate:g} Hz"
+    answered = good_answered / max(len(good), 1)
+    goals.record(bench, f"node alive through bad inputs ({run})", "no crash, exit 0 on SIGINT",
+                 f"crashed: {str(crashed).lower()}, exit status {exit_status}",
+                 not crashed and exit_status == 0)
+    goals.record(bench, f"every good frame answered ({run})", "1.0000", f"{answered:.4f}",
+                 good_answered == len(good),
+                 f"node {node_cpu_ms:.0f} ms CPU per frame, feeder {feeder_cpu_ms:.0f} ms on the same "
+                 f"{os.cpu_count()} cores; dropped as stale: "
+                 f"{diagnostics.get('frames dropped (worker busy)', '?')}")
+    goals.record(bench, f"node RSS end / start ({run})", "<= 1.10",
+                 f"{rss_end / rss_start:.3f} ({rss_start:.0f} → {rss_end:.0f} MB)",
+                 rss_end / rss_start <= 1.10)
+    goals.record(bench, f"latency p50 / p99, good frames ({run})", "",
+                 f"{percentile(latencies_ms, 50):.0f} / {percentile(latencies_ms, 99):.0f} ms", None)
     feeder.destroy_node()
     rclpy.shutdown()
     return 0 if not crashed and good_answered == len(good) else 1

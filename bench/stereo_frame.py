@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import goals  # noqa: E402
 from regions import checkout  # noqa: E402  (bench/regions.py: a revision's package, kernel built)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,6 +195,19 @@ def report(args, times: dict, first: dict, same: dict, before_runs: str) -> None
     b, a, hh = med["before"], med["after"], med["after-half"]
     print(f"after is {b / a:.2f}x faster than before, after-half {b / hh:.2f}x "
           f"(thread CPU medians, same frames, same run)")
+    ious = np.array(same["after"]["ious"])
+    stages = {s: statistics.median(t["stages"].get(s, 0.0) for t in times["after"]) for s in STAGES}
+    slowest = max(stages, key=stages.get)
+    goals.record("bench/stereo_frame.py", "VGA stereo frame, one thread (thread CPU median)",
+                 "<= 60 ms", f"{a:.0f} ms ({b / a:.2f}x the code of {args.before})", a <= 60,
+                 "" if a <= 60 else f"largest stage: {slowest} {stages[slowest]:.0f} ms wall; "
+                 f"half-size matching: {hh:.0f} ms, but its regions differ")
+    goals.record("bench/stereo_frame.py", "same regions as before (mask IoU, every region)",
+                 ">= 0.95", f"min {ious.min():.3f}, {same['after']['changed']} verdicts changed",
+                 bool(ious.min() >= 0.95 and same["after"]["lost"] == 0))
+    ratio = first["after"]["cpu"] / a
+    goals.record("bench/stereo_frame.py", "first frame / steady state (thread CPU)", "<= 1.2",
+                 f"{ratio:.2f}", ratio <= 1.2)
 
 
 if __name__ == "__main__":
