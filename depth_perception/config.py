@@ -105,6 +105,9 @@ class ModelParams:
     device: str = param("", "torch device, e.g. cuda:0 (empty: cuda if present)", read_only=True)
     random_init: bool = param(False, "random weights (benchmarks and plumbing only)",
                               read_only=True)
+    warm_up: bool = param(True, "run the network once on a grey 640x480 image when it loads, so "
+                          "the first camera frame does not pay for kernel selection, memory "
+                          "arenas and lazy initialisation", read_only=True)
     max_aspect_ratio: float = param(MAX_ASPECT_RATIO, "longest / shortest image side the network "
                                     "accepts; wider images are refused before any allocation (the "
                                     "network input grows with the ratio)", minimum=1.0,

@@ -129,7 +129,8 @@ def load_models(values: dict[str, Any], log: Callable[[str], None] | None = None
             "first run may export ONNX / build a TensorRT engine")
     estimator = estimator_from_parameters(values, log=log)
     if estimator is not None:
-        say(f"depth model {v['model']} ready on {estimator.backend_name}")
+        warm = f"; warm-up inference {warm_up(estimator):.0f} ms" if v["warm_up"] else ""
+        say(f"depth model {v['model']} ready on {estimator.backend_name}{warm}")
     try:
         segmenters = segmenters_from_parameters(values, log=log)
     except Exception as exc:  # noqa: BLE001 - the caller decides whether a driver goes on without
@@ -140,5 +141,23 @@ def load_models(values: dict[str, Any], log: Callable[[str], None] | None = None
     return Models(estimator, segmenters)
 
 
+def warm_up(estimator: DepthEstimator, width: int = 640, height: int = 480) -> float:
+    """One inference on a grey ``width`` x ``height`` image (with a focal length and a 1 m prompt
+    for the models that take them): torch picks its kernels, ONNX Runtime grows its memory arena,
+    TensorRT creates its execution context now rather than on the first camera frame. Returns the
+    milliseconds it took."""
+    import time
+
+    import numpy as np
+
+    t0 = time.perf_counter()
+    prompt = (np.ones((height, width), np.float32)
+              if "prompt_depth" in estimator.spec.extra_inputs else None)
+    estimator.predict(np.full((height, width, 3), 128, np.uint8), fx_px=0.8 * width,
+                      prompt_depth_m=prompt)
+    return (time.perf_counter() - t0) * 1e3
+
+
 __all__ = ["CAMERA_INFO_INPUTS", "OPTIONAL_INPUTS", "POSE_INPUTS", "SIGNAL_INPUTS", "Models",
-           "camera_info_stores", "input_names", "load_models", "pose_buffer", "synchronizer"]
+           "camera_info_stores", "input_names", "load_models", "pose_buffer", "synchronizer",
+           "warm_up"]

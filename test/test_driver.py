@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from depth_perception.driver import input_names, synchronizer
+import re
+
+import pytest
+
+from depth_perception.driver import input_names, load_models, synchronizer
 
 
 def test_auto_listens_for_every_metric_signal_and_never_waits_for_one():
@@ -45,3 +49,23 @@ def test_odometry_is_interpolated_not_synchronised():
     buffer = pose_buffer(inputs, values)
     assert buffer is not None and buffer.capacity == 50
     assert pose_buffer(input_names({"stereo": True}), {"stereo": True}) is None
+
+
+# -- loading the models ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["student_tabletop", "prompt_depth_anything_small_tiny",
+                                   "depth_pro_tiny"])
+def test_the_network_runs_once_when_it_loads_so_the_first_frame_does_not_pay_for_it(model):
+    """Prompt Depth Anything needs a prompt and Depth Pro a focal length: the warm-up gives both."""
+    said: list[str] = []
+    values = {"model": model, "random_init": model.endswith("_tiny"), "backend": "torch"}
+    models = load_models(values, log=said.append)
+    assert models.estimator is not None
+    assert any(re.search(r"ready on torch; warm-up inference \d+ ms", line) for line in said), said
+
+
+def test_warm_up_can_be_switched_off():
+    said: list[str] = []
+    load_models({"model": "student_tabletop", "backend": "torch", "warm_up": False}, log=said.append)
+    assert said and not any("warm-up" in line for line in said)
