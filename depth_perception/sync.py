@@ -1,4 +1,4 @@
-"""Transport-independent message timing: a stamp synchroniser and a latest-frame-wins slot.
+"""Transport-independent message timing: a stamp synchroniser and a short newest-frames queue.
 
 The ROS node and the bag processor feed both with (input name, stamp in ns, message); nothing here
 knows about ROS. message_filters is not needed (and not installable everywhere).

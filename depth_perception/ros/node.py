@@ -13,7 +13,8 @@ Published topics:
                        latency, depth source, metric scale, input rates, depth rate and stamp delay
 
 Every output keeps the colour image's header (stamp and frame_id). Processing runs on a worker
-thread fed through a latest-frame-wins slot; bad input is logged and the next frame is processed.
+thread fed through a short queue of the newest frames (``frame_queue``); bad input is logged and
+the next frame is processed.
 """
 
 from __future__ import annotations
