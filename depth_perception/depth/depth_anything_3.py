@@ -16,6 +16,11 @@ into a DPT head (features 256, projections 256/512/1024/1024). That is the netwo
 * there is no mask token and no first residual unit in the coarsest fusion block; transformers
   holds both but never uses them at inference: loading fills them with zeros.
 
+One difference remains: the reference interpolates DINOv2's position embeddings with a scale
+factor (plus DINOv2's 0.1 offset), transformers to the target size. Run with the same weights the
+two agree exactly at the 518x518 pre-training size and within about 1e-3 of the output's range at
+other input sizes (checked against the reference modules, not a dependency here).
+
 :class:`DepthAnything3ForDepthEstimation` is that subclass, so the weights load, export to ONNX and
 build TensorRT engines through the same code as every other Depth Anything model; the key mapping
 is :func:`depth_perception.depth.weights.convert_original_depth_anything_3`.

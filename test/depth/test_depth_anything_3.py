@@ -185,3 +185,13 @@ def test_the_pipeline_takes_the_focal_length_from_camera_info() -> None:
         depths.append(result.depth_m)
     np.testing.assert_allclose(depths[1], 2.0 * depths[0], rtol=1e-5)
     np.testing.assert_allclose(depths[0], est.predict(RGB, fx_px=40.0).values, rtol=1e-6)
+
+
+def test_tensorrt_profiles_cover_the_reference_input_of_a_4_3_camera() -> None:
+    from depth_perception.depth.estimator import engine_profiles_for
+
+    for name in ("depth_anything_3_mono_large", "depth_anything_3_metric_large"):
+        main, extra = engine_profiles_for(get_spec(name))
+        # 504 x 378: the reference's default input for a 4:3 image is the optimum
+        assert (main.min_hw, main.opt_hw, main.max_hw) == ((378, 378), (378, 504), (756, 756))
+        assert extra == {}  # the focal length scales the output on the host, not in the engine
