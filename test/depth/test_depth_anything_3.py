@@ -195,3 +195,29 @@ def test_tensorrt_profiles_cover_the_reference_input_of_a_4_3_camera() -> None:
         # 504 x 378: the reference's default input for a 4:3 image is the optimum
         assert (main.min_hw, main.opt_hw, main.max_hw) == ((378, 378), (378, 504), (756, 756))
         assert extra == {}  # the focal length scales the output on the host, not in the engine
+
+
+def test_a_hub_id_fetches_the_reference_checkpoint_file(mono, tmp_path: Path, monkeypatch) -> None:
+    """The reference's hub repos are not transformers folders: their model.safetensors is fetched
+    and mapped. (The download is the only stand-in here: tests never touch the network.)"""
+    import huggingface_hub
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in reference_checkpoint(mono).items()}, str(path))
+    asked = []
+
+    def download(repo_id: str, filename: str) -> str:
+        asked.append((repo_id, filename))
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    again = build_model(MONO, weights="depth-anything/DA3MONO-LARGE")
+    assert asked == [("depth-anything/DA3MONO-LARGE", "model.safetensors")]
+    assert torch.equal(depth(mono), depth(again))
+
+    def offline(repo_id: str, filename: str) -> str:
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(WeightsError, match="hub id depth-anything/DA3MONO-LARGE: could not download"):
+        build_model(MONO, weights="depth-anything/DA3MONO-LARGE")
