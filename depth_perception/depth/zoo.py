@@ -1,7 +1,8 @@
 """Model zoo: named monocular depth networks, their output semantics, input rules and licences.
 
 Architectures come from maintained libraries (transformers; diffusers for Marigold), never re-typed
-here: a spec only says which class to build and with which configuration. Every model also has a
+here: a spec only says which class to build and with which configuration (Depth Anything 3 is
+transformers' Depth Anything with its own output activation: ``depth_anything_3.py``). Every model also has a
 ``<name>_tiny`` twin: the same architecture from a tiny configuration, for tests and plumbing only
 (random weights, seconds instead of minutes).
 
