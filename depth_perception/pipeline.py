@@ -451,13 +451,14 @@ class Pipeline:
         return MotionSignal.from_sample(sample)
 
     def _model_inputs(self, frame: Frame, cam: CameraModel) -> dict[str, Any]:
-        """The further inputs the depth network takes besides the image: Depth Pro's focal length
-        (fx of this image in pixels, from CameraInfo; the estimator scales it to the network input)
+        """The further inputs the depth network takes besides the image: the focal length of Depth
+        Pro and Depth Anything 3 Metric (``spec.takes_focal``: fx of this image in pixels, from
+        CameraInfo; the estimator scales it to the network input)
         and Prompt Depth Anything's prompt (the frame's registered depth, else its LiDAR points
         projected into the image: HxW metres, NaN = none). Empty for a model that takes none (or a
         stand-in without a spec)."""
         spec = getattr(self.estimator, "spec", None)
-        if spec is not None and spec.family == "depth_pro":
+        if spec is not None and spec.takes_focal:
             # K, not the model's own field-of-view guess, sets the metric scale
             return {"fx_px": cam.fx * frame.rgb.shape[1] / cam.width}
         if spec is None or "prompt_depth" not in spec.extra_inputs:

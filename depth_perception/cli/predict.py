@@ -33,7 +33,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
                    help="right images of a rectified stereo pair (same kind as --input)")
     p.add_argument("--baseline", type=float, help="stereo baseline in metres")
     p.add_argument("--focal", type=float,
-                   help="focal length fx in pixels (stereo; also Depth Pro's metric scale)")
+                   help="focal length fx in pixels (stereo; also the metric scale of Depth Pro "
+                        "and Depth Anything 3 Metric)")
     p.add_argument("--doffs", type=float, default=0.0,
                    help="principal point difference cx_right - cx_left in pixels (default 0)")
     p.add_argument("--min-depth", type=float, default=0.1, help="metres (default 0.1)")
@@ -161,8 +162,8 @@ def _predict_monocular(args: argparse.Namespace) -> int:
     kind, paths = list_inputs(args.input)
     single = kind == "image" and len(paths) == 1
     estimator = estimator_from_args(args)
-    # Depth Pro's metric scale comes from the focal length when it is known (else its FOV head)
-    inputs = {"fx_px": args.focal} if args.focal and estimator.spec.family == "depth_pro" else {}
+    # the metric scale of Depth Pro (else its FOV head) and Depth Anything 3 Metric comes from fx
+    inputs = {"fx_px": args.focal} if args.focal and estimator.spec.takes_focal else {}
     frames = iter_images(args.input, int(args.max_pixels))
     with _outputs(Path(args.output), single, args.format, args.overwrite) as (target, final):
         for item in tqdm(frames, total=count_frames(args.input), unit="frame", disable=None):

@@ -218,8 +218,9 @@ class DepthEstimator:
                 prompt_depth_m: np.ndarray | None = None) -> DepthPrediction:
         """HxWx3 uint8 RGB → depth at HxW.
 
-        ``fx_px``: focal length in pixels of this image (from K) for Depth Pro's metric scale (else
-        its own FOV estimate). ``prompt_depth_m``: metric depth (NaN/<=0 invalid; a low-resolution
+        ``fx_px``: focal length in pixels of this image (from K) for the metric scale of the models
+        with ``spec.takes_focal``: Depth Pro (else its own FOV estimate), Depth Anything 3 Metric
+        (required). ``prompt_depth_m``: metric depth (NaN/<=0 invalid; a low-resolution
         depth image or sparse samples on the image grid) for Prompt Depth Anything, pooled and
         hole-filled by :func:`~depth_perception.depth.processing.prompt_from_depth`.
         """
@@ -245,6 +246,10 @@ class DepthEstimator:
             fov = float(np.asarray(_cpu(out["field_of_view"])).reshape(-1)[0])
             inv = depth_pro_inverse_depth(_cpu(pred), geo, fx_px=fx_px, fov_deg=fov)
             values = 1.0 / np.clip(postprocess(inv, geo), 1e-4, 1e4)
+        elif self.spec.family == "depth_anything_3" and self.kind == "metric":
+            from .depth_anything_3 import metric_depth_m
+
+            values = metric_depth_m(postprocess(pred, geo), geo, fx_px)
         else:
             values = postprocess(pred, geo)
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3

@@ -37,6 +37,12 @@ class WeightsError(ValueError):
 
 
 def model_class(spec: ModelSpec) -> Any:
+    """The torch class that builds ``spec``: transformers' by name, or our Depth Anything 3
+    subclass of transformers' Depth Anything."""
+    if spec.model_class == "DepthAnything3ForDepthEstimation":
+        from .depth_anything_3 import DepthAnything3ForDepthEstimation
+
+        return DepthAnything3ForDepthEstimation
     import transformers
 
     return getattr(transformers, spec.model_class)
@@ -167,7 +173,12 @@ def read_state_dict(path: Path) -> dict[str, Any]:
 
 
 def _from_state_dict(spec: ModelSpec, sd: dict[str, Any], path: Path) -> Any:
-    if is_original_depth_anything(sd):
+    if is_original_depth_anything_3(sd):
+        if spec.original_format != "depth_anything_3":
+            raise WeightsError(f"{path}: a Depth Anything 3 checkpoint, but model {spec.name} is not "
+                               "a Depth Anything 3 model")
+        sd = convert_original_depth_anything_3(sd, spec.make_config())
+    elif is_original_depth_anything(sd):
         if spec.original_format != "depth_anything":
             raise WeightsError(f"{path}: an original Depth Anything checkpoint, but model {spec.name} "
                                "is not a Depth Anything model")
@@ -209,7 +220,9 @@ def _load_folder(spec: ModelSpec, folder: Path) -> Any:
         raise WeightsError(f"{folder}: no weights (model.safetensors or pytorch_model.bin)")
     for f in files[:2]:
         if f.is_file():
-            read_state_dict(f)  # a truncated file is reported by name before transformers sees it
+            sd = read_state_dict(f)  # a truncated file is reported by name before transformers sees it
+            if is_original_depth_anything_3(sd):  # the reference's hub folder: its config is not ours
+                return _from_state_dict(spec, sd, f)
     config_cls = type(spec.make_config())
     try:
         config = config_cls.from_pretrained(str(folder), local_files_only=True)
@@ -219,6 +232,16 @@ def _load_folder(spec: ModelSpec, folder: Path) -> Any:
 
 
 def _load_hub(spec: ModelSpec, hub_id: str) -> Any:
+    if spec.original_format == "depth_anything_3":
+        # the reference's hub repos hold its own checkpoint layout, not a transformers folder
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(hub_id, "model.safetensors")
+        except Exception as exc:  # noqa: BLE001 - no network, unknown id, ...
+            raise WeightsError(f"hub id {hub_id}: could not download ({type(exc).__name__}: {exc}); "
+                               "pass a local folder or file instead") from exc
+        return load_weights(spec, path)
     cls = model_class(spec)
     try:
         model, info = cls.from_pretrained(hub_id, output_loading_info=True)
@@ -357,4 +380,69 @@ def to_original_depth_anything(sd: Mapping[str, Any], config: Any) -> dict[str, 
             out[f"pretrained.blocks.{i}.attn.qkv.{t}"] = torch.cat(parts, 0)
     if src:
         raise ValueError(f"unmapped keys: {sorted(src)[:5]}")
+    return out
+
+
+# ------------------------------------------------------------- Depth Anything 3 checkpoints
+# The reference (ByteDance-Seed/Depth-Anything-3) saves ``DepthAnything3`` (its API class) whose
+# ``model`` is ``DepthAnything3Net``: keys ``model.backbone.pretrained.*`` (DINOv2, the same names
+# as Depth Anything V1/V2's ``pretrained.*``) and ``model.head.*`` (its DPT: V1/V2's ``depth_head.*``
+# plus ``scratch.sky_output_conv2.*``). See :mod:`depth_perception.depth.depth_anything_3`.
+
+_DA3_BACKBONE, _DA3_HEAD, _DA3_SKY = "backbone.pretrained.", "head.", "head.scratch.sky_output_conv2."
+
+
+def is_original_depth_anything_3(sd: Mapping[str, Any]) -> bool:
+    keys = [k.removeprefix("model.") for k in sd]
+    return any(k.startswith(_DA3_BACKBONE) for k in keys) and any(
+        k.startswith(_DA3_HEAD + "scratch.") for k in keys)
+
+
+def convert_original_depth_anything_3(sd: Mapping[str, Any], config: Any) -> dict[str, Any]:
+    """Map a Depth Anything 3 Mono/Metric state dict (the reference's key names) onto the keys of
+    :class:`~depth_perception.depth.depth_anything_3.DepthAnything3ForDepthEstimation`.
+
+    The sky head is dropped; the two parameters transformers has and DA3 lacks (mask token, first
+    residual unit of the coarsest fusion block: both unused at inference) are zeros. Keys of other
+    DA3 models (camera encoder/decoder, 3D Gaussian head) are kept and reported as unexpected.
+    """
+    import torch
+
+    v2: dict[str, Any] = {}
+    for key, value in sd.items():
+        k = key.removeprefix("model.")
+        if k.startswith(_DA3_SKY):
+            continue
+        if k.startswith(_DA3_BACKBONE):
+            v2["pretrained." + k.removeprefix(_DA3_BACKBONE)] = value
+        elif k.startswith(_DA3_HEAD):
+            v2["depth_head." + k.removeprefix(_DA3_HEAD)] = value
+        else:
+            v2[key] = value
+    out = convert_original_depth_anything(v2, config)
+    like = out.get("backbone.embeddings.position_embeddings")
+    dtype = like.dtype if like is not None else torch.float32
+    hidden, fusion = config.backbone_config.hidden_size, config.fusion_hidden_size
+    out.setdefault("backbone.embeddings.mask_token", torch.zeros(1, hidden, dtype=dtype))
+    for c in (1, 2):
+        unit = f"neck.fusion_stage.layers.0.residual_layer1.convolution{c}."
+        out.setdefault(unit + "weight", torch.zeros(fusion, fusion, 3, 3, dtype=dtype))
+        out.setdefault(unit + "bias", torch.zeros(fusion, dtype=dtype))
+    return out
+
+
+def to_original_depth_anything_3(sd: Mapping[str, Any], config: Any) -> dict[str, Any]:
+    """Inverse of :func:`convert_original_depth_anything_3` (the reference's key names, without the
+    sky head and the unused parameters): writes checkpoints in the reference's layout."""
+    src = dict(sd)
+    src.pop("backbone.embeddings.mask_token", None)
+    for c in (1, 2):
+        for t in ("weight", "bias"):
+            src.pop(f"neck.fusion_stage.layers.0.residual_layer1.convolution{c}.{t}", None)
+    out: dict[str, Any] = {}
+    for k, v in to_original_depth_anything(src, config).items():
+        if k.startswith("pretrained."):
+            out["model." + _DA3_BACKBONE + k.removeprefix("pretrained.")] = v
+        else:
+            out["model." + _DA3_HEAD + k.removeprefix("depth_head.")] = v
     return out

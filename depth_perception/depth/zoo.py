@@ -1,7 +1,8 @@
 """Model zoo: named monocular depth networks, their output semantics, input rules and licences.
 
 Architectures come from maintained libraries (transformers; diffusers for Marigold), never re-typed
-here: a spec only says which class to build and with which configuration. Every model also has a
+here: a spec only says which class to build and with which configuration (Depth Anything 3 is
+transformers' Depth Anything with its own output activation: ``depth_anything_3.py``). Every model also has a
 ``<name>_tiny`` twin: the same architecture from a tiny configuration, for tests and plumbing only
 (random weights, seconds instead of minutes).
 
@@ -39,7 +40,7 @@ class ModelSpec:
     """
 
     name: str
-    family: str  # depth_anything_v2, depth_anything, dpt, zoedepth, depth_pro, prompt_depth_anything, marigold
+    family: str  # depth_anything_v2, depth_anything, depth_anything_3, dpt, zoedepth, depth_pro, prompt_depth_anything, marigold
     output: OutputKind
     input_size: int
     patch_multiple: int
@@ -56,6 +57,10 @@ class ModelSpec:
     extra_inputs: tuple[str, ...] = ()
     #: what can read the original (non-HF) checkpoint of this family (``weights.load_original``)
     original_format: str | None = None
+    #: the metric scale comes from the image's focal length fx in pixels (from K), which the
+    #: pipeline passes as ``fx_px``: Depth Pro (else its own field-of-view estimate), Depth
+    #: Anything 3 Metric (required: its output is depth at a canonical focal length)
+    takes_focal: bool = False
     exportable: bool = True  # ONNX export / ONNX Runtime / TensorRT possible
     requires: tuple[str, ...] = ("transformers",)  # importable modules the model needs
     tiny: bool = False
@@ -310,7 +315,7 @@ def _marigold(tiny: bool) -> Callable[[], Any]:
 
 _TINY_INPUT = {  # the tiny twins run at small sizes
     "depth_anything_v2": 56, "depth_anything": 56, "prompt_depth_anything": 56, "dpt": 64,
-    "zoedepth": 64, "depth_pro": 64, "marigold": 32,
+    "zoedepth": 64, "depth_pro": 64, "marigold": 32, "depth_anything_3": 56,
 }
 
 # -------------------------------------------------------------------------------------------- zoo
@@ -391,9 +396,33 @@ def _depth_pro_spec() -> ModelSpec:
         licence="Apple ML Research licence (apple-amlr: research only)",
         make_config=_depth_pro(False), make_tiny_config=_depth_pro(True),
         hub_id="apple/DepthPro-hf", model_class="DepthProForDepthEstimation",
-        resize_mode="fixed",
+        resize_mode="fixed", takes_focal=True,
         description="Depth Pro, metric; fixed square input; focal length from K "
                     "(or its own field-of-view head)")
+
+
+def _depth_anything_3_specs() -> list[ModelSpec]:
+    """Depth Anything 3's monocular models (:mod:`depth_perception.depth.depth_anything_3`): the
+    DINOv2 ViT-L/14 + DPT network of Depth Anything V2 Large with an exp-activated head that
+    predicts depth, not disparity. Input: ImageNet normalisation, sides in multiples of 14; the
+    reference resizes the longer side to 504, which for a 4:3 camera is a 378-pixel short side.
+    The any-view (multi-image, camera-pose) models are another architecture and not listed."""
+    common: dict[str, Any] = dict(family="depth_anything_3", input_size=378, patch_multiple=14,
+                                  mean=IMAGENET_MEAN, std=IMAGENET_STD, licence="Apache-2.0",
+                                  make_config=_depth_anything_config("l", v2=True),
+                                  make_tiny_config=_depth_anything_tiny(),
+                                  model_class="DepthAnything3ForDepthEstimation",
+                                  original_format="depth_anything_3")
+    return [
+        ModelSpec(name="depth_anything_3_mono_large", output="relative_depth",
+                  hub_id="depth-anything/DA3MONO-LARGE",
+                  description="Depth Anything 3 Mono (DA3MONO-LARGE): relative depth (far = large), "
+                              "DINOv2-L + DPT head", **common),
+        ModelSpec(name="depth_anything_3_metric_large", output="metric", takes_focal=True,
+                  hub_id="depth-anything/DA3METRIC-LARGE",
+                  description="Depth Anything 3 Metric (DA3METRIC-LARGE): metres = fx * output / 300 "
+                              "(fx from K at the network input); needs CameraInfo", **common),
+    ]
 
 
 def _prompt_depth_anything_spec(s: str, licence: str) -> ModelSpec:
@@ -422,6 +451,7 @@ def _marigold_spec() -> ModelSpec:
 def _build_zoo() -> dict[str, ModelSpec]:
     """Every spec by name, in zoo order, each followed by its ``_tiny`` twin where it has one."""
     specs = [spec for s in "sbl" for spec in _depth_anything_specs(s)]
+    specs += _depth_anything_3_specs()
     specs += _midas_specs()
     specs += [_zoedepth_spec("nyu", "indoor", 10.0), _zoedepth_spec("kitti", "outdoor", 80.0),
               _depth_pro_spec()]

@@ -71,7 +71,8 @@ def test_predict_options_build_an_estimator() -> None:
     assert est.backend_name == "torch" and est.input_size == 42
 
 
-def test_predict_gives_depth_pro_the_focal_length(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["depth_pro_tiny", "depth_anything_3_metric_large_tiny"])
+def test_predict_gives_the_focal_length_to_the_models_that_take_it(model: str, tmp_path: Path) -> None:
     import numpy as np
     from skimage import data
 
@@ -84,6 +85,21 @@ def test_predict_gives_depth_pro_the_focal_length(tmp_path: Path) -> None:
     for fx in ("100", "200"):
         out = tmp_path / f"fx{fx}.npy"
         assert cli.main(["predict", "-i", str(image), "-o", str(out), "--format", "npy",
-                         "--model", "depth_pro_tiny", "--random-init", "--focal", fx]) == 0
+                         "--model", model, "--random-init", "--focal", fx]) == 0
         depth[fx] = np.load(out)
     np.testing.assert_allclose(depth["200"], 2 * depth["100"], rtol=1e-4)  # twice as far
+
+
+def test_predict_without_focal_length_for_depth_anything_3_metric_is_one_clear_line(tmp_path: Path,
+                                                                                   capsys) -> None:
+    from skimage import data
+
+    from depth_perception import cli
+    from depth_perception.files import write_image
+
+    image = tmp_path / "astronaut.png"
+    write_image(image, data.astronaut()[::8, ::8])
+    assert cli.main(["predict", "-i", str(image), "-o", str(tmp_path / "d.npy"), "--format", "npy",
+                     "--model", "depth_anything_3_metric_large_tiny", "--random-init"]) != 0
+    err = capsys.readouterr().err
+    assert "needs the focal length" in err and "--focal" in err and "Traceback" not in err

@@ -84,6 +84,7 @@ def test_build_engine_without_tensorrt_is_one_clear_error(monkeypatch, tmp_path)
     ("depth_anything_v2_small_tiny", 42),
     ("dpt_large_tiny", None),  # fixed square
     ("prompt_depth_anything_small_tiny", None),  # and its prompt_depth input
+    ("depth_anything_3_metric_large_tiny", None),  # fx scales its output on the host: no input
 ])
 def test_the_engine_build_engine_files_is_the_one_the_estimator_looks_up(tmp_path, name, input_size):
     from depth_perception.depth.estimator import DepthEstimator
@@ -105,7 +106,8 @@ def test_the_engine_build_engine_files_is_the_one_the_estimator_looks_up(tmp_pat
 
 @pytest.mark.parametrize("name, mean", [("dpt_large", 0.5), ("midas_beit_large_512", 0.5),
                                         ("zoedepth_nyu", 0.5), ("depth_pro", 0.5),
-                                        ("depth_anything_v2_small", 0.485)])
+                                        ("depth_anything_v2_small", 0.485),
+                                        ("depth_anything_3_metric_large", 0.485)])
 def test_int8_calibration_sees_what_the_estimator_feeds_the_model(name, mean):
     import numpy as np
     from skimage import data

@@ -72,7 +72,7 @@ def test_torch_and_onnxruntime_agree_at_three_aspect_ratios(name: str, exported,
     torch_est, onnx_path = export_once(name, exported, tmp_path_factory.mktemp(name))
     ort_est = DepthEstimator(name, backend="onnxruntime", onnx_path=onnx_path, log=None)
     assert ort_est.backend_name == "onnxruntime"
-    kwargs = {"fx_px": 70.0} if name.startswith("depth_pro") else {}
+    kwargs = {"fx_px": 70.0} if get_spec(name).takes_focal else {}
     if get_spec(name).extra_inputs:
         kwargs = {"prompt_depth_m": PROMPT}
     for rgb in IMAGES:

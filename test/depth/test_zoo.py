@@ -15,6 +15,7 @@ REQUIRED = [
     "depth_anything_v2_metric_indoor_small", "depth_anything_v2_metric_outdoor_large",
     "depth_anything_small", "dpt_large", "dpt_hybrid", "midas_beit_large_512", "zoedepth_nyu",
     "depth_pro", "prompt_depth_anything_small", "marigold_depth",
+    "depth_anything_3_mono_large", "depth_anything_3_metric_large",
 ]
 
 
@@ -46,6 +47,19 @@ def test_metric_models_state_their_range_and_licences_follow_the_model_cards() -
     assert get_spec("depth_anything_v2_small").licence == "Apache-2.0"
     assert "NC" in get_spec("depth_anything_v2_base").licence
     assert "NC" in get_spec("depth_anything_v2_large").licence
+    # Depth Anything 3: the monocular Large models are Apache-2.0 (the any-view Large is not)
+    assert get_spec("depth_anything_3_mono_large").licence == "Apache-2.0"
+    assert get_spec("depth_anything_3_metric_large").licence == "Apache-2.0"
+
+
+def test_depth_anything_3_outputs_depth_and_its_metric_model_takes_the_focal_length() -> None:
+    mono, metric = get_spec("depth_anything_3_mono_large"), get_spec("depth_anything_3_metric_large")
+    assert mono.output == "relative_depth" and metric.output == "metric"  # depth, not disparity
+    assert metric.takes_focal and get_spec("depth_pro").takes_focal and not mono.takes_focal
+    assert metric.max_depth_m is None  # exp head: unbounded
+    assert get_spec("depth_anything_3_metric_large_tiny").takes_focal
+    assert [s.name for s in list_specs() if s.takes_focal and not s.tiny] == [
+        "depth_anything_3_metric_large", "depth_pro"]
 
 
 def test_real_configs_have_the_published_sizes() -> None:

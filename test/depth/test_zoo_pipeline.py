@@ -87,9 +87,9 @@ def run(estimator: DepthEstimator, mode: str, **frame: Any) -> FrameResult:
 
 
 def model_inputs(estimator: DepthEstimator, prompt_m: np.ndarray | None) -> dict[str, Any]:
-    """What the pipeline gives the network besides the image: Depth Pro's fx from K, Prompt
-    Depth Anything's prompt (the frame's sparse depth)."""
-    if estimator.spec.family == "depth_pro":
+    """What the pipeline gives the network besides the image: fx from K (Depth Pro, Depth
+    Anything 3 Metric), Prompt Depth Anything's prompt (the frame's sparse depth)."""
+    if estimator.spec.takes_focal:
         return {"fx_px": CAMERA.fx}
     if "prompt_depth" in estimator.spec.extra_inputs:
         return {"prompt_depth_m": prompt_m}
