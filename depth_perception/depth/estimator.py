@@ -31,11 +31,14 @@ from .processing import (
     depth_pro_inverse_depth,
     postprocess,
     preprocess,
+    preprocess_numpy,
     prompt_from_depth,
 )
 from .zoo import ModelSpec, get_spec, missing_requirements
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+#: backends fed numpy arrays by numpy/OpenCV pre- and post-processing (torch-free at run time)
+HOST_BACKENDS = ("onnxruntime",)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -101,6 +104,7 @@ class DepthEstimator:
         log: Callable[[str], None] | None = _stderr,
         seed: int = 0,
         max_aspect_ratio: float = MAX_ASPECT_RATIO,
+        threads: int | None = None,
     ) -> None:
         self.spec = spec = get_spec(spec_or_name)
         if backend not in BACKENDS:
@@ -126,6 +130,9 @@ class DepthEstimator:
             raise ValueError(f"model {spec.name}: give weights (a local folder, .safetensors, .pth or "
                              "a hub id), an ONNX file / TensorRT engine, or random_init=True")
         self.backend_name = self._choose(backend, onnx_path, engine_path)
+        #: pre/post-processing on numpy host arrays (ONNX Runtime, OpenVINO): no torch import when
+        #: the model file exists; the other backends keep the tensors on their device
+        self.host_arrays = self.backend_name in HOST_BACKENDS
         self._log(f"depth model {spec.name}: licence {spec.licence}; backend {self.backend_name}")
         self._device = "cpu"
         if self.backend_name == "torch":
@@ -138,7 +145,7 @@ class DepthEstimator:
                 path = quantize_int8(path, self._tmpdir() / f"{path.stem}.int8.onnx")
             elif precision != "fp32":
                 raise ValueError("onnxruntime precision must be fp32 or int8")
-            self.backend = OnnxRuntimeBackend(path, device=device)
+            self.backend = OnnxRuntimeBackend(path, device=device, threads=threads)
         else:  # tensorrt
             from . import tensorrt_backend  # lazy: TensorRT is heavy and often absent
 
@@ -231,8 +238,11 @@ class DepthEstimator:
             timings["inference"] = (time.perf_counter() - t0) * 1e3
             timings["total"] = timings["inference"]
             return DepthPrediction(values, self.kind, timings)
-        x, geo = preprocess(rgb, self.spec, self.input_size, device=self._device,
-                            max_aspect_ratio=self.max_aspect_ratio)
+        if self.host_arrays:
+            x, geo = preprocess_numpy(rgb, self.spec, self.input_size, self.max_aspect_ratio)
+        else:
+            x, geo = preprocess(rgb, self.spec, self.input_size, device=self._device,
+                                max_aspect_ratio=self.max_aspect_ratio)
         prompt = self._prompt(prompt_depth_m, x)
         t1 = time.perf_counter()
         timings["preprocess"] = (t1 - t0) * 1e3
@@ -260,6 +270,8 @@ class DepthEstimator:
             raise ValueError(f"model {self.spec.name} needs prompt_depth_m: a low-resolution metric "
                              "depth image (e.g. from LiDAR or an RGB-D sensor)")
         p = prompt_from_depth(prompt_depth_m)  # dense, at most PROMPT_MAX_SIDE: fits the engine
+        if self.host_arrays:
+            return p[None, None]
         import torch
 
         return torch.from_numpy(p)[None, None].to(x.device)
