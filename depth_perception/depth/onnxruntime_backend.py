@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 from .onnx_export import FOV_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
 
@@ -82,6 +84,44 @@ def _numpy(x: Any) -> Any:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def quantize_int8_static(src: str | os.PathLike, dst: str | os.PathLike,
+                         calibration: Iterable[Any], op_types: Sequence[str] = ("Conv", "MatMul"),
+                         ) -> Path:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations with ranges
+    calibrated on ``calibration``: 1x3xhxw float32 network inputs, e.g. real photos through
+    :func:`~depth_perception.depth.processing.preprocess_numpy`). Every activation of the chosen
+    ``op_types`` gets a fixed scale, so no run-time range search; the accuracy cost depends on the
+    calibration images (measured by ``bench/inference.py``)."""
+    import tempfile
+
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    inputs = [{INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)} for x in calibration]
+    if not inputs:
+        raise ValueError("static int8 quantisation needs at least one calibration input")
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(inputs)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self._it, None)
+
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory(prefix="quantize_") as tmp:
+        # shape inference + ORT's basic fusions first, as onnxruntime.quantization recommends
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(dst), _Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types),
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"CalibTensorRangeSymmetric": False})
+    return dst
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
