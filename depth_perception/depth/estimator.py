@@ -5,6 +5,7 @@
     pred.values, pred.kind             # HxW float32; "relative_inverse" | "metric" | "relative_depth"
 
 Backends: ``torch`` (CPU/CUDA), ``onnxruntime`` (an ONNX file, or one exported on the fly),
+``openvino`` (the same ONNX file on the CPU; fp32, or int8 from a static QDQ file),
 ``tensorrt`` (an engine or an ONNX file; needs a CUDA GPU and TensorRT), and ``auto``: TensorRT when a
 GPU and TensorRT are present, torch on another GPU, else ONNX Runtime when an ONNX file is given,
 else torch on the CPU.
@@ -36,9 +37,11 @@ from .processing import (
 )
 from .zoo import ModelSpec, get_spec, missing_requirements
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 #: backends fed numpy arrays by numpy/OpenCV pre- and post-processing (torch-free at run time)
-HOST_BACKENDS = ("onnxruntime",)
+HOST_BACKENDS = ("onnxruntime", "openvino")
+#: scenes the static int8 ranges of ``backend="openvino", precision="int8"`` are calibrated on
+CALIBRATION_SCENES = 8
 
 
 class BackendUnavailableError(RuntimeError):
@@ -146,6 +149,16 @@ class DepthEstimator:
             elif precision != "fp32":
                 raise ValueError("onnxruntime precision must be fp32 or int8")
             self.backend = OnnxRuntimeBackend(path, device=device, threads=threads)
+        elif self.backend_name == "openvino":
+            from .openvino_backend import OpenVinoBackend
+
+            path = Path(onnx_path) if onnx_path else self._export(weights, random_init, seed)
+            if precision == "int8":
+                path = self._quantize_static(path)
+            elif precision != "fp32":
+                raise ValueError("openvino precision must be fp32 (a QDQ int8 file runs as int8) or "
+                                 "int8 (static, calibrated on generated tabletop scenes)")
+            self.backend = OpenVinoBackend(path, threads=threads, device=device)
         else:  # tensorrt
             from . import tensorrt_backend  # lazy: TensorRT is heavy and often absent
 
@@ -181,7 +194,22 @@ class DepthEstimator:
                                           "use --backend onnxruntime or torch")
         if backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
             raise BackendUnavailableError("backend onnxruntime needs: pip install onnxruntime")
+        if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+            raise BackendUnavailableError("backend openvino needs: pip install openvino")
         return backend
+
+    def _quantize_static(self, path: Path) -> Path:
+        """Static int8 copy of ``path`` (MatMul weights), calibrated on generated tabletop scenes
+        (the domain of the pipeline) through this estimator's own preprocessing."""
+        from ..scene import generate_tabletop
+        from .onnxruntime_backend import quantize_int8_static
+        from .processing import preprocess_numpy
+
+        self._log(f"calibrating static int8 on {CALIBRATION_SCENES} generated scenes")
+        calibration = [preprocess_numpy(generate_tabletop(seed=i).rgb, self.spec, self.input_size,
+                                        self.max_aspect_ratio)[0]
+                       for i in range(CALIBRATION_SCENES)]
+        return quantize_int8_static(path, self._tmpdir() / f"{path.stem}.int8.onnx", calibration)
 
     def _tmpdir(self) -> Path:
         if self._tmp is None:

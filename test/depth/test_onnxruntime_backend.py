@@ -20,7 +20,7 @@ def _inputs(n: int, seed: int) -> list[np.ndarray]:
 
 def test_static_int8_is_qdq_per_channel_and_stays_close_to_fp32(tmp_path) -> None:
     fp32 = tiny_depth_onnx(tmp_path / "depth.onnx")
-    int8 = quantize_int8_static(fp32, tmp_path / "depth.int8.onnx", _inputs(8, 0))
+    int8 = quantize_int8_static(fp32, tmp_path / "depth.int8.onnx", _inputs(8, 0), op_types=("Conv",))
     ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ format
     # per-channel: the first conv's weight scale has one value per output channel (8)
@@ -33,6 +33,16 @@ def test_static_int8_is_qdq_per_channel_and_stays_close_to_fp32(tmp_path) -> Non
     got = OnnxRuntimeBackend(int8, threads=1, device="cpu").infer(x)["predicted_depth"]
     assert got.shape == ref.shape
     assert np.abs(got - ref).mean() / np.abs(ref).mean() < 0.02
+
+
+def test_static_int8_quantises_only_weight_matmuls_by_default(tmp_path) -> None:
+    from onnx_helpers import tiny_matmul_depth_onnx
+
+    fp32 = tiny_matmul_depth_onnx(tmp_path / "depth.onnx")
+    int8 = quantize_int8_static(fp32, tmp_path / "depth.int8.onnx", _inputs(4, 0))
+    graph = onnx.load(str(int8)).graph
+    weight_q = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("w")]
+    assert len(weight_q) == 2  # both MatMul weights, each dequantised once
 
 
 def test_static_int8_needs_calibration_inputs(tmp_path) -> None:
