@@ -37,8 +37,10 @@ class OpenVinoBackend:
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
             raise ValueError(f"{path}: OpenVINO cannot load it: {exc}") from exc
         self.path = path
-        self.input_names = [p.get_any_name() for p in self.model.inputs]
-        self.output_names = [p.get_any_name() for p in self.model.outputs]
+        # a port has several tensor names (OpenVINO's own and the ONNX graph's): look up by any
+        self._outputs = {n: port for port in self.model.outputs for n in port.get_names()}
+        self.input_names = [n for port in self.model.inputs for n in port.get_names()]
+        self.output_names = list(self._outputs)
         if INPUT_NAME not in self.input_names or OUTPUT_NAME not in self.output_names:
             raise ValueError(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, got "
                              f"inputs {self.input_names} and outputs {self.output_names}")
@@ -55,7 +57,7 @@ class OpenVinoBackend:
             feeds[PROMPT_NAME] = np.ascontiguousarray(prompt_depth, dtype=np.float32)
         outs = self._request.infer(feeds)
         # copies: the request reuses its output memory on the next call
-        result = {"predicted_depth": np.array(outs[self.model.output(OUTPUT_NAME)])}
-        if FOV_NAME in self.output_names:
-            result["field_of_view"] = np.array(outs[self.model.output(FOV_NAME)])
+        result = {"predicted_depth": np.array(outs[self._outputs[OUTPUT_NAME]])}
+        if FOV_NAME in self._outputs:
+            result["field_of_view"] = np.array(outs[self._outputs[FOV_NAME]])
         return result
