@@ -209,7 +209,8 @@ class DepthEstimator:
         calibration = [preprocess_numpy(generate_tabletop(seed=i).rgb, self.spec, self.input_size,
                                         self.max_aspect_ratio)[0]
                        for i in range(CALIBRATION_SCENES)]
-        return quantize_int8_static(path, self._tmpdir() / f"{path.stem}.int8.onnx", calibration)
+        return quantize_int8_static(path, self._tmpdir() / f"{path.stem}.int8.onnx", calibration,
+                                    op_types=static_int8_op_types(self.spec))
 
     def _tmpdir(self) -> Path:
         if self._tmp is None:
@@ -363,6 +364,13 @@ def engine_profiles_for(spec: ModelSpec, input_size: int | None = None) -> tuple
     return main, extra
 
 
+def static_int8_op_types(spec: ModelSpec) -> tuple[str, ...]:
+    """What static int8 quantises for ``spec``: convolutions too for the all-convolution student
+    (0.5 % AbsRel, 2x on OpenVINO), MatMul weights only for the transformers (their convolutional
+    DPT heads lose 2-15 % AbsRel in int8; ``bench/inference.py``)."""
+    return ("Conv", "MatMul") if spec.family == "student" else ("MatMul",)
+
+
 def _cpu(x: Any) -> Any:
     return x.detach().cpu() if hasattr(x, "detach") else x
 
@@ -378,5 +386,5 @@ def width_4_3(height: int, multiple: int) -> int:
 
 
 __all__ = ["DepthEstimator", "DepthPrediction", "DepthPredictor", "BackendUnavailableError",
-           "engine_profiles_for",
+           "engine_profiles_for", "static_int8_op_types",
            "Geometry", "BACKENDS"]
