@@ -92,14 +92,14 @@ class ModelParams:
                        read_only=True)
     weights: str = param("", "local weights for the model (folder, .safetensors, .pth) or a hub "
                          "id where the robot has internet", read_only=True)
-    backend: str = param("auto", "auto, torch, onnxruntime or tensorrt", choices=BACKENDS,
-                         read_only=True)
+    backend: str = param("auto", "auto, torch, onnxruntime, openvino (CPU, optional) or "
+                         "tensorrt", choices=BACKENDS, read_only=True)
     precision: str = param("fp32", "fp32, fp16, bf16 (torch CPU) or int8", choices=PRECISIONS,
                            read_only=True)
     input_size: int = param(0, "network input size (shorter side); 0 = the model's default",
                             minimum=0, maximum=4096, step=1, read_only=True)
-    onnx: str = param("", "ONNX file for onnxruntime/tensorrt (empty: export on first run)",
-                      read_only=True)
+    onnx: str = param("", "ONNX file for onnxruntime/openvino/tensorrt (empty: export on first "
+                      "run)", read_only=True)
     engine: str = param("", "TensorRT engine file (empty: build and cache on first run)",
                         read_only=True)
     device: str = param("", "torch device, e.g. cuda:0 (empty: cuda if present)", read_only=True)

@@ -28,7 +28,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--format", choices=DEPTH_FORMATS, default="png8")
     p.add_argument("--model", help="monocular depth model name (see the model zoo)")
     p.add_argument("--weights", help="local weights for --model")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto",
+                   choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"])
     p.add_argument("--stereo-right", metavar="PATH",
                    help="right images of a rectified stereo pair (same kind as --input)")
     p.add_argument("--baseline", type=float, help="stereo baseline in metres")

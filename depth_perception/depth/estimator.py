@@ -5,6 +5,7 @@
     pred.values, pred.kind             # HxW float32; "relative_inverse" | "metric" | "relative_depth"
 
 Backends: ``torch`` (CPU/CUDA), ``onnxruntime`` (an ONNX file, or one exported on the fly),
+``openvino`` (the same ONNX file on the CPU; fp32, or int8 from a static QDQ file),
 ``tensorrt`` (an engine or an ONNX file; needs a CUDA GPU and TensorRT), and ``auto``: TensorRT when a
 GPU and TensorRT are present, torch on another GPU, else ONNX Runtime when an ONNX file is given,
 else torch on the CPU.
@@ -31,11 +32,16 @@ from .processing import (
     depth_pro_inverse_depth,
     postprocess,
     preprocess,
+    preprocess_numpy,
     prompt_from_depth,
 )
 from .zoo import ModelSpec, get_spec, missing_requirements
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+#: backends fed numpy arrays by numpy/OpenCV pre- and post-processing (torch-free at run time)
+HOST_BACKENDS = ("onnxruntime", "openvino")
+#: scenes the static int8 ranges of ``backend="openvino", precision="int8"`` are calibrated on
+CALIBRATION_SCENES = 8
 
 
 class BackendUnavailableError(RuntimeError):
@@ -101,6 +107,7 @@ class DepthEstimator:
         log: Callable[[str], None] | None = _stderr,
         seed: int = 0,
         max_aspect_ratio: float = MAX_ASPECT_RATIO,
+        threads: int | None = None,
     ) -> None:
         self.spec = spec = get_spec(spec_or_name)
         if backend not in BACKENDS:
@@ -126,6 +133,9 @@ class DepthEstimator:
             raise ValueError(f"model {spec.name}: give weights (a local folder, .safetensors, .pth or "
                              "a hub id), an ONNX file / TensorRT engine, or random_init=True")
         self.backend_name = self._choose(backend, onnx_path, engine_path)
+        #: pre/post-processing on numpy host arrays (ONNX Runtime, OpenVINO): no torch import when
+        #: the model file exists; the other backends keep the tensors on their device
+        self.host_arrays = self.backend_name in HOST_BACKENDS
         self._log(f"depth model {spec.name}: licence {spec.licence}; backend {self.backend_name}")
         self._device = "cpu"
         if self.backend_name == "torch":
@@ -138,7 +148,17 @@ class DepthEstimator:
                 path = quantize_int8(path, self._tmpdir() / f"{path.stem}.int8.onnx")
             elif precision != "fp32":
                 raise ValueError("onnxruntime precision must be fp32 or int8")
-            self.backend = OnnxRuntimeBackend(path, device=device)
+            self.backend = OnnxRuntimeBackend(path, device=device, threads=threads)
+        elif self.backend_name == "openvino":
+            from .openvino_backend import OpenVinoBackend
+
+            path = Path(onnx_path) if onnx_path else self._export(weights, random_init, seed)
+            if precision == "int8":
+                path = self._quantize_static(path)
+            elif precision != "fp32":
+                raise ValueError("openvino precision must be fp32 (a QDQ int8 file runs as int8) or "
+                                 "int8 (static, calibrated on generated tabletop scenes)")
+            self.backend = OpenVinoBackend(path, threads=threads, device=device)
         else:  # tensorrt
             from . import tensorrt_backend  # lazy: TensorRT is heavy and often absent
 
@@ -174,7 +194,23 @@ class DepthEstimator:
                                           "use --backend onnxruntime or torch")
         if backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
             raise BackendUnavailableError("backend onnxruntime needs: pip install onnxruntime")
+        if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+            raise BackendUnavailableError("backend openvino needs: pip install openvino")
         return backend
+
+    def _quantize_static(self, path: Path) -> Path:
+        """Static int8 copy of ``path`` (MatMul weights), calibrated on generated tabletop scenes
+        (the domain of the pipeline) through this estimator's own preprocessing."""
+        from ..scene import generate_tabletop
+        from .onnxruntime_backend import quantize_int8_static
+        from .processing import preprocess_numpy
+
+        self._log(f"calibrating static int8 on {CALIBRATION_SCENES} generated scenes")
+        calibration = [preprocess_numpy(generate_tabletop(seed=i).rgb, self.spec, self.input_size,
+                                        self.max_aspect_ratio)[0]
+                       for i in range(CALIBRATION_SCENES)]
+        return quantize_int8_static(path, self._tmpdir() / f"{path.stem}.int8.onnx", calibration,
+                                    op_types=static_int8_op_types(self.spec))
 
     def _tmpdir(self) -> Path:
         if self._tmp is None:
@@ -232,8 +268,11 @@ class DepthEstimator:
             timings["inference"] = (time.perf_counter() - t0) * 1e3
             timings["total"] = timings["inference"]
             return DepthPrediction(values, self.kind, timings)
-        x, geo = preprocess(rgb, self.spec, self.input_size, device=self._device,
-                            max_aspect_ratio=self.max_aspect_ratio)
+        if self.host_arrays:
+            x, geo = preprocess_numpy(rgb, self.spec, self.input_size, self.max_aspect_ratio)
+        else:
+            x, geo = preprocess(rgb, self.spec, self.input_size, device=self._device,
+                                max_aspect_ratio=self.max_aspect_ratio)
         prompt = self._prompt(prompt_depth_m, x)
         t1 = time.perf_counter()
         timings["preprocess"] = (t1 - t0) * 1e3
@@ -265,6 +304,8 @@ class DepthEstimator:
             raise ValueError(f"model {self.spec.name} needs prompt_depth_m: a low-resolution metric "
                              "depth image (e.g. from LiDAR or an RGB-D sensor)")
         p = prompt_from_depth(prompt_depth_m)  # dense, at most PROMPT_MAX_SIDE: fits the engine
+        if self.host_arrays:
+            return p[None, None]
         import torch
 
         return torch.from_numpy(p)[None, None].to(x.device)
@@ -328,6 +369,13 @@ def engine_profiles_for(spec: ModelSpec, input_size: int | None = None) -> tuple
     return main, extra
 
 
+def static_int8_op_types(spec: ModelSpec) -> tuple[str, ...]:
+    """What static int8 quantises for ``spec``: convolutions too for the all-convolution student
+    (0.5 % AbsRel, 2x on OpenVINO), MatMul weights only for the transformers (their convolutional
+    DPT heads lose 2-15 % AbsRel in int8; ``bench/inference.py``)."""
+    return ("Conv", "MatMul") if spec.family == "student" else ("MatMul",)
+
+
 def _cpu(x: Any) -> Any:
     return x.detach().cpu() if hasattr(x, "detach") else x
 
@@ -343,5 +391,5 @@ def width_4_3(height: int, multiple: int) -> int:
 
 
 __all__ = ["DepthEstimator", "DepthPrediction", "DepthPredictor", "BackendUnavailableError",
-           "engine_profiles_for",
+           "engine_profiles_for", "static_int8_op_types",
            "Geometry", "BACKENDS"]

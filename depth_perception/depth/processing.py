@@ -1,4 +1,7 @@
-"""Pre- and post-processing shared by every backend (torch ops: on GPU they run on the device).
+"""Pre- and post-processing shared by every backend, in two implementations with the same output:
+torch ops (:func:`preprocess`; on a GPU they run on the device) and numpy/OpenCV/Pillow
+(:func:`preprocess_numpy`), which the ONNX Runtime path uses so that it never imports torch
+(``import torch`` alone costs ~0.5 GB of resident memory). :func:`postprocess` takes either.
 
 Pre: HxWx3 uint8 RGB → 1x3xh×w float32 normalised network input. The aspect ratio is kept: either
 the shorter side goes to ``input_size`` and both sides are rounded to the patch multiple
@@ -98,8 +101,45 @@ def preprocess(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = None, 
     return x.contiguous(), geo
 
 
+def _resize_bicubic(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """HxWxC float32 → hxwxC float32, the torch path's bicubic: antialiased when shrinking (torch's
+    antialias filter is Pillow's, so Pillow's float mode gives it), OpenCV's bicubic (the same
+    a = -0.75 kernel and half-pixel centres as torch) when enlarging."""
+    import cv2
+
+    h, w = hw
+    if h < img.shape[0]:
+        from PIL import Image
+
+        return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c]), mode="F")
+                                    .resize((w, h), Image.Resampling.BICUBIC))
+                         for c in range(img.shape[2])], axis=2)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def preprocess_numpy(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = None,
+                     max_aspect_ratio: float = MAX_ASPECT_RATIO) -> tuple[np.ndarray, Geometry]:
+    """HxWx3 uint8 RGB → (1x3xh×w normalised float32 numpy array, geometry): :func:`preprocess`
+    without torch (same resize, normalisation and letterbox; equal within ~1e-5 after
+    normalisation)."""
+    check_rgb(rgb)
+    geo = network_geometry(rgb.shape[0], rgb.shape[1], spec, input_size, max_aspect_ratio)
+    x = rgb.astype(np.float32) / np.float32(255.0)
+    if geo.content_hw != geo.image_hw:
+        x = np.clip(_resize_bicubic(x, geo.content_hw), 0.0, 1.0)
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    out = np.zeros((1, 3, *geo.net_hw), np.float32)  # zero border = the mean colour
+    (top, left), (ch, cw) = geo.offset_yx, geo.content_hw
+    out[0, :, top:top + ch, left:left + cw] = x.transpose(2, 0, 1)
+    return out, geo
+
+
 def postprocess(pred: Any, geo: Geometry) -> np.ndarray:
-    """Network output (1xh×w or h×w, torch or numpy) → HxW float32 numpy at the input resolution."""
+    """Network output (1xh×w or h×w, torch or numpy) → HxW float32 numpy at the input resolution.
+    A numpy prediction is resized with OpenCV (bilinear, half-pixel centres: torch's
+    ``align_corners=False``), so the ONNX Runtime path needs no torch."""
+    if isinstance(pred, np.ndarray):
+        return _postprocess_numpy(pred, geo)
     import torch
     import torch.nn.functional as F
 
@@ -116,6 +156,25 @@ def postprocess(pred: Any, geo: Geometry) -> np.ndarray:
     if geo.content_hw != geo.image_hw:
         t = F.interpolate(t.unsqueeze(0), size=geo.image_hw, mode="bilinear", align_corners=False)[0]
     return t[0].cpu().numpy().astype(np.float32, copy=False)
+
+
+def _postprocess_numpy(pred: np.ndarray, geo: Geometry) -> np.ndarray:
+    import cv2
+
+    d = np.asarray(pred, dtype=np.float32)
+    if d.ndim == 3:
+        if d.shape[0] != 1:
+            raise ValueError(f"expected a 1xHxW prediction, got {d.shape}")
+        d = d[0]
+    if d.ndim != 2:
+        raise ValueError(f"expected a 1xHxW prediction, got {d.shape}")
+    if d.shape != geo.net_hw:
+        d = cv2.resize(d, geo.net_hw[::-1], interpolation=cv2.INTER_LINEAR)
+    (top, left), (ch, cw) = geo.offset_yx, geo.content_hw
+    d = d[top:top + ch, left:left + cw]
+    if geo.content_hw != geo.image_hw:
+        d = cv2.resize(np.ascontiguousarray(d), geo.image_hw[::-1], interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(d, dtype=np.float32)
 
 
 #: longest side of the prompt depth given to Prompt Depth Anything: the 256x192 LiDAR depth of the
@@ -169,9 +228,9 @@ def depth_pro_inverse_depth(canonical_inverse: Any, geo: Geometry, fx_px: float 
 
     Depth Pro predicts ``f_net / (w_net * Z)``. With the image's focal length ``fx_px`` (from K) the
     network-frame focal is ``fx_px * scale``; without it, the field of view the model estimated over
-    its input width gives it. Resize the result, then invert (as transformers does).
+    its input width gives it. Resize the result, then invert (as transformers does). Host arrays
+    (numpy or CPU torch) in, float32 numpy out.
     """
-    import torch
 
     w_net = geo.net_hw[1]
     if fx_px is not None:
@@ -182,4 +241,4 @@ def depth_pro_inverse_depth(canonical_inverse: Any, geo: Geometry, fx_px: float 
         f_net = 0.5 * w_net / np.tan(0.5 * np.deg2rad(float(fov_deg)))
     else:
         raise ValueError("Depth Pro needs the focal length (fx from K) or its field-of-view output")
-    return torch.as_tensor(canonical_inverse).float() * (w_net / f_net)
+    return np.asarray(canonical_inverse, dtype=np.float32) * np.float32(w_net / f_net)

@@ -541,7 +541,10 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
 def backends(spec: ModelSpec) -> dict[str, tuple[str, ...]]:
     """The backends that can run ``spec``, each with its precisions: every backend for a model with
     an ONNX export (ONNX Runtime and TensorRT run the exported graph), torch only otherwise."""
-    return {b: p for b, p in BACKEND_PRECISIONS.items() if b == "torch" or spec.exportable}
+    found = {b: p for b, p in BACKEND_PRECISIONS.items() if b == "torch" or spec.exportable}
+    if spec.exportable:  # OpenVINO (optional) reads the ONNX export on the CPU
+        found["openvino"] = ("fp32", "int8")
+    return found
 
 
 def missing_requirements(spec: ModelSpec) -> list[str]:

@@ -35,3 +35,32 @@ def tiny_depth_onnx(path: Path, dynamic: bool = True) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def tiny_matmul_depth_onnx(path: Path) -> Path:
+    """A real per-pixel MLP "depth network" (MatMul weights, what static int8 quantises):
+    pixel_values N x 3 x H x W -> predicted_depth N x H x W, positive."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["pixel_values"], ["nhwc"], perm=[0, 2, 3, 1]),
+         helper.make_node("MatMul", ["nhwc", "w1"], ["h1"]),
+         helper.make_node("Relu", ["h1"], ["r1"]),
+         helper.make_node("MatMul", ["r1", "w2"], ["h2"]),
+         helper.make_node("Softplus", ["h2"], ["s2"]),
+         helper.make_node("Squeeze", ["s2", "axis3"], ["predicted_depth"])],
+        "tiny_matmul_depth",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("predicted_depth", TensorProto.FLOAT, ["N", "H", "W"])],
+        initializer=[
+            numpy_helper.from_array(rng.normal(0, 0.7, (3, 16)).astype(np.float32), "w1"),
+            numpy_helper.from_array(rng.normal(0, 0.3, (16, 1)).astype(np.float32), "w2"),
+            numpy_helper.from_array(np.array([3], np.int64), "axis3"),
+        ])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -16,6 +16,47 @@ from depth_perception.depth.zoo import get_spec
 RGB = data.astronaut()[::4, ::3]  # 128 x 171, real image, not square
 
 
+def test_the_onnxruntime_path_matches_the_torch_preprocessing_and_never_imports_torch(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import onnxruntime as ort
+    import torch
+
+    from depth_perception.depth.processing import postprocess, preprocess
+
+    from onnx_helpers import tiny_depth_onnx
+
+    onnx = tiny_depth_onnx(tmp_path / "depth.onnx")
+    est = DepthEstimator("depth_anything_v2_small", backend="onnxruntime", onnx_path=onnx,
+                         device="cpu", threads=1, log=None)
+    x, geo = preprocess(RGB, est.spec)  # the torch path's input, run by ONNX Runtime directly
+    ref = postprocess(torch.from_numpy(ort.InferenceSession(str(onnx)).run(None, {
+        "pixel_values": x.numpy()})[0]), geo)
+    np.testing.assert_allclose(est.predict(RGB).values, ref, rtol=1e-4, atol=1e-4)
+
+    # a fresh process: the ONNX Runtime path from an existing file must not load torch
+    child = f"""
+import json, sys
+import numpy as np
+from depth_perception.depth.estimator import DepthEstimator
+est = DepthEstimator("depth_anything_v2_small", backend="onnxruntime", onnx_path={str(onnx)!r},
+                     log=None)
+depth = est.predict(np.zeros((120, 160, 3), np.uint8)).values
+print(json.dumps({{"shape": depth.shape, "torch": "torch" in sys.modules,
+                  "transformers": "transformers" in sys.modules}}))
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", child], cwd=root, env=env, capture_output=True,
+                         text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"shape": [120, 160], "torch": False, "transformers": False}
+
+
 def test_relative_model_returns_inverse_depth_at_input_resolution() -> None:
     lines: list[str] = []
     est = DepthEstimator("depth_anything_v2_small_tiny", random_init=True, log=lines.append)

@@ -8,7 +8,7 @@ import torch
 from skimage import data
 
 from depth_perception.depth.processing import (
-    PROMPT_MAX_SIDE, network_geometry, postprocess, preprocess, prompt_from_depth,
+    PROMPT_MAX_SIDE, network_geometry, postprocess, preprocess, preprocess_numpy, prompt_from_depth,
 )
 from depth_perception.depth.zoo import get_spec
 
@@ -112,3 +112,36 @@ def test_a_small_prompt_keeps_its_samples_and_an_empty_one_is_refused() -> None:
     np.testing.assert_array_equal(prompt_from_depth(small), [[1, 1, 2, 2], [1, 1, 2, 2]])
     with pytest.raises(ValueError, match="no valid"):
         prompt_from_depth(np.full((8, 8), np.nan, np.float32))
+
+
+# the torch-free path (ONNX Runtime) must feed the network what the torch path feeds it: shrinking
+# (antialiased), enlarging, square, and letterboxed inputs, on a real photo
+@pytest.mark.parametrize("name, hw", [("depth_anything_v2_small", (300, 450)),  # enlarged
+                                      ("depth_anything_v2_small", (1080, 1440)),  # shrunk
+                                      ("depth_anything_v2_small", (518, 518)),  # as is
+                                      ("dpt_large", (480, 640)),  # letterboxed
+                                      ("student_tabletop", (480, 640))])
+def test_numpy_preprocessing_matches_the_torch_path(name: str, hw: tuple[int, int]) -> None:
+    spec = get_spec(name)
+    big = np.tile(data.astronaut(), (3, 3, 1))
+    rgb = np.ascontiguousarray(big[:hw[0], :hw[1]])
+    x_torch, geo = preprocess(rgb, spec)
+    x_numpy, geo_numpy = preprocess_numpy(rgb, spec)
+    assert geo_numpy == geo
+    assert isinstance(x_numpy, np.ndarray) and x_numpy.dtype == np.float32
+    assert x_numpy.shape == tuple(x_torch.shape)
+    # normalised units (1 = one std, ~57 grey levels): 1e-3 is far below one grey level
+    np.testing.assert_allclose(x_numpy, x_torch.numpy(), atol=1e-3)
+    assert np.abs(x_numpy - x_torch.numpy()).mean() < 1e-5
+
+
+@pytest.mark.parametrize("name, hw", [("depth_anything_v2_small", (300, 450)),
+                                      ("depth_anything_v2_small", (1080, 1440)),
+                                      ("dpt_large", (480, 640))])
+def test_numpy_postprocessing_matches_the_torch_path(name: str, hw: tuple[int, int]) -> None:
+    geo = network_geometry(*hw, get_spec(name))
+    pred = np.random.default_rng(0).random((1, *geo.net_hw), dtype=np.float32)
+    from_numpy = postprocess(pred, geo)  # OpenCV
+    from_torch = postprocess(torch.from_numpy(pred), geo)
+    assert from_numpy.shape == hw and from_numpy.dtype == np.float32
+    np.testing.assert_allclose(from_numpy, from_torch, atol=1e-4)

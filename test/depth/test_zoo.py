@@ -83,7 +83,8 @@ def test_unknown_name_lists_the_known_ones() -> None:
 def test_backends_and_precisions_are_the_backends_own() -> None:
     assert BACKEND_PRECISIONS["torch"] == torch_backend.PRECISIONS
     assert BACKEND_PRECISIONS["tensorrt"] == engine_keys.PRECISIONS
-    assert backends(get_spec("depth_anything_v2_small")) == BACKEND_PRECISIONS
+    assert backends(get_spec("depth_anything_v2_small")) == {**BACKEND_PRECISIONS,
+                                                             "openvino": ("fp32", "int8")}
     assert backends(get_spec("marigold_depth")) == {"torch": BACKEND_PRECISIONS["torch"]}
 
 
