@@ -56,6 +56,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import goals  # noqa: E402
 
 from depth_perception.depth.estimator import DepthEstimator, static_int8_op_types  # noqa: E402
 from depth_perception.depth.processing import preprocess_numpy  # noqa: E402
@@ -244,6 +246,29 @@ def measure(rows: list[Row], rounds: int, warmup: int) -> None:
             row.wall_ms.append((time.perf_counter() - w0) * 1e3)
 
 
+#: peak RSS goals of the torch-free ONNX Runtime path, MB
+MEMORY_GOALS_MB = {STUDENT: 350, SMALL: 600}
+#: the CPU speed goal: this many times the baseline's speed, within this AbsRel of its depth
+SPEED_GOAL, DRIFT_GOAL = 3.0, 0.01
+
+
+def record_speed_goal(model: str, size: int, rows: list[Row], baseline: str) -> None:
+    """The fastest row within DRIFT_GOAL of the baseline's depth, against SPEED_GOAL."""
+    base = next(r for r in rows if r.label == baseline)
+    base_t = median_iqr(base.thread_ms)[0]
+    ok = [r for r in rows if r is not base and abs_rel(r.depth, base.depth) <= DRIFT_GOAL]
+    closest = min((r for r in rows if r is not base), key=lambda r: median_iqr(r.thread_ms)[0])
+    best = min(ok, key=lambda r: median_iqr(r.thread_ms)[0]) if ok else None
+    speed = base_t / median_iqr(best.thread_ms)[0] if best else 0.0
+    measured = (f"{speed:.2f}x ({best.label}, AbsRel {abs_rel(best.depth, base.depth):.2%})"
+                if best else "no row within the drift")
+    fastest = (f"fastest row {closest.label}: {base_t / median_iqr(closest.thread_ms)[0]:.2f}x at "
+               f"AbsRel {abs_rel(closest.depth, base.depth):.2%}")
+    goals.record("bench/inference.py", f"CPU depth, one thread, {model} at {size} vs {baseline}",
+                 f">= {SPEED_GOAL:g}x at AbsRel <= {DRIFT_GOAL:.0%}", measured,
+                 speed >= SPEED_GOAL, fastest if closest is not best else "")
+
+
 def median_iqr(xs: list[float]) -> tuple[float, float]:
     q1, q2, q3 = np.percentile(xs, [25, 50, 75])
     return float(q2), float(q3 - q1)
@@ -318,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             onnx_files[name] = Path(tmp) / f"{name}.onnx"
             measure(rows, args.rounds, args.warmup)
             part = table(name, size, rows, baseline)
+            record_speed_goal(name, size, rows, baseline)
             print("\n".join(part), flush=True)
             lines += part
             del rows
@@ -330,6 +356,14 @@ def main(argv: list[str] | None = None) -> int:
                 r = peak_rss(name, backend, onnx_files[name] if backend != "torch" else None)
                 mem.append(f"| {name} | {backend} | {r['peak_rss_mb']:.0f} | "
                            f"{'yes' if r['torch_imported'] else 'no'} |")
+                if backend == "onnxruntime":
+                    limit = MEMORY_GOALS_MB.get(name)
+                    goals.record("bench/inference.py", f"peak RSS, {name} on ONNX Runtime "
+                                 "(no torch import)", f"<= {limit} MB",
+                                 f"{r['peak_rss_mb']:.0f} MB, torch imported: "
+                                 f"{'yes' if r['torch_imported'] else 'no'}",
+                                 limit is not None and r["peak_rss_mb"] <= limit
+                                 and not r["torch_imported"])
         print("\n".join(mem), flush=True)
         lines += mem
     notes = ["\nspeed-up: baseline thread CPU median / row's. AbsRel against the baseline's depth "
