@@ -53,6 +53,9 @@ setup(
         "torch": ["torch>=2.1", "transformers>=4.45", "safetensors>=0.4"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "openvino": ["openvino>=2024.0"],
+        # TensorRT itself comes with JetPack / NVIDIA's wheels; cuda-python runs a built engine
+        # without torch
+        "tensorrt": ["cuda-python>=12.0"],
         "sam": ["segment-anything>=1.0", "torchvision>=0.16"],
         "dev": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.5", "ruff>=0.4"],
     },

@@ -73,6 +73,15 @@ def _stderr(msg: str) -> None:
 
 
 def cuda_available() -> bool:
+    """Whether a CUDA GPU is usable: asked through cuda-python when torch is not imported yet
+    (importing torch only to ask costs ~0.5 GB of memory on a robot running a TensorRT engine),
+    else through torch."""
+    if "torch" not in sys.modules:
+        from .tensorrt_runtime import cuda_device_count
+
+        count = cuda_device_count()
+        if count is not None:
+            return count > 0
     if importlib.util.find_spec("torch") is None:
         return False
     import torch
@@ -164,9 +173,12 @@ class DepthEstimator:
 
             source = engine_path or onnx_path or self._export(weights, random_init, seed)
             profile, extra = self.engine_profiles()
-            self.backend = _TensorRTAdapter(tensorrt_backend.TensorRTBackend(
-                source, precision=precision, profile=profile, extra_profiles=extra))
-            self._device = "cuda"
+            trt_backend = tensorrt_backend.TensorRTBackend(
+                source, precision=precision, profile=profile, extra_profiles=extra)
+            self.backend = _TensorRTAdapter(trt_backend)
+            # a built engine without torch: numpy pre/post-processing, cuda-python buffers
+            self.host_arrays = trt_backend.host_arrays
+            self._device = "cpu" if self.host_arrays else "cuda"
 
     # ------------------------------------------------------------------------------ set-up
 

@@ -66,7 +66,7 @@ from .tensorrt_import import (
     parse_tensorrt_version,
     tensorrt_available,
 )
-from .tensorrt_runtime import EngineRunner
+from .tensorrt_runtime import EngineRunner, HostEngineRunner, make_runner
 
 __all__ = [
     "TensorRTBackend",
@@ -107,15 +107,17 @@ class TensorRTBackend:
                  validation_feeds: ValidationFeeds | None = None) -> None:
         self._log = logger or BACKEND_LOG
         self._lock = threading.Lock()
-        self._runner: EngineRunner | None = None
+        self._runner: EngineRunner | HostEngineRunner | None = None
         import_tensorrt()  # the clearest error first: no TensorRT
-        import_torch_cuda()
         path = Path(engine_or_onnx_path)
         if not path.exists():
             raise ValueError(f"{path} does not exist (expected an .onnx model or a TensorRT engine)")
         self.precision: str | None = precision
         self.artifact: EngineArtifact | None = None
         if path.suffix.lower() == ".onnx":
+            # building, calibrating and checking an engine use torch's CUDA tensors; running a
+            # built one does not (make_runner: cuda-python buffers when torch is not imported)
+            import_torch_cuda()
             self.artifact = ensure_engine(
                 path, precision=precision, profile=profile, cache_dir=cache_dir, device=device,
                 workspace_mb=workspace_mb, calibration=calibration, validate=validate,
@@ -133,8 +135,8 @@ class TensorRTBackend:
             self._log.info("loading TensorRT engine %s (not checked against ONNX Runtime here: "
                            "build it with `depth-perception build-engine` for that)", path)
         try:
-            self._runner = EngineRunner(engine_bytes, self.engine_path, device, input_name,
-                                         output_name)
+            self._runner = make_runner(engine_bytes, self.engine_path, device, input_name,
+                                       output_name)
         except CorruptEngineError:
             if self.artifact is None or self.artifact.built:
                 raise
@@ -147,13 +149,19 @@ class TensorRTBackend:
                 tolerance=tolerance, input_name=input_name, output_name=output_name,
                 extra_profiles=extra_profiles, rebuild=True, logger=self._log,
                 validation_feeds=validation_feeds)
-            self._runner = EngineRunner(self.artifact.engine_bytes, self.engine_path, device,
-                                         input_name, output_name)
+            self._runner = make_runner(self.artifact.engine_bytes, self.engine_path, device,
+                                       input_name, output_name)
         self.input_name = self._runner.input_name
         self.output_name = self._runner.output_name
         self.device = self._runner.device
 
     # -- introspection ---------------------------------------------------------------------------
+
+    @property
+    def host_arrays(self) -> bool:
+        """Whether inputs and outputs are numpy host arrays (the torch-free runner) rather than
+        torch CUDA tensors."""
+        return isinstance(self._require(), HostEngineRunner)
 
     @property
     def input_names(self) -> list[str]:
@@ -176,20 +184,22 @@ class TensorRTBackend:
 
     def infer(self, pixel_values: Any) -> Any:
         """``pixel_values`` (torch tensor on any device, or numpy float32, N x 3 x H x W, normalised)
-        -> the network's output as a float32 CUDA tensor N x H x W (stays on the GPU)."""
+        -> the network's output, float32 N x H x W: a CUDA tensor (stays on the GPU), or a numpy
+        array from the torch-free runner (:attr:`host_arrays`)."""
         depth = self.infer_all({self.input_name: pixel_values})[self.output_name]
-        if depth.dim() == 4 and depth.shape[1] == 1:
+        if depth.ndim == 4 and depth.shape[1] == 1:
             depth = depth[:, 0]
         return depth
 
     def infer_all(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Every input by name -> every output by name (float32 CUDA tensors)."""
+        """Every input by name -> every output by name (float32 CUDA tensors, or numpy arrays when
+        :attr:`host_arrays`)."""
         with self._lock:
             return self._require().run(feeds)
 
     # -- ownership -------------------------------------------------------------------------------
 
-    def _require(self) -> EngineRunner:
+    def _require(self) -> EngineRunner | HostEngineRunner:
         if self._runner is None:
             raise RuntimeError("this TensorRTBackend is closed")
         return self._runner

@@ -219,6 +219,16 @@ def import_cudart() -> Any:
                                    "pip install cuda-python (or import torch first)")
 
 
+def cuda_device_count() -> int | None:
+    """CUDA devices cuda-python sees (0 without a driver or GPU), or None without cuda-python."""
+    try:
+        cudart = import_cudart()
+    except TensorRTUnavailableError:
+        return None
+    err, count = cudart.cudaGetDeviceCount()
+    return int(count) if int(err) == 0 else 0
+
+
 def cuda_call(cudart: Any, result: Any, what: str) -> Any:
     """The value of a cuda-python call (its results after the error code), or RuntimeError naming
     ``what`` and CUDA's own message."""

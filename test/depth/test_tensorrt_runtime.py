@@ -64,3 +64,43 @@ def test_the_host_runner_matches_onnxruntime_on_a_real_engine(tmp_path) -> None:
     runner.close()
     with pytest.raises(RuntimeError, match="is closed"):
         runner.run({"pixel_values": np.zeros((1, 3, 64, 96), np.float32)})
+
+
+def test_asking_for_a_gpu_does_not_import_torch() -> None:
+    """A robot running a built engine never pays torch's ~0.5 GB just to find its GPU."""
+    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
+    code = ("import json, sys; from depth_perception.depth import estimator as e; "
+            "print(json.dumps({'cuda': e.cuda_available(), 'trt': e.tensorrt_available(), "
+            "'torch': 'torch' in sys.modules}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["torch"] is False
+    from depth_perception.depth.tensorrt_runtime import cuda_device_count
+
+    assert seen["cuda"] is ((cuda_device_count() or 0) > 0)
+
+
+@pytest.mark.gpu
+def test_an_estimator_on_a_built_engine_runs_without_torch(tmp_path) -> None:
+    """The robot's path: an engine built once (with torch), then run by a process that never
+    imports torch: numpy pre/post-processing, cuda-python buffers."""
+    if not tb.tensorrt_available():
+        pytest.skip("TensorRT or a CUDA GPU is missing")
+    from depth_perception.depth.estimator import DepthEstimator
+
+    with DepthEstimator("student_tabletop", backend="tensorrt", precision="fp32", log=None) as est:
+        engine = est.backend.trt.engine_path
+        reference = est.predict(np.full((240, 320, 3), 100, np.uint8)).values
+    code = ("import json, sys, numpy as np; from depth_perception.depth.estimator import "
+            "DepthEstimator; "
+            f"est = DepthEstimator('student_tabletop', backend='tensorrt', engine_path={str(engine)!r},"
+            " precision='fp32', log=None); "
+            "d = est.predict(np.full((240, 320, 3), 100, np.uint8)).values; "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'host': est.host_arrays, "
+            "'depth': d.tolist()}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["torch"] is False and seen["host"] is True
+    np.testing.assert_allclose(np.array(seen["depth"]), reference, rtol=1e-3, atol=1e-3)
