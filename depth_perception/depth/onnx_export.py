@@ -15,6 +15,10 @@ Traps this module beats (each one produces an ONNX file that loads and runs, yet
   there keeps fixed embeddings: the sample input is never square nor the native size.
 * torch.export specialises sizes 0 and 1: a dynamic batch needs a sample batch of 2.
 * The default SDPA attention exports to a slower graph in ONNX Runtime than eager attention.
+* ZoeDepth's reassemble stage splits its stacked stages with ``split(batch_size)``: with a dynamic
+  batch that is ``SplitToSequence``/``SequenceAt``, which TensorRT cannot parse (and onnxscript's
+  optimiser gives up on); a sequence-free forward is swapped in while tracing
+  (:func:`export_patches`).
 
 Each export is checked against torch on a second input of another size and aspect ratio before the
 file is written; a mismatch raises :class:`ExportError` with the measured error.
@@ -94,6 +98,61 @@ def symbolic_size_patches() -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         for p in patches:
             stack.enter_context(p)
+        yield
+
+
+def _zoedepth_reassemble_forward(self: Any, hidden_states: list[Any], patch_height: Any,
+                                 patch_width: Any) -> list[Any]:
+    """``ZoeDepthReassembleStage.forward`` with its one ``split(batch_size)`` replaced by slices.
+
+    The library stacks the backbone stages along the batch and splits them back with
+    ``hidden_states.split(batch_size, dim=0)``; with a symbolic batch the exporter cannot count the
+    pieces and writes ``SplitToSequence``/``SequenceAt``, which onnx-tensorrt does not parse. The
+    number of stages is the length of the list, so the pieces are cut with one ``Slice`` each.
+    Everything else is the library's code, statement for statement (transformers 4.45-5.x)."""
+    import torch
+
+    batch_size = hidden_states[0].shape[0]
+    num_stages = len(hidden_states)
+    hidden_states = torch.cat(hidden_states, dim=0)
+    cls_token, hidden_states = hidden_states[:, 0], hidden_states[:, 1:]
+    total_batch_size, sequence_length, num_channels = hidden_states.shape
+    hidden_states = hidden_states.reshape(total_batch_size, patch_height, patch_width, num_channels)
+    hidden_states = hidden_states.permute(0, 3, 1, 2).contiguous()
+    if self.readout_type == "project":
+        hidden_states = hidden_states.flatten(2).permute((0, 2, 1))
+        readout = cls_token.unsqueeze(dim=1).expand_as(hidden_states)
+        hidden_states = torch.cat((hidden_states, readout), -1)
+    elif self.readout_type == "add":
+        hidden_states = hidden_states + cls_token.unsqueeze(-1)
+    out = []
+    for stage_idx in range(num_stages):
+        hidden_state = hidden_states[stage_idx * batch_size:(stage_idx + 1) * batch_size]
+        if self.readout_type == "project":
+            hidden_state = self.readout_projects[stage_idx](hidden_state)
+        hidden_state = hidden_state.permute(0, 2, 1).reshape(batch_size, -1, patch_height, patch_width)
+        hidden_state = self.layers[stage_idx](hidden_state)
+        out.append(hidden_state)
+    return out
+
+
+@contextlib.contextmanager
+def export_patches() -> Iterator[None]:
+    """Everything swapped in while tracing for ONNX (the library's own code runs otherwise):
+    :func:`symbolic_size_patches` and ZoeDepth's sequence-free reassemble stage
+    (:func:`_zoedepth_reassemble_forward`)."""
+    from unittest import mock
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(symbolic_size_patches())
+        try:
+            from transformers.models.zoedepth import modeling_zoedepth
+        except ImportError:
+            pass
+        else:
+            stage = getattr(modeling_zoedepth, "ZoeDepthReassembleStage", None)
+            if stage is not None:
+                stack.enter_context(mock.patch.object(stage, "forward", _zoedepth_reassemble_forward))
         yield
 
 
@@ -238,7 +297,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         tmp_path = Path(tmp) / path.name
         try:
-            with torch.no_grad(), symbolic_size_patches():
+            with torch.no_grad(), export_patches():
                 program = torch.onnx.export(
                     wrapped, args, dynamo=True, opset_version=max(opset, EXPORTER_OPSET),
                     input_names=input_names,
@@ -311,7 +370,7 @@ def _save_program(program: Any, path: Path, optimize: bool, external_data: bool 
             program.optimize()
             proto = program.model_proto
         except Exception:  # noqa: BLE001
-            # onnxscript's optimiser fails on some graphs (ZoeDepth's SplitToSequence); ONNX
+            # onnxscript's optimiser may fail on graphs it does not know (sequence ops); ONNX
             # Runtime optimises the graph at load time anyway
             proto = plain
     if convert:
