@@ -186,8 +186,27 @@ class _BuildJob:
     calibration_record: CalibrationRecord | None = None
 
 
+def check_parser_ops(onnx_path: Path, tensorrt_version: str) -> None:
+    """:class:`EngineBuildError` naming the operators of ``onnx_path`` that TensorRT
+    ``tensorrt_version``'s ONNX parser has no importer for (:mod:`.engine_onnx_ops`), before a
+    build that would fail on them. A file the ``onnx`` package cannot read (or no ``onnx``) is left
+    to TensorRT's parser to report."""
+    from .engine_onnx_ops import describe_unsupported, unsupported_ops
+
+    try:
+        found = unsupported_ops(onnx_path, tensorrt_version)
+    except Exception:  # noqa: BLE001 - onnx absent or the file not ONNX: TensorRT will say so
+        return
+    if found:
+        raise EngineBuildError(
+            f"{describe_unsupported(found, tensorrt_version)} in {onnx_path}: re-export it with "
+            f"`depth-perception export --tensorrt {tensorrt_version}` (or on this machine), or run "
+            "the model on the onnxruntime or torch backend")
+
+
 def _build_and_store(job: _BuildJob, log: logging.Logger) -> EngineArtifact:
     key, profile = job.key, job.profile
+    check_parser_ops(job.onnx, key.tensorrt_version)
     log.warning(
         "building a TensorRT %s engine from %s for input %s on %s (TensorRT %s): first run only, "
         "this can take several minutes; it will be cached as %s",
