@@ -142,12 +142,15 @@ class _BuildOnTheCPU:
 
         self.builds: list[dict] = []
         fake_trt = types.SimpleNamespace(__version__="10.3.0.30")
-        fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(device=lambda _: contextlib.nullcontext()))
+        no_device = types.SimpleNamespace(device=lambda _: contextlib.nullcontext())
+        fake_torch = types.SimpleNamespace(cuda=no_device)
         monkeypatch.setattr(te, "import_tensorrt", lambda: fake_trt)
         monkeypatch.setattr(te, "import_torch_cuda", lambda: fake_torch)
         monkeypatch.setattr(te, "gpu_identity", lambda device: ("Orin (nvgpu)", (8, 7)))
-        monkeypatch.setattr(te, "make_entropy_calibrator",
-                            lambda images, preprocess, shape, table, device, log: ("calibrator", len(images), shape))
+        def calibrator(images, preprocess, shape, table, device, log):
+            return ("calibrator", len(images), shape)
+
+        monkeypatch.setattr(te, "make_entropy_calibrator", calibrator)
 
         def build(onnx, **kwargs):
             self.builds.append(kwargs)

@@ -249,7 +249,8 @@ def test_exports_for_tensorrt_10_agree_with_torch_at_two_aspect_ratios(name: str
                        tolerance=1e-4)
     import onnx
 
-    assert {o.domain: o.version for o in onnx.load(str(path), load_external_data=False).opset_import}[""] == 18
+    graph = onnx.load(str(path), load_external_data=False)
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 18
     assert unsupported_ops(path, "10.3") == {}
 
 
