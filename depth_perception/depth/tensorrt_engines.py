@@ -186,27 +186,29 @@ class _BuildJob:
     calibration_record: CalibrationRecord | None = None
 
 
-def check_parser_ops(onnx_path: Path, tensorrt_version: str) -> None:
-    """:class:`EngineBuildError` naming the operators of ``onnx_path`` that TensorRT
-    ``tensorrt_version``'s ONNX parser has no importer for (:mod:`.engine_onnx_ops`), before a
-    build that would fail on them. A file the ``onnx`` package cannot read (or no ``onnx``) is left
-    to TensorRT's parser to report."""
+def unparseable_ops_note(onnx_path: Path, tensorrt_version: str) -> str | None:
+    """A line naming the operators of ``onnx_path`` that onnx-tensorrt's tables
+    (:mod:`.engine_onnx_ops`) say TensorRT ``tensorrt_version`` cannot import, and what to do; None
+    when there are none, or when the ``onnx`` package cannot read the file (TensorRT will say so).
+    Advice, not a verdict: the tables lag TensorRT releases, so TensorRT's parser decides."""
     from .engine_onnx_ops import describe_unsupported, unsupported_ops
 
     try:
         found = unsupported_ops(onnx_path, tensorrt_version)
-    except Exception:  # noqa: BLE001 - onnx absent or the file not ONNX: TensorRT will say so
-        return
-    if found:
-        raise EngineBuildError(
-            f"{describe_unsupported(found, tensorrt_version)} in {onnx_path}: re-export it with "
+    except Exception:  # noqa: BLE001 - onnx absent or the file not ONNX
+        return None
+    if not found:
+        return None
+    return (f"{describe_unsupported(found, tensorrt_version)} in {onnx_path}: re-export it with "
             f"`depth-perception export --tensorrt {tensorrt_version}` (or on this machine), or run "
             "the model on the onnxruntime or torch backend")
 
 
 def _build_and_store(job: _BuildJob, log: logging.Logger) -> EngineArtifact:
     key, profile = job.key, job.profile
-    check_parser_ops(job.onnx, key.tensorrt_version)
+    ops_note = unparseable_ops_note(job.onnx, key.tensorrt_version)
+    if ops_note:
+        log.warning("%s", ops_note)
     log.warning(
         "building a TensorRT %s engine from %s for input %s on %s (TensorRT %s): first run only, "
         "this can take several minutes; it will be cached as %s",
@@ -228,8 +230,10 @@ def _build_and_store(job: _BuildJob, log: logging.Logger) -> EngineArtifact:
             engine_bytes = build_serialized_engine(
                 job.onnx, precision=job.precision, profile=profile, workspace_mb=job.workspace_mb,
                 calibrator=calibrator, input_name=job.input_name, extra_profiles=job.extras)
-    except EngineBuildError:
+    except EngineBuildError as exc:
         raise_calibration_error(calibrator)  # the real cause, if calibration failed
+        if ops_note:
+            raise EngineBuildError(f"{exc}; {ops_note}") from exc
         raise
     raise_calibration_error(calibrator)
     log.warning("built the TensorRT engine in %.0f s (%.1f MB)", time.monotonic() - started,

@@ -4,6 +4,7 @@ clear error where TensorRT is absent."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -225,3 +226,33 @@ def test_int8_without_an_engine_or_images_says_how_to_build_one(tmp_path, monkey
                        r"Orin \(nvgpu\) \(TensorRT 10\.3\.0\.30\) .*build-engine .*--int8 --calib DIR"):
         ensure_engine(onnx, precision="int8", cache_dir=tmp_path / "cache")
     assert fake.builds == []
+
+
+def test_a_parser_failure_names_the_operators_the_tables_miss(tmp_path, monkeypatch, caplog):
+    from onnx import TensorProto, helper, save
+
+    from depth_perception.depth import tensorrt_engines as te
+    from depth_perception.depth.tensorrt_build import EngineBuildError
+
+    _BuildOnTheCPU(monkeypatch)
+
+    def parser_refuses(onnx, **kwargs):
+        raise EngineBuildError(f"TensorRT 10.3.0.30 could not parse {onnx}: No importer registered "
+                               "for op: SplitToSequence")
+
+    monkeypatch.setattr(te, "build_serialized_engine", parser_refuses)
+    graph = helper.make_graph(
+        [helper.make_node("SplitToSequence", ["pixel_values"], ["s"], axis=0)], "g",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 3, 518, 518])],
+        [helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)])
+    onnx = tmp_path / "seq.onnx"
+    save(helper.make_model(graph), str(onnx))
+    log = logging.getLogger("depth_perception.test_build")
+    log.addHandler(caplog.handler)  # directly: whatever propagation the session's logging set up
+    with pytest.raises(EngineBuildError, match=r"No importer registered for op: SplitToSequence; "
+                       r"TensorRT 10\.3's ONNX parser has no importer for: SplitToSequence \(x1\)"):
+        try:
+            te.ensure_engine(onnx, precision="fp16", cache_dir=tmp_path / "cache", logger=log)
+        finally:
+            log.removeHandler(caplog.handler)
+    assert "has no importer for: SplitToSequence (x1)" in caplog.text  # said before the build too
