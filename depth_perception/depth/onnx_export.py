@@ -306,6 +306,9 @@ def export_onnx(
     path = Path(path)
     target = target_tensorrt(tensorrt)
     opset = opset_for_tensorrt(target) if opset is None else int(opset)
+    if tensorrt is not None and opset > opset_for_tensorrt(target):
+        raise ValueError(f"opset {opset} is newer than TensorRT {tensorrt} parses (up to "
+                         f"{opset_for_tensorrt(target)} here): leave --opset out")
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: need >= 17 (LayerNormalization)")
     dynamic = dynamic and spec.dynamic_size

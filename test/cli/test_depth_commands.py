@@ -77,6 +77,8 @@ def test_export_for_tensorrt_10_keeps_layer_normalization_at_opset_18(tmp_path: 
      "TensorRT before 8.5 is not supported"),
     (["export", "--model", "dpt_large_tiny", "--random-init", "-o", "m.onnx", "--tensorrt", "latest"],
      "unrecognised TensorRT version"),
+    (["export", "--model", "dpt_large_tiny", "--random-init", "-o", "m.onnx", "--tensorrt", "8.6",
+      "--opset", "18"], "opset 18 is newer than TensorRT 8.6 parses"),
 ])
 def test_export_errors_are_one_clear_line(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
