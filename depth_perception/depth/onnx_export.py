@@ -412,7 +412,7 @@ def _save_program(program: Any, path: Path, optimize: bool, external_data: bool 
 def decompose_layer_normalization(proto: Any, name: str = "model") -> int:
     """Rewrite every float32 ``LayerNormalization`` of ``proto`` (in place) as the ops it is
     defined by: ``(x - mean) / sqrt(var + eps) * scale + bias`` over the axes from ``axis`` to the
-    last (ReduceMean, Sub, Mul, Add, Sqrt, Div), which TensorRT 8.5 parses. Returns how many were
+    last (ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul), which TensorRT 8.5 parses. Returns how many were
     rewritten. Its optional Mean/InvStdDev outputs (training only) must be unused."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -445,9 +445,11 @@ def decompose_layer_normalization(proto: Any, name: str = "model") -> int:
                 new.append(helper.make_node("ReduceMean", [src], [dst], axes=axes, keepdims=1))
 
         graph.initializer.append(numpy_helper.from_array(np.asarray(eps, np.float32), f"{p}/eps"))
+        graph.initializer.append(numpy_helper.from_array(np.asarray(2.0, np.float32), f"{p}/two"))
         reduce_mean(x, f"{p}/mean")
         new.append(helper.make_node("Sub", [x, f"{p}/mean"], [f"{p}/centred"]))
-        new.append(helper.make_node("Mul", [f"{p}/centred", f"{p}/centred"], [f"{p}/squared"]))
+        # Pow, not Mul: the pattern ONNX Runtime's LayerNormFusion recognises and fuses back
+        new.append(helper.make_node("Pow", [f"{p}/centred", f"{p}/two"], [f"{p}/squared"]))
         reduce_mean(f"{p}/squared", f"{p}/var")
         new.append(helper.make_node("Add", [f"{p}/var", f"{p}/eps"], [f"{p}/var_eps"]))
         new.append(helper.make_node("Sqrt", [f"{p}/var_eps"], [f"{p}/std"]))
