@@ -210,6 +210,9 @@ def cmd_build_engine(args: argparse.Namespace, preprocess: PreprocessFn | None =
              + ", TensorRT "
              f"{artifact.key.tensorrt_version}, {artifact.key.gpu_name} "
              f"(sm_{artifact.key.compute_capability[0]}{artifact.key.compute_capability[1]})"]
+    if artifact.calibration is not None:
+        lines.append(f"  int8 {artifact.calibration.describe()}; found by any node asking for int8 "
+                     "with this model and input size")
     if artifact.report is not None:
         lines.append(f"  checked against ONNX Runtime: worst {artifact.report.worst.describe()}")
     print("\n".join(lines))

@@ -25,8 +25,13 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="real architecture with random weights (benchmarks, plumbing)")
     p.add_argument("--output", "-o", required=True, help="output .onnx file")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
-    p.add_argument("--opset", type=int, help="ONNX opset (>= 17; default: what the installed "
-                   "TensorRT parses, 18 for TensorRT 10, else 17, which every TensorRT >= 8.5 parses)")
+    p.add_argument("--tensorrt", metavar="VERSION",
+                   help="the TensorRT that will build engines from the graph: 8.5 (JetPack 5.1), "
+                   "8.6, 10.3 (JetPack 6)...; default: the installed one, else 8.5, whose graph "
+                   "every TensorRT >= 8.5 parses. Sets the default opset and, for 8.5, writes "
+                   "LayerNormalization as the elementary ops it stands for")
+    p.add_argument("--opset", type=int, help="ONNX opset (>= 17; default: what --tensorrt parses, "
+                   "18 for TensorRT 10, else 17)")
     p.add_argument("--height", type=int, help="sample/fixed input height (default: the model's size)")
     p.add_argument("--width", type=int, help="sample/fixed input width (default: 4:3 of the height)")
     p.add_argument("--int8", action="store_true",
@@ -35,8 +40,10 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..depth.engine_onnx_ops import describe_unsupported, unsupported_ops
     from ..depth.estimator import width_4_3
-    from ..depth.onnx_export import export_onnx, external_data_path
+    from ..depth.onnx_export import export_onnx, external_data_path, target_tensorrt
+    from ..depth.tensorrt_import import parse_tensorrt_version
     from ..depth.onnxruntime_backend import quantize_int8
     from ..depth.weights import build_model
     from ..depth.zoo import get_spec
@@ -47,15 +54,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".onnx":
         raise ValueError(f"--output must end in .onnx, got {out}")
+    if args.tensorrt is not None and parse_tensorrt_version(args.tensorrt) < (8, 5):
+        raise ValueError(f"--tensorrt {args.tensorrt}: TensorRT before 8.5 is not supported")
+    tensorrt = target_tensorrt(args.tensorrt)
     print(f"model {spec.name}: licence {spec.licence}", file=sys.stderr)
     h = args.height or spec.input_size
     w = args.width or (h if not spec.dynamic_size else width_4_3(h, spec.patch_multiple))
     if spec.dynamic_size and (h % spec.patch_multiple or w % spec.patch_multiple):
         raise ValueError(f"--height/--width must be multiples of {spec.patch_multiple} for {spec.name}")
     model = build_model(spec, weights=args.weights, random_init=args.random_init)
-    path = export_onnx(model, out, h, w, dynamic=args.dynamic, opset=args.opset, spec=spec)
+    path = export_onnx(model, out, h, w, dynamic=args.dynamic, opset=args.opset, spec=spec,
+                       tensorrt=tensorrt)
     shape = "N x 3 x H x W (dynamic)" if args.dynamic and spec.dynamic_size else f"1 x 3 x {h} x {w}"
-    print(f"wrote {path} (input pixel_values {shape}, checked against torch)")
+    print(f"wrote {path} (input pixel_values {shape}, checked against torch; for TensorRT "
+          f">= {tensorrt})")
+    found = unsupported_ops(path, tensorrt)
+    if found:  # still a good ONNX Runtime model; say so now, not minutes into an engine build
+        print(f"warning: {describe_unsupported(found, tensorrt)}: this graph runs on ONNX Runtime "
+              "and torch, not TensorRT", file=sys.stderr)
     if external_data_path(path).is_file():
         print(f"wrote {external_data_path(path)} (its weights, over protobuf's 2 GB limit: keep the "
               "two files together)")

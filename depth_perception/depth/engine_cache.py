@@ -6,8 +6,9 @@ a GPU. The cache is made of four parts, each in its own module and all importabl
 - :mod:`.engine_profiles`: the input shape ranges an engine accepts (:class:`ShapeProfile`,
   N x C x H x W pixels; :class:`TensorProfile`, any rank);
 - :mod:`.engine_keys`: what an engine depends on (:class:`EngineKey`: ONNX sha256, TensorRT
-  version, GPU, precision, profiles, int8 calibration set) and the file names derived from it;
-- :mod:`.engine_files`: atomic writes, JSON sidecars, integrity checks, the build lock;
+  version, GPU, precision, profiles) and the file names derived from it;
+- :mod:`.engine_files`: atomic writes, JSON sidecars (with an int8 engine's calibration set),
+  integrity checks, the build lock;
 - :mod:`.engine_validation`: the comparison of a built engine with ONNX Runtime.
 
 Layout of a cache directory (default ``~/.cache/depth_perception/engines``, or
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from .engine_files import (
     SIDECAR_VERSION,
+    CalibrationRecord,
     CorruptEngineError,
     EngineKeyMismatchError,
     atomic_write_bytes,
@@ -33,6 +35,7 @@ from .engine_files import (
     build_lock,
     read_engine_file,
     read_sidecar,
+    recorded_calibration,
     write_engine_file,
 )
 from .engine_keys import (
@@ -73,8 +76,9 @@ from .engine_validation import (
 __all__ = [
     "CacheEntry", "EngineCache",
     # engine_files
-    "SIDECAR_VERSION", "CorruptEngineError", "EngineKeyMismatchError", "atomic_write_bytes",
-    "atomic_write_json", "build_lock", "read_engine_file", "read_sidecar", "write_engine_file",
+    "SIDECAR_VERSION", "CalibrationRecord", "CorruptEngineError", "EngineKeyMismatchError",
+    "atomic_write_bytes", "atomic_write_json", "build_lock", "read_engine_file", "read_sidecar",
+    "recorded_calibration", "write_engine_file",
     # engine_keys
     "ENV_CACHE_DIR", "IMAGE_SUFFIXES", "PRECISIONS", "EngineCacheError", "EngineKey",
     "calibration_cache_path", "calibration_id", "check_precision", "default_cache_dir",
@@ -115,8 +119,9 @@ class EngineCache:
         return read_engine_file(entry.engine_path, key, require_sidecar=True)
 
     def store(self, entry: CacheEntry, key: EngineKey, engine: bytes,
-              report: ValidationReport | None = None) -> Path:
-        write_engine_file(entry.engine_path, engine, key, report)
+              report: ValidationReport | None = None,
+              calibration: CalibrationRecord | None = None) -> Path:
+        write_engine_file(entry.engine_path, engine, key, report, calibration)
         return entry.engine_path
 
     def remove(self, entry: CacheEntry) -> None:

@@ -1,7 +1,8 @@
 """Engine files on disk: atomic writes, JSON sidecars, integrity checks and the build lock.
 
 Beside every engine ``foo.engine`` lies its sidecar ``foo.json``: the key fields it was built for,
-the engine's size in bytes and sha256, and the ONNX Runtime validation results. Both files are
+the engine's size in bytes and sha256, the ONNX Runtime validation results and, for int8, the
+calibration images it was calibrated on (:class:`CalibrationRecord`; not part of the key). Both files are
 written atomically (temporary file in the same directory, fsync, rename), the engine first: an
 entry without its sidecar is an interrupted write and is reported as corrupt, never used. Reading
 checks size and sha256 against the sidecar, so a truncated copy is caught here, with a message
@@ -18,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -46,6 +48,40 @@ class EngineKeyMismatchError(CorruptEngineError):
                          f"engine file {path} was built for another configuration ({recorded!r}); "
                          "it will be rebuilt for this one")
 
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """The int8 calibration an engine was built with, as its sidecar records it: the images' id
+    (:func:`.engine_keys.calibration_id`), how many, the folder they came from, the
+    pre-processing's id."""
+
+    calibration_id: str
+    images: int
+    directory: str
+    preprocess_id: str = ""
+
+    def describe(self) -> str:
+        """``calibrated on 256 images from /data/calib (id 3f2a9c01d4e5b6a7)``."""
+        return (f"calibrated on {self.images} images from {self.directory} "
+                f"(id {self.calibration_id[:16]})")
+
+
+def recorded_calibration(path: Path | str) -> CalibrationRecord | None:
+    """The calibration recorded in an engine's sidecar; None when there is none (not int8, or an
+    engine without sidecar). A malformed record is a :class:`CorruptEngineError`."""
+    engine_path = Path(path)
+    if not sidecar_path(engine_path).exists():
+        return None
+    record = read_sidecar(engine_path).get("calibration")
+    if record is None:
+        return None
+    try:
+        return CalibrationRecord(str(record["calibration_id"]), int(record["images"]),
+                                 str(record["directory"]), str(record.get("preprocess_id", "")))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise CorruptEngineError(engine_path, f"its sidecar's calibration record is malformed "
+                                 f"({exc!r})") from None
 
 
 def atomic_write_bytes(path: Path | str, data: bytes | bytearray | memoryview) -> Path:
@@ -100,7 +136,8 @@ def atomic_write_json(path: Path | str, obj: Mapping[str, Any]) -> Path:
 
 
 def write_engine_file(path: Path | str, engine: bytes, key: EngineKey | None = None,
-                      report: ValidationReport | None = None) -> Path:
+                      report: ValidationReport | None = None,
+                      calibration: CalibrationRecord | None = None) -> Path:
     """Write an engine and its JSON sidecar (engine first, both atomic)."""
     if not engine:
         raise ValueError("refusing to write an empty engine")
@@ -114,6 +151,7 @@ def write_engine_file(path: Path | str, engine: bytes, key: EngineKey | None = N
         "key": key.fields() if key is not None else None,
         "key_digest": key.digest() if key is not None else None,
         "validation": [r.as_dict() for r in report.results] if report is not None else None,
+        "calibration": asdict(calibration) if calibration is not None else None,
     }
     atomic_write_json(sidecar_path(target), sidecar)
     return target

@@ -4,7 +4,13 @@ An engine is only valid for the exact ONNX graph, TensorRT version, GPU model, p
 shape range it was built for, so the cache key is all of them::
 
     key = (sha256 of the ONNX bytes, TensorRT version, GPU name, compute capability,
-           precision, shape profile[, calibration data id for int8])
+           precision, shape profiles)
+
+An int8 engine's calibration images are not in the key: the node knows the model, size and
+precision but not the images ``build-engine --int8 --calib DIR`` used, and must find that engine by
+itself. Their id (:func:`calibration_id`) is recorded in the engine's sidecar instead, shown when
+the engine is used, and a build with other images replaces the entry (one int8 engine per model,
+size, GPU and TensorRT).
 
 File names in a cache directory (default ``~/.cache/depth_perception/engines``, or
 ``$DEPTH_PERCEPTION_CACHE``)::
@@ -65,8 +71,6 @@ class EngineKey:
     compute_capability: tuple[int, int]
     precision: str
     profile: ShapeProfile
-    # int8 only: identifies the calibration images (see calibration_id); "" otherwise.
-    calibration_id: str = ""
     # Shape profiles of further dynamic inputs (e.g. Prompt Depth Anything's prompt_depth, SAM's
     # point_coords / point_labels).
     extra_profiles: tuple[tuple[str, InputProfile], ...] = ()
@@ -85,7 +89,9 @@ class EngineKey:
             "compute_capability": list(self.compute_capability),
             "precision": self.precision,
             "profile": self.profile.as_dict(),
-            "calibration_id": self.calibration_id,
+            # Keys once held an int8 engine's calibration images here (now in its sidecar); the
+            # field stays, always empty, so the digests of engines cached before are unchanged.
+            "calibration_id": "",
             "extra_profiles": {name: p.as_dict() for name, p in self.extra_profiles},
         }
 

@@ -15,6 +15,10 @@ Traps this module beats (each one produces an ONNX file that loads and runs, yet
   there keeps fixed embeddings: the sample input is never square nor the native size.
 * torch.export specialises sizes 0 and 1: a dynamic batch needs a sample batch of 2.
 * The default SDPA attention exports to a slower graph in ONNX Runtime than eager attention.
+* ZoeDepth's reassemble stage splits its stacked stages with ``split(batch_size)``: with a dynamic
+  batch that is ``SplitToSequence``/``SequenceAt``, which TensorRT cannot parse (and onnxscript's
+  optimiser gives up on); a sequence-free forward is swapped in while tracing
+  (:func:`export_patches`).
 
 Each export is checked against torch on a second input of another size and aspect ratio before the
 file is written; a mismatch raises :class:`ExportError` with the measured error.
@@ -94,6 +98,61 @@ def symbolic_size_patches() -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         for p in patches:
             stack.enter_context(p)
+        yield
+
+
+def _zoedepth_reassemble_forward(self: Any, hidden_states: list[Any], patch_height: Any,
+                                 patch_width: Any) -> list[Any]:
+    """``ZoeDepthReassembleStage.forward`` with its one ``split(batch_size)`` replaced by slices.
+
+    The library stacks the backbone stages along the batch and splits them back with
+    ``hidden_states.split(batch_size, dim=0)``; with a symbolic batch the exporter cannot count the
+    pieces and writes ``SplitToSequence``/``SequenceAt``, which onnx-tensorrt does not parse. The
+    number of stages is the length of the list, so the pieces are cut with one ``Slice`` each.
+    Everything else is the library's code, statement for statement (transformers 4.45-5.x)."""
+    import torch
+
+    batch_size = hidden_states[0].shape[0]
+    num_stages = len(hidden_states)
+    stacked: Any = torch.cat(hidden_states, dim=0)
+    cls_token, stacked = stacked[:, 0], stacked[:, 1:]
+    total_batch_size, sequence_length, num_channels = stacked.shape
+    stacked = stacked.reshape(total_batch_size, patch_height, patch_width, num_channels)
+    stacked = stacked.permute(0, 3, 1, 2).contiguous()
+    if self.readout_type == "project":
+        stacked = stacked.flatten(2).permute((0, 2, 1))
+        readout = cls_token.unsqueeze(dim=1).expand_as(stacked)
+        stacked = torch.cat((stacked, readout), -1)
+    elif self.readout_type == "add":
+        stacked = stacked + cls_token.unsqueeze(-1)
+    out = []
+    for stage_idx in range(num_stages):
+        hidden_state = stacked[stage_idx * batch_size:(stage_idx + 1) * batch_size]
+        if self.readout_type == "project":
+            hidden_state = self.readout_projects[stage_idx](hidden_state)
+        hidden_state = hidden_state.permute(0, 2, 1).reshape(batch_size, -1, patch_height, patch_width)
+        hidden_state = self.layers[stage_idx](hidden_state)
+        out.append(hidden_state)
+    return out
+
+
+@contextlib.contextmanager
+def export_patches() -> Iterator[None]:
+    """Everything swapped in while tracing for ONNX (the library's own code runs otherwise):
+    :func:`symbolic_size_patches` and ZoeDepth's sequence-free reassemble stage
+    (:func:`_zoedepth_reassemble_forward`)."""
+    from unittest import mock
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(symbolic_size_patches())
+        try:
+            from transformers.models.zoedepth import modeling_zoedepth
+        except ImportError:
+            pass
+        else:
+            stage = getattr(modeling_zoedepth, "ZoeDepthReassembleStage", None)
+            if stage is not None:
+                stack.enter_context(mock.patch.object(stage, "forward", _zoedepth_reassemble_forward))
         yield
 
 
@@ -187,6 +246,25 @@ def default_opset() -> int:
     return opset_for_tensorrt(installed_tensorrt_version())
 
 
+#: the oldest TensorRT an export is made for when none is installed or named (JetPack 5.1)
+OLDEST_TENSORRT = "8.5"
+#: the first TensorRT whose ONNX parser imports LayerNormalization (onnx-tensorrt Changelog, 8.6 EA)
+LAYER_NORM_TENSORRT = (8, 6)
+
+
+def target_tensorrt(tensorrt: str | None = None) -> str:
+    """The TensorRT release an export is made for: ``tensorrt`` if given, else the installed one,
+    else :data:`OLDEST_TENSORRT` (a graph every supported TensorRT parses)."""
+    return tensorrt or installed_tensorrt_version() or OLDEST_TENSORRT
+
+
+def needs_layer_norm_decomposition(tensorrt: str) -> bool:
+    """TensorRT 8.5 has no importer for LayerNormalization (opset 17): spell it out for it."""
+    from .tensorrt_import import parse_tensorrt_version  # pure; imports no TensorRT
+
+    return parse_tensorrt_version(tensorrt) < LAYER_NORM_TENSORRT
+
+
 def _round(x: int, m: int) -> int:
     return max(m, int(round(x / m)) * m)
 
@@ -203,6 +281,7 @@ def export_onnx(
     tolerance: float = 1e-4,
     optimize: bool = True,
     external_data_threshold_bytes: int = EXTERNAL_DATA_THRESHOLD_BYTES,
+    tensorrt: str | None = None,
 ) -> Path:
     """Export ``model`` (a zoo network in eval mode) to ``path``; return the path.
 
@@ -215,6 +294,9 @@ def export_onnx(
     A model whose fp32 weights exceed ``external_data_threshold_bytes`` (Depth Pro: 3.8 GB) keeps
     them in ``<path>.data`` beside the graph: a protobuf file cannot exceed 2 GB. Keep the two
     files together; ONNX Runtime and TensorRT read the weights from beside the graph.
+    ``tensorrt`` names the TensorRT release that will parse the graph (``"8.5"``, ``"10.3"``;
+    default :func:`target_tensorrt`: the installed one, else 8.5): it sets the default opset, and
+    for TensorRT 8.5 LayerNormalization is written as the elementary ops it stands for.
     """
     import torch
 
@@ -222,7 +304,11 @@ def export_onnx(
     if not spec.exportable:
         raise ExportError(f"{spec.name}: {spec.family} models cannot be exported to ONNX (torch only)")
     path = Path(path)
-    opset = default_opset() if opset is None else int(opset)
+    target = target_tensorrt(tensorrt)
+    opset = opset_for_tensorrt(target) if opset is None else int(opset)
+    if tensorrt is not None and opset > opset_for_tensorrt(target):
+        raise ValueError(f"opset {opset} is newer than TensorRT {tensorrt} parses (up to "
+                         f"{opset_for_tensorrt(target)} here): leave --opset out")
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: need >= 17 (LayerNormalization)")
     dynamic = dynamic and spec.dynamic_size
@@ -238,7 +324,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         tmp_path = Path(tmp) / path.name
         try:
-            with torch.no_grad(), symbolic_size_patches():
+            with torch.no_grad(), export_patches():
                 program = torch.onnx.export(
                     wrapped, args, dynamo=True, opset_version=max(opset, EXPORTER_OPSET),
                     input_names=input_names,
@@ -247,7 +333,8 @@ def export_onnx(
                 )
         except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
             raise ExportError(f"{spec.name}: ONNX export failed: {type(exc).__name__}: {exc}") from exc
-        _save_program(program, tmp_path, optimize, external, opset, spec.name)
+        _save_program(program, tmp_path, optimize, external, opset, spec.name,
+                      decompose_layer_norm=needs_layer_norm_decomposition(target))
         if check:
             sizes = [(th, tw)] + ([(ch, cw)] if dynamic else [])
             err = max_relative_error(wrapped, tmp_path, sizes, spec, batch=1)
@@ -298,7 +385,8 @@ def _sample_inputs(spec: ModelSpec, batch: int, height: int, width: int, dynamic
 
 
 def _save_program(program: Any, path: Path, optimize: bool, external_data: bool = False,
-                  opset: int = EXPORTER_OPSET, name: str = "model") -> None:
+                  opset: int = EXPORTER_OPSET, name: str = "model",
+                  decompose_layer_norm: bool = False) -> None:
     """Write an exported ONNX program to ``path``, through onnxscript's optimiser if ``optimize``
     (always when converting: only a constant-folded graph has the constant axes that opset 17's
     Reduce*/Split/Squeeze attributes need), converted down to ``opset``; with ``external_data``
@@ -311,12 +399,74 @@ def _save_program(program: Any, path: Path, optimize: bool, external_data: bool 
             program.optimize()
             proto = program.model_proto
         except Exception:  # noqa: BLE001
-            # onnxscript's optimiser fails on some graphs (ZoeDepth's SplitToSequence); ONNX
+            # onnxscript's optimiser may fail on graphs it does not know (sequence ops); ONNX
             # Runtime optimises the graph at load time anyway
             proto = plain
     if convert:
         proto = _convert_opset(proto, opset, name)
+    if decompose_layer_norm:
+        decompose_layer_normalization(proto, name)
     _save_proto(proto, path, external_data)
+
+
+def decompose_layer_normalization(proto: Any, name: str = "model") -> int:
+    """Rewrite every float32 ``LayerNormalization`` of ``proto`` (in place) as the ops it is
+    defined by: ``(x - mean) / sqrt(var + eps) * scale + bias`` over the axes from ``axis`` to the
+    last (ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul), which TensorRT 8.5 parses. Returns how many were
+    rewritten. Its optional Mean/InvStdDev outputs (training only) must be unused."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    opset = _opset_of(proto)
+    consumed = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    nodes, count = [], 0
+    for node in graph.node:
+        if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axis, eps = int(attrs.get("axis", -1)), float(attrs.get("epsilon", 1e-5))
+        if axis >= 0 or int(attrs.get("stash_type", 1)) != TensorProto.FLOAT:
+            raise ExportError(f"{name}: LayerNormalization {node.name!r} (axis {axis}, stash_type "
+                              f"{attrs.get('stash_type', 1)}) has no rewrite for TensorRT 8.5")
+        if any(o and o in consumed for o in node.output[1:]):
+            raise ExportError(f"{name}: LayerNormalization {node.name!r} has its mean or inverse "
+                              "deviation used: no rewrite for TensorRT 8.5")
+        axes = list(range(axis, 0))
+        p = f"{node.name or node.output[0]}/decomposed"
+        x, y = node.input[0], node.output[0]
+        new = []
+
+        def reduce_mean(src: str, dst: str) -> None:
+            if opset >= 18:  # axes became an input at 18
+                graph.initializer.append(numpy_helper.from_array(np.asarray(axes, np.int64), f"{p}/axes"))
+                new.append(helper.make_node("ReduceMean", [src, f"{p}/axes"], [dst], keepdims=1))
+            else:
+                new.append(helper.make_node("ReduceMean", [src], [dst], axes=axes, keepdims=1))
+
+        graph.initializer.append(numpy_helper.from_array(np.asarray(eps, np.float32), f"{p}/eps"))
+        graph.initializer.append(numpy_helper.from_array(np.asarray(2.0, np.float32), f"{p}/two"))
+        reduce_mean(x, f"{p}/mean")
+        new.append(helper.make_node("Sub", [x, f"{p}/mean"], [f"{p}/centred"]))
+        # Pow, not Mul: the pattern ONNX Runtime's LayerNormFusion recognises and fuses back
+        new.append(helper.make_node("Pow", [f"{p}/centred", f"{p}/two"], [f"{p}/squared"]))
+        reduce_mean(f"{p}/squared", f"{p}/var")
+        new.append(helper.make_node("Add", [f"{p}/var", f"{p}/eps"], [f"{p}/var_eps"]))
+        new.append(helper.make_node("Sqrt", [f"{p}/var_eps"], [f"{p}/std"]))
+        new.append(helper.make_node("Div", [f"{p}/centred", f"{p}/std"], [f"{p}/normed"]))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        new.append(helper.make_node("Mul", [f"{p}/normed", node.input[1]],
+                                    [f"{p}/scaled" if bias else y]))
+        if bias:
+            new.append(helper.make_node("Add", [f"{p}/scaled", bias], [y]))
+        for i, n in enumerate(new):
+            n.name = f"{p}/{i}"
+        nodes.extend(new)
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
 
 
 #: Reduce ops whose axes became an input (and gained ``noop_with_empty_axes``) at opset 18

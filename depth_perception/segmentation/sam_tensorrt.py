@@ -188,14 +188,14 @@ class SamEngineSpec:
     output_name: str
     extra_profiles: tuple[tuple[str, InputProfile], ...] = ()
 
-    def key(self, tensorrt_version: str, gpu_name: str, compute_capability: tuple[int, int],
-            calibration_id: str = "") -> EngineKey:
+    def key(self, tensorrt_version: str, gpu_name: str, compute_capability: tuple[int, int]
+            ) -> EngineKey:
         """The engine cache key this engine is filed under on that TensorRT and GPU."""
         from ..depth.tensorrt_backend import engine_key
 
         return engine_key(self.onnx, tensorrt_version=tensorrt_version, gpu_name=gpu_name,
                           compute_capability=compute_capability, precision=self.precision,
-                          profile=self.profile, calibration_id=calibration_id,
+                          profile=self.profile,
                           extra_profiles=dict(self.extra_profiles))
 
 

@@ -54,10 +54,31 @@ def test_export_writes_a_checked_onnx_file(tmp_path: Path, capsys) -> None:
     assert "checked against torch" in capsys.readouterr().out
 
 
+def test_export_for_tensorrt_10_keeps_layer_normalization_at_opset_18(tmp_path: Path, capsys) -> None:
+    import onnx
+
+    from depth_perception.depth.engine_onnx_ops import graph_ops
+
+    out = tmp_path / "da.onnx"
+    args = parser().parse_args(["export", "--model", "depth_anything_v2_small_tiny", "--random-init",
+                                "-o", str(out), "--dynamic", "--tensorrt", "10.3", "--height", "28"])
+    assert export.cmd_export(args) == 0
+    assert {o.domain: o.version for o in onnx.load(str(out)).opset_import}[""] == 18
+    assert graph_ops(out)["LayerNormalization"] > 0
+    printed = capsys.readouterr()
+    assert "for TensorRT >= 10.3" in printed.out and "warning" not in printed.err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["export", "--model", "marigold_depth_tiny", "--random-init", "-o", "m.onnx"], "cannot be exported"),
     (["export", "--model", "dpt_large_tiny", "--random-init", "-o", "m.pt"], "must end in .onnx"),
     (["export", "--model", "nope", "--random-init", "-o", "m.onnx"], "unknown model"),
+    (["export", "--model", "dpt_large_tiny", "--random-init", "-o", "m.onnx", "--tensorrt", "7.2"],
+     "TensorRT before 8.5 is not supported"),
+    (["export", "--model", "dpt_large_tiny", "--random-init", "-o", "m.onnx", "--tensorrt", "latest"],
+     "unrecognised TensorRT version"),
+    (["export", "--model", "dpt_large_tiny", "--random-init", "-o", "m.onnx", "--tensorrt", "8.6",
+      "--opset", "18"], "opset 18 is newer than TensorRT 8.6 parses"),
 ])
 def test_export_errors_are_one_clear_line(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -4,6 +4,7 @@ clear error where TensorRT is absent."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -129,3 +130,131 @@ def test_int8_calibration_sees_what_the_estimator_feeds_the_model(name, mean):
     # the same statistics per channel (the crop to the profile size and the resampling differ)
     for stat in (np.mean, np.std):
         np.testing.assert_allclose(stat(ours, axis=(0, 2, 3)), stat(x.numpy(), axis=(0, 2, 3)), atol=0.05)
+
+
+class _BuildOnTheCPU:
+    """What `ensure_engine` needs from TensorRT, torch and the GPU, standing in for them on a
+    machine without any: a TensorRT version and GPU identity for the key, a calibrator and a build
+    that records what they were given. The cache, keys, sidecars and lookup are the real ones."""
+
+    def __init__(self, monkeypatch):
+        import contextlib
+        import types
+
+        from depth_perception.depth import tensorrt_engines as te
+
+        self.builds: list[dict] = []
+        fake_trt = types.SimpleNamespace(__version__="10.3.0.30")
+        no_device = types.SimpleNamespace(device=lambda _: contextlib.nullcontext())
+        fake_torch = types.SimpleNamespace(cuda=no_device)
+        monkeypatch.setattr(te, "import_tensorrt", lambda: fake_trt)
+        monkeypatch.setattr(te, "import_torch_cuda", lambda: fake_torch)
+        monkeypatch.setattr(te, "gpu_identity", lambda device: ("Orin (nvgpu)", (8, 7)))
+        def calibrator(images, preprocess, shape, table, device, log):
+            return ("calibrator", len(images), shape)
+
+        monkeypatch.setattr(te, "make_entropy_calibrator", calibrator)
+
+        def build(onnx, **kwargs):
+            self.builds.append(kwargs)
+            return f"int8 engine {len(self.builds)}".encode()
+
+        monkeypatch.setattr(te, "build_serialized_engine", build)
+
+
+def _calibration_images(folder: Path, n: int, seed: int = 0) -> Path:
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    return folder
+
+
+def test_the_node_finds_the_int8_engine_build_engine_made(tmp_path, monkeypatch, capsys):
+    """`build-engine --int8 --calib DIR --model M` files the engine under the key the estimator
+    looks up with at int8 (no images named), and the images it was calibrated on are shown."""
+    from depth_perception.depth.engine_cache import ENV_CACHE_DIR, read_sidecar
+    from depth_perception.depth.estimator import DepthEstimator
+    from depth_perception.depth.tensorrt_engines import engine_key, ensure_engine
+
+    fake = _BuildOnTheCPU(monkeypatch)
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "cache"))  # the node's default cache
+    name = "depth_anything_v2_small_tiny"
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"an exported graph")
+    frames = _calibration_images(tmp_path / "frames", 3)
+    argv = ["--onnx", str(onnx), "--model", name, "--int8", "--calib", str(frames), "--no-validate"]
+    assert engine.cmd_build_engine(_parse(*argv)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("built: ") and f"int8 calibrated on 3 images from {frames}" in out
+    written = Path(out.split()[1])
+    assert written.parent == tmp_path / "cache" and fake.builds[0]["calibrator"][:2] == ("calibrator", 3)
+
+    # what the node's DepthEstimator(precision="int8", backend="tensorrt") asks for: no images
+    profile, extra = DepthEstimator(name, backend="torch", random_init=True, log=None).engine_profiles()
+    found = ensure_engine(onnx, precision="int8", profile=profile, extra_profiles=extra)
+    assert not found.built and found.engine_path == written and found.engine_bytes == b"int8 engine 1"
+    assert found.calibration is not None and found.calibration.images == 3
+    assert found.calibration.directory == str(frames)
+    looked_up = engine_key(onnx, tensorrt_version="10.3.0.30", gpu_name="Orin (nvgpu)",
+                           compute_capability=(8, 7), precision="int8", profile=profile,
+                           extra_profiles=extra)
+    side = read_sidecar(written)
+    assert side["key_digest"] == looked_up.digest() == found.key.digest()  # written == looked up
+    assert side["calibration"]["calibration_id"] == found.calibration.calibration_id
+    assert len(fake.builds) == 1
+
+    # the same images again: up to date; other images: recalibrated into the same entry
+    assert engine.cmd_build_engine(_parse(*argv)) == 0 and len(fake.builds) == 1
+    assert "up to date" in capsys.readouterr().out
+    other = _calibration_images(tmp_path / "other", 4, seed=1)
+    argv[argv.index(str(frames))] = str(other)
+    assert engine.cmd_build_engine(_parse(*argv)) == 0 and len(fake.builds) == 2
+    again = ensure_engine(onnx, precision="int8", profile=profile, extra_profiles=extra)
+    assert again.engine_path == written and again.engine_bytes == b"int8 engine 2"
+    assert again.calibration is not None and again.calibration.images == 4
+
+
+def test_int8_without_an_engine_or_images_says_how_to_build_one(tmp_path, monkeypatch):
+    from depth_perception.depth.tensorrt_engines import ensure_engine
+
+    fake = _BuildOnTheCPU(monkeypatch)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"an exported graph")
+    with pytest.raises(ValueError, match=r"no int8 TensorRT engine for .*m\.onnx at input 518x518 on "
+                       r"Orin \(nvgpu\) \(TensorRT 10\.3\.0\.30\) .*build-engine .*--int8 --calib DIR"):
+        ensure_engine(onnx, precision="int8", cache_dir=tmp_path / "cache")
+    assert fake.builds == []
+
+
+def test_a_parser_failure_names_the_operators_the_tables_miss(tmp_path, monkeypatch, caplog):
+    from onnx import TensorProto, helper, save
+
+    from depth_perception.depth import tensorrt_engines as te
+    from depth_perception.depth.tensorrt_build import EngineBuildError
+
+    _BuildOnTheCPU(monkeypatch)
+
+    def parser_refuses(onnx, **kwargs):
+        raise EngineBuildError(f"TensorRT 10.3.0.30 could not parse {onnx}: No importer registered "
+                               "for op: SplitToSequence")
+
+    monkeypatch.setattr(te, "build_serialized_engine", parser_refuses)
+    graph = helper.make_graph(
+        [helper.make_node("SplitToSequence", ["pixel_values"], ["s"], axis=0)], "g",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 3, 518, 518])],
+        [helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)])
+    onnx = tmp_path / "seq.onnx"
+    save(helper.make_model(graph), str(onnx))
+    log = logging.getLogger("depth_perception.test_build")
+    log.addHandler(caplog.handler)  # directly: whatever propagation the session's logging set up
+    with pytest.raises(EngineBuildError, match=r"No importer registered for op: SplitToSequence; "
+                       r"TensorRT 10\.3's ONNX parser has no importer for: SplitToSequence \(x1\)"):
+        try:
+            te.ensure_engine(onnx, precision="fp16", cache_dir=tmp_path / "cache", logger=log)
+        finally:
+            log.removeHandler(caplog.handler)
+    assert "has no importer for: SplitToSequence (x1)" in caplog.text  # said before the build too

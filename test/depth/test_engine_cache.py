@@ -80,7 +80,6 @@ def test_key_digest_is_stable_across_runs_and_machines():
     {"precision": "fp32"},
     {"profile": ShapeProfile((266, 266), (518, 518), (798, 784))},
     {"profile": dataclasses.replace(PROFILE, batch=2)},
-    {"calibration_id": "ab" * 32},
     {"extra_profiles": (("prompt_depth", ShapeProfile.fixed(192, 256, channels=1)),)},
 ])
 def test_key_changes_with_every_field(change):
@@ -384,3 +383,22 @@ def test_calibration_id_follows_image_bytes_and_preprocessing(tmp_path):
     assert ec.calibration_id(images, "imagenet-v1") != base
     table = ec.calibration_cache_path(tmp_path, SHA, base, PROFILE, "dav2s")
     assert table.name == f"dav2s.{SHA[:16]}.{base[:16]}.518x518.calib"
+
+
+def test_an_int8_engine_records_its_calibration_images_beside_it_not_in_its_key(tmp_path):
+    record = ec.CalibrationRecord("c0ffee" * 10 + "abcd", 256, "/data/calib", "imagenet-cover-crop-v1")
+    int8 = dataclasses.replace(KEY, precision="int8")
+    path = ec.write_engine_file(tmp_path / "m.engine", b"engine", int8, calibration=record)
+    assert ec.recorded_calibration(path) == record
+    assert record.describe() == "calibrated on 256 images from /data/calib (id c0ffeec0ffeec0ff)"
+    # the key (digest, file name) is the one any int8 lookup computes, whatever the images
+    assert ec.read_sidecar(path)["key_digest"] == int8.digest()
+    assert ec.read_engine_file(path, int8) == b"engine"
+    plain = ec.write_engine_file(tmp_path / "p.engine", b"engine", KEY)
+    assert ec.recorded_calibration(plain) is None
+    assert ec.recorded_calibration(tmp_path / "no_sidecar.engine") is None
+    side = ec.read_sidecar(path)
+    side["calibration"] = {"images": "many"}
+    ec.atomic_write_json(ec.sidecar_path(path), side)
+    with pytest.raises(ec.CorruptEngineError, match="calibration record is malformed"):
+        ec.recorded_calibration(path)

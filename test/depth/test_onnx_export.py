@@ -15,10 +15,11 @@ import pytest
 import torch
 from skimage import data
 
+from depth_perception.depth.engine_onnx_ops import SEQUENCE_OPS, graph_ops, unsupported_ops
 from depth_perception.depth.estimator import DepthEstimator
 from depth_perception.depth.onnx_export import (
     ExportError, default_opset, export_onnx, external_data_path, installed_tensorrt_version,
-    opset_for_tensorrt, weight_bytes,
+    opset_for_tensorrt, target_tensorrt, weight_bytes,
 )
 from depth_perception.depth.weights import build_model
 from depth_perception.depth.zoo import backends, get_spec, list_specs
@@ -213,3 +214,62 @@ def test_int8_quantisation_is_close_to_fp32(exported, tmp_path_factory) -> None:
     err = relative_error(b, a)
     assert 0 < err < 0.1  # changed (really quantised) but still the same depth map
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+
+
+# the TensorRT releases robots run: JetPack 5.1 (8.5), 5.1.x/x86 (8.6), JetPack 6 (10.3)
+ROBOT_TENSORRT = ["8.5", "8.6", "10.3"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_export_uses_only_operators_every_robot_tensorrt_parses(name: str, exported,
+                                                                      tmp_path_factory) -> None:
+    """The graphs exported without a TensorRT installed (for the oldest, 8.5) parse on every
+    TensorRT the robots run (with one installed: on it and later ones); ZoeDepth's used to keep
+    SplitToSequence/SequenceAt."""
+    from depth_perception.depth.tensorrt_import import parse_tensorrt_version
+
+    _, onnx_path = export_once(name, exported, tmp_path_factory.mktemp(name))
+    ops = graph_ops(onnx_path)
+    assert not SEQUENCE_OPS & set(ops) and "Loop" not in ops, sorted(ops)
+    target = parse_tensorrt_version(target_tensorrt())
+    checked = [v for v in ROBOT_TENSORRT if parse_tensorrt_version(v) >= target]
+    assert checked == ROBOT_TENSORRT or installed_tensorrt_version() is not None
+    for version in checked:
+        assert unsupported_ops(onnx_path, version) == {}, (name, version)
+
+
+# one tiny twin of every family whose input size is free
+DYNAMIC_FAMILIES = [pytest.param(name, marks=[SLOW] if is_slow(get_spec(name)) else [])
+                    for name in sorted({s.family: s.name for s in ONNX_TWINS if s.dynamic_size}.values())]
+
+
+@pytest.mark.parametrize("name", DYNAMIC_FAMILIES)
+def test_exports_for_tensorrt_10_agree_with_torch_at_two_aspect_ratios(name: str, tmp_path: Path) -> None:
+    """JetPack 6's TensorRT 10 gets opset 18 with LayerNormalization kept; the export's own check
+    runs ONNX Runtime against torch at a landscape and a portrait size (relative error <= 1e-4)."""
+    spec = get_spec(name)
+    model = build_model(name, random_init=True, seed=1)
+    s, m = spec.input_size, spec.patch_multiple
+    path = export_onnx(model, tmp_path / "m.onnx", s, s + m, spec=spec, tensorrt="10.3", check=True,
+                       tolerance=1e-4)
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 18
+    assert unsupported_ops(path, "10.3") == {}
+
+
+def test_layer_normalization_is_spelled_out_for_tensorrt_8_5_only(tmp_path: Path) -> None:
+    """TensorRT 8.5's parser has no LayerNormalization; the rewrite for it still equals torch."""
+    name = "depth_anything_v2_small_tiny"
+    spec = get_spec(name)
+    model = build_model(name, random_init=True, seed=1)
+    old = export_onnx(model, tmp_path / "85.onnx", 28, 42, spec=spec, tensorrt="8.5", check=True)
+    new = export_onnx(model, tmp_path / "86.onnx", 28, 42, spec=spec, tensorrt="8.6", check=True)
+    assert graph_ops(old)["LayerNormalization"] == 0 and graph_ops(old)["ReduceMean"] > 0
+    assert graph_ops(new)["LayerNormalization"] > 0
+    assert unsupported_ops(new, "8.5") == {"LayerNormalization": graph_ops(new)["LayerNormalization"]}
+    x = np.random.default_rng(3).normal(size=(2, 3, 42, 28)).astype(np.float32)  # portrait, batch 2
+    a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"pixel_values": x})[0]
+            for p in (old, new))
+    assert relative_error(a, b) <= 1e-5
