@@ -19,7 +19,8 @@ PYTHON_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "scipy": "pyth
                "safetensors": "python3-transformers-pip"}  # no key of its own; a transformers dependency
 #: imported only when a user configures that backend or tool (documented as optional)
 OPTIONAL = {"onnxruntime", "onnx", "tensorrt", "segment_anything", "diffusers", "matplotlib",
-            "skimage", "tokenizers", "typing_extensions", "cuda", "polygraphy"}
+            "skimage", "tokenizers", "typing_extensions", "cuda", "polygraphy", "openvino",
+            "huggingface_hub"}  # huggingface_hub: a hub id's download (a transformers dependency)
 
 
 def depends(kind: str) -> set[str]:
