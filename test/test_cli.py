@@ -210,7 +210,8 @@ def test_a_killed_predict_never_leaves_its_output(tmp_path, sig):
     import signal
     import time
 
-    scene = generate_tabletop(seed=4, width=320, height=240)
+    # VGA: a run long enough (seconds) that the signal lands mid-run on a fast idle machine too
+    scene = generate_tabletop(seed=4, width=640, height=480)
     for side, image in (("left", scene.rgb), ("right", scene.right_rgb)):
         (tmp_path / side).mkdir()
         for i in range(60):
