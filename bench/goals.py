@@ -29,7 +29,8 @@ def record(bench: str, goal: str, target: str, measured: str, met: bool | None,
     if not path:
         return
     row = {"bench": bench, "goal": goal, "target": target, "measured": measured,
-           "met": met, "note": note, "args": " ".join(sys.argv[1:])}
+           "met": None if met is None else bool(met),  # a numpy bool is not JSON
+           "note": note, "args": " ".join(sys.argv[1:])}
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 
