@@ -170,11 +170,19 @@ def main() -> int:
     rss_start = rss_peak = math.nan
     cpu_start = feeder_cpu_start = math.nan
     k_start = 0
+    publish_ms: list[float] = []  # how long the feeder's four publish calls took
+    gaps_ms: list[float] = []  # between the starts of consecutive frames: the feed's regularity
+    last_pub = None
     k = 0
     next_at = start
     while time.monotonic() < end and node.poll() is None:
         stamp = 1_000_000_000 + k * int(period * 1e9)
+        t_pub = time.monotonic()
         good = publish(k, stamp)
+        publish_ms.append((time.monotonic() - t_pub) * 1e3)
+        if last_pub is not None:
+            gaps_ms.append((t_pub - last_pub) * 1e3)
+        last_pub = t_pub
         sent[stamp] = (time.monotonic(), good)
         k += 1
         next_at += period
@@ -227,6 +235,10 @@ def main() -> int:
         ("latency ms p50 / p99 (good frames)",
          f"{percentile(latencies_ms, 50):.0f} / {percentile(latencies_ms, 99):.0f}"),
         ("mean latency ms", f"{statistics.fmean(latencies_ms):.0f}" if latencies_ms else "nan"),
+        ("feed interval ms p1 / p50 / p99 (regular = period)",
+         f"{percentile(gaps_ms, 1):.0f} / {percentile(gaps_ms, 50):.0f} / {percentile(gaps_ms, 99):.0f}"),
+        ("feeder publish ms p50 / p99 / max",
+         f"{percentile(publish_ms, 50):.1f} / {percentile(publish_ms, 99):.1f} / {max(publish_ms, default=math.nan):.1f}"),
         ("node CPU ms per frame in (all threads)", f"{node_cpu_ms:.0f}"),
         ("feeder CPU ms per frame (same machine)", f"{feeder_cpu_ms:.0f}"),
         ("machine cores / load average at the end",

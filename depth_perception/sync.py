@@ -241,21 +241,29 @@ class CameraInfoStore:
     """The latest CameraInfo per image size: calibration, not a per-frame signal.
 
     A camera driver may publish CameraInfo seldom (1 Hz) or stamp it apart from the images, so an
-    image is paired with the newest CameraInfo describing an image of its size (``size``: width and
-    height after binning and ROI) rather than one with its exact stamp. Pairings further than
-    ``max_age_s`` apart are counted and described (``0``: never). At most ``max_sizes`` sizes are
-    kept; the one updated longest ago goes first. ``topic`` only names the input in messages.
+    image is paired with a recent CameraInfo describing an image of its size (``size``: width and
+    height after binning and ROI) rather than only one with its exact stamp: of the last
+    ``recent`` of that size, the one stamped nearest the image (the newest on a tie). A driver
+    that stamps CameraInfo with its images thus gets exact pairs even when CameraInfo messages
+    arrive out of order or ahead of their images. Pairings further than ``max_age_s`` apart are counted and described (``0``: never).
+    At most ``max_sizes`` sizes are kept; the one updated longest ago goes first. ``topic`` only
+    names the input in messages.
     """
 
-    def __init__(self, topic: str = "camera_info", max_age_s: float = 0.0, max_sizes: int = 4):
+    def __init__(self, topic: str = "camera_info", max_age_s: float = 0.0, max_sizes: int = 4,
+                 recent: int = 8):
         if max_sizes < 1:
             raise ValueError("max_sizes must be >= 1")
+        if recent < 1:
+            raise ValueError("recent must be >= 1")
         if max_age_s < 0:
             raise ValueError("max_age_s must be >= 0")
         self.topic = topic
         self.max_age_s = float(max_age_s)
         self.max_sizes = int(max_sizes)
-        self._latest: dict[tuple[int, int], tuple[int, Any]] = {}  # insertion order = age
+        self.recent = int(recent)
+        # size → its last `recent` (stamp_ns, msg), oldest first; insertion order = age of sizes
+        self._latest: dict[tuple[int, int], deque[tuple[int, Any]]] = {}
         self._lock = threading.Condition()
         self.stats = CameraInfoStats()
 
@@ -264,8 +272,9 @@ class CameraInfoStore:
         key = (int(size[0]), int(size[1]))
         with self._lock:
             self.stats.received += 1
-            self._latest.pop(key, None)
-            self._latest[key] = (int(stamp_ns), msg)
+            kept = self._latest.pop(key, None) or deque(maxlen=self.recent)
+            kept.append((int(stamp_ns), msg))
+            self._latest[key] = kept
             while len(self._latest) > self.max_sizes:
                 del self._latest[next(iter(self._latest))]
             self._lock.notify_all()
@@ -283,14 +292,18 @@ class CameraInfoStore:
         with self._lock:
             if wait_s > 0:
                 self._lock.wait_for(lambda: key in self._latest, timeout=wait_s)
-            found = self._latest.get(key)
+            kept = self._latest.get(key)
+            stamp_ns = int(stamp_ns)
+            # nearest stamp; on a tie the newest (max over reversed order keeps the first best)
+            found = None if not kept else min(
+                reversed(kept), key=lambda entry: abs(entry[0] - int(stamp_ns)))
             if found is None:
                 self.stats.missing += 1
                 have = ", ".join(f"{w}x{h}" for w, h in self._latest) or "none"
                 raise MissingCameraInfo(f"no CameraInfo for a {key[0]}x{key[1]} image yet on "
                                         f"{self.topic} (have: {have})")
             info_ns, msg = found
-            age_s = abs(int(stamp_ns) - info_ns) * 1e-9
+            age_s = abs(stamp_ns - info_ns) * 1e-9
             s = self.stats
             s.paired += 1
             s.last_age_s = age_s

@@ -374,3 +374,28 @@ def test_a_lookup_may_wait_for_the_first_camera_info_published_with_the_image():
     with pytest.raises(MissingCameraInfo):
         store.lookup((320, 240), 0, wait_s=0.05)
     assert time.monotonic() - start < 2.0
+
+
+def test_each_image_takes_the_camera_info_stamped_with_it_when_it_is_there():
+    """A driver that stamps CameraInfo with its images: CameraInfo that arrived ahead of its image
+    (or out of order) still pairs exactly, so one bad CameraInfo (K all zero, say) calibrates its
+    own frame only."""
+    store = CameraInfoStore("/cam/camera_info")
+    size = (640, 480)
+    for stamp, msg in ((100, "good 100"), (300, "good 300"), (200, "bad 200")):  # out of order
+        store.add(size, stamp, msg)
+    assert store.lookup(size, 100).msg == "good 100"
+    assert store.lookup(size, 200).msg == "bad 200"
+    assert store.lookup(size, 300).msg == "good 300"  # not the newest received (200)
+    assert store.lookup(size, 250).msg in ("bad 200", "good 300")  # a tie: the newest received
+    assert store.lookup(size, 120).msg == "good 100"
+
+
+def test_camera_info_stamped_apart_pairs_with_the_nearest_recent_one_without_waiting():
+    store = CameraInfoStore("/cam/camera_info")
+    size = (320, 240)
+    store.add(size, 10_000_000_000, "a")
+    assert store.lookup(size, 10_350_000_000).msg == "a"
+    store.add(size, 11_000_000_000, "b")
+    assert store.lookup(size, 10_350_000_000).msg == "a"
+    assert store.lookup(size, 11_400_000_000).msg == "b"
