@@ -29,7 +29,9 @@ class OpenVinoBackend:
             raise FileNotFoundError(f"ONNX model not found: {path}")
         if device not in (None, "cpu"):
             raise ValueError(f"the openvino backend runs on the CPU, got device {device!r}")
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        # f32: on CPUs with AVX-512 BF16 or AMX, OpenVINO would otherwise run the fp32 graph in
+        # bf16 (an int8 QDQ file still runs its quantised layers in int8)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:

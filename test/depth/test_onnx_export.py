@@ -7,6 +7,7 @@ its export size (the classic Depth Anything trap) fails here on shape or values.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,10 @@ def test_torch_and_onnxruntime_agree_at_three_aspect_ratios(name: str, exported,
     # the other precision the zoo lists for ONNX Runtime runs too (its accuracy: the int8 test below)
     int8 = DepthEstimator(name, backend="onnxruntime", onnx_path=onnx_path, precision="int8", log=None)
     assert np.isfinite(int8.predict(IMAGES[0], **kwargs).values).all()
+    if importlib.util.find_spec("openvino") is not None:  # the optional backend the zoo lists
+        ov = DepthEstimator(name, backend="openvino", onnx_path=onnx_path, threads=1, log=None)
+        ref = torch_est.predict(IMAGES[1], **kwargs)
+        assert relative_error(ov.predict(IMAGES[1], **kwargs).values, ref.values) <= 1e-3, name
     if get_spec(name).dynamic_size:
         from depth_perception.depth.processing import network_geometry
 
