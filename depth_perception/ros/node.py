@@ -47,8 +47,8 @@ except ImportError:  # Humble
 
 from ..camera import rectified_topic
 from ..config import PARAMETERS, parameter_problems, pipeline_config
-from ..driver import (Models, camera_info_stores, input_names, load_models, pose_buffer,
-                      synchronizer)
+from ..driver import (CAMERA_INFO_INPUTS, Models, camera_info_stores, input_names, load_models,
+                      pose_buffer, synchronizer)
 from ..regions import implementation_in_use
 from ..sync import LatestQueue
 from . import messages as M
@@ -171,7 +171,10 @@ class DepthPerceptionNode(Node):
             from std_msgs.msg import String
 
             self.create_subscription(String, "prompt", self._on_prompt, 10)
-        for name in inputs:
+        # CameraInfo first: an executor runs the callbacks that are ready together in the order
+        # the subscriptions were made, so a frame's CameraInfo is stored before its image goes
+        # to the worker
+        for name in sorted(inputs, key=lambda n: n not in CAMERA_INFO_INPUTS):
             cls, topic = input_types.get(name, t.Image), name
             if compressed and name in ("image", "right/image"):
                 cls, topic = t.CompressedImage, f"{name}/compressed"
