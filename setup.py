@@ -34,7 +34,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", _files("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", _files("config/*.yaml") + _files("config/*.rviz")),
+        (f"share/{PACKAGE}/config", _files("config/*.yaml") + _files("config/*.rviz")
+         + _files("config/*.xml")),
     ],
     # Loose on purpose: a Jetson brings its own torch/TensorRT builds. Exact pins for CI live in
     # requirements/*.txt.

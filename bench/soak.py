@@ -11,6 +11,11 @@ The node runs stereo depth and clouds with half-size matching (``segmentation.so
 ~200 ms, and a node that cannot keep up drops frames by design (latest frame wins), which is not
 what a soak measures. ``--set`` adds or changes node parameters.
 
+Feeder and node use the Fast DDS profile the launch file gives the node
+(config/fastdds_large_data.xml); ``--dds-profile none`` shows Fast DDS's defaults, whose 512 KiB
+shared-memory segment delivers the first VGA image of each frame late (in steps of ~100 ms) and
+so in bursts that the node's short frame queue cannot all keep.
+
 Re-executes itself inside a loopback-only network namespace (scripts/netns.sh) when needed.
 Target: no crash, every good frame answered, RSS end/start <= 1.10 over 10 minutes of VGA at 10 Hz.
 """
@@ -67,8 +72,15 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="NAME:=VALUE",
                     help="a node parameter, e.g. --set segmentation.source:=[geometric] "
                     "(default: depth and clouds only; see the docstring)")
+    ap.add_argument("--dds-profile", default=str(REPO / "config" / "fastdds_large_data.xml"),
+                    help="Fast DDS XML profile of the feeder and the node, as the launch file "
+                    "gives the node (default: config/fastdds_large_data.xml); none = Fast DDS's "
+                    "defaults")
     args = ap.parse_args()
     ensure_loopback_only(__file__)
+    if args.dds_profile != "none":  # before rclpy starts; the node inherits it
+        for variable in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
+            os.environ[variable] = str(Path(args.dds_profile).resolve())
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -217,6 +229,7 @@ def main() -> int:
     rows = [
         ("duration s", f"{time.monotonic() - start:.0f}"),
         ("image size", f"{w}x{h}"),
+        ("Fast DDS profile", Path(args.dds_profile).name),
         ("rate Hz (sent)", f"{k / (args.minutes * 60):.2f}"),
         ("frames in: good / bad", f"{len(good)} / {k - len(good)}"),
         ("depth out: good / bad (NaN depth)", f"{good_answered} / {bad_answered}"),
@@ -249,7 +262,7 @@ def main() -> int:
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     bench = "bench/soak.py"
-    run = f"{args.minutes:g} min of {w}x{h} at {args.rate:g} Hz"
+    run = f"{args.minutes:g} min of {w}x{h} at {args.rate:g} Hz, DDS profile {Path(args.dds_profile).name}"
     answered = good_answered / max(len(good), 1)
     goals.record(bench, f"node alive through bad inputs ({run})", "no crash, exit 0 on SIGINT",
                  f"crashed: {str(crashed).lower()}, exit status {exit_status}",

@@ -64,6 +64,23 @@ def _parameter(param: str, text: str):
     return text
 
 
+#: the environment variables Fast DDS reads its XML profile from (2.x: Humble, Jazzy; 3.x: Kilted)
+DDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
+def _dds_environment(choice: str, share: str, environ: dict[str, str]) -> dict[str, str]:
+    """The environment variables the node gets for its Fast DDS profile. ``auto``: the packaged
+    large-data profile (config/fastdds_large_data.xml), unless the environment names a profile
+    already; ``none``: nothing; anything else: that file."""
+    if choice == "none" or (choice == "auto" and any(environ.get(v) for v in DDS_PROFILE_VARIABLES)):
+        return {}
+    path = (os.path.join(share, "config", "fastdds_large_data.xml") if choice == "auto"
+            else os.path.abspath(os.path.expanduser(choice)))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dds_profile:={choice}: no such file {path}")
+    return {variable: path for variable in DDS_PROFILE_VARIABLES}
+
+
 def _absolute(namespace: str, name: str) -> str:
     return "/" + "/".join(part for part in (namespace.strip("/"), name.strip("/")) if part)
 
@@ -108,6 +125,7 @@ def _launch(context, *args, **kwargs):
             namespace=namespace,
             parameters=[config, overrides],
             remappings=remappings,
+            additional_env=_dds_environment(value("dds_profile"), share, dict(os.environ)),
             output="screen",
             emulate_tty=True,
             # the node's own shutdown (bad parameters, a crash) ends the launch: no orphan RViz
@@ -157,6 +175,9 @@ def generate_launch_description() -> LaunchDescription:
         ("metric_mode", "", "auto, sparse_depth, pointcloud, stereo, plane, motion, model or fixed"),
         ("segmentation", "", "comma-separated mask sources: topic, sam, text, geometric"),
         ("stereo", "", "true: subscribe to the right camera, depth from SGBM"),
+        ("dds_profile", "auto", "Fast DDS XML profile of the node: auto = config/"
+         "fastdds_large_data.xml (shared-memory segment for camera-sized messages) unless "
+         "FASTRTPS_DEFAULT_PROFILES_FILE is set; none = the environment's; or a file"),
         ("use_rviz", "false", "start RViz with config/depth_perception.rviz (skipped with a "
          "warning when rviz2 is not installed)"),
     ]

@@ -347,13 +347,16 @@ def camera_info_to_model(msg: Any) -> CameraModel:
 
 
 def camera_info_size(msg: Any) -> tuple[int, int]:
-    """(width, height) of the images a CameraInfo describes, binning and ROI applied. An
-    unusable CameraInfo (no K) gives its raw size, so the image it would calibrate finds it and
-    fails naming the real problem."""
-    try:
-        return camera_info_to_model(msg).effective().size
-    except MessageError:
-        return int(msg.width), int(msg.height)
+    """(width, height) of the images a CameraInfo describes, binning and ROI applied (as
+    :meth:`CameraModel.effective`). An unusable CameraInfo (no K) has a size too, so the image it
+    would calibrate finds it and fails naming the real problem."""
+    # read from the fields, not through camera_info_to_model: this runs on the executor for every
+    # CameraInfo (a millisecond each would hold the GIL the worker needs)
+    bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+    roi = msg.roi
+    width = int(roi.width) if int(roi.width) else int(msg.width)
+    height = int(roi.height) if int(roi.height) else int(msg.height)
+    return width // bx, height // by
 
 
 def model_to_camera_info(types: MessageTypes, cam: CameraModel, header: Any) -> Any:

@@ -232,6 +232,10 @@ def test_python_sources_are_copied_or_linked_as_the_mode_says(workspace, loopbac
     launch_file = (workspace.install / PACKAGE / "share" / PACKAGE / "launch"
                    / "depth_perception.launch.py")
     source = workspace.source.resolve()
+    config = launch_file.parent.parent / "config"
+    # what the launch file reads from the share folder
+    for name in ("default.yaml", "depth_perception.rviz", "fastdds_large_data.xml"):
+        assert (config / name).is_file(), sorted(p.name for p in config.iterdir())
     if workspace.mode == "plain":
         assert init == (site / PACKAGE / "__init__.py").resolve()
         assert not (site / PACKAGE).is_symlink() and not launch_file.is_symlink()

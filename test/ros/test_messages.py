@@ -596,6 +596,21 @@ def test_camera_info_with_ros1_field_names_from_a_converted_bag():
     assert camera_info_size(msg) == (640, 480)  # binned 2x2
 
 
+@pytest.mark.parametrize("binning, roi", [((0, 0), (0, 0, 0, 0)), ((2, 2), (0, 0, 0, 0)),
+                                          ((1, 1), (100, 40, 320, 240)), ((2, 4), (8, 16, 640, 480)),
+                                          ((3, 1), (0, 0, 0, 0))])
+def test_camera_info_size_is_the_size_of_the_effective_camera(binning, roi):
+    """The executor reads it for every CameraInfo, from the fields alone: it must agree with the
+    full camera model's binning and ROI rules."""
+    t = rosbags_types()
+    cam = CameraModel.from_intrinsics(900.0, 900.0, 640.0, 480.0, 1280, 960)
+    msg = model_to_camera_info(t, cam, make_header(t, 1, "cam"))
+    msg.binning_x, msg.binning_y = binning
+    x, y, w, h = roi
+    msg.roi = t.RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
+    assert camera_info_size(msg) == camera_info_to_model(msg).effective().size
+
+
 def test_a_compressed_image_over_the_pixel_limit_is_refused_from_its_header():
     import cv2
 

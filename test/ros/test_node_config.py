@@ -115,3 +115,23 @@ def test_every_topic_rviz_shows_is_published_by_the_node(rclpy_context):
                 "/depth_perception/regions/markers"} <= published
     finally:
         node.destroy_node()
+
+
+def test_the_launch_file_gives_the_node_the_large_data_dds_profile_unless_one_is_set(tmp_path):
+    """auto: the packaged Fast DDS profile (config/fastdds_large_data.xml) for the node alone,
+    unless the user's environment names one; none: the environment as it is; or a file."""
+    module = load_launch_file()
+    share = str(REPO)  # the source tree has the share folder's config/
+    packaged = str(REPO / "config" / "fastdds_large_data.xml")
+    assert module._dds_environment("auto", share, {}) == {
+        "FASTRTPS_DEFAULT_PROFILES_FILE": packaged, "FASTDDS_DEFAULT_PROFILES_FILE": packaged}
+    assert module._dds_environment("auto", share,
+                                   {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}) == {}
+    assert module._dds_environment("none", share, {}) == {}
+    own = tmp_path / "own.xml"
+    own.write_text("<profiles/>")
+    assert set(module._dds_environment(str(own), share, {}).values()) == {str(own)}
+    with pytest.raises(FileNotFoundError, match="dds_profile"):
+        module._dds_environment(str(tmp_path / "missing.xml"), share, {})
+    declared = {a.name for a in module.generate_launch_description().get_launch_arguments()}
+    assert "dds_profile" in declared
