@@ -1,11 +1,14 @@
 """Node overhead: frames through real DDS (publisher → depth_perception_node → subscriber) against
 the same pipeline called directly, end-to-end latency (until the frame's last output, and until
-its depth, which is published before segmentation), and memory over many frames. One frame at a
-time, interleaved: the pipeline called directly on this thread, then the same frame through the
-node (A B A B ...), so machine noise lands on both sides alike; the next is sent when the previous
-one is done.
+its depth, which is published before segmentation), and the node's memory over many frames.
 
-    .venv/bin/python bench/node.py [--frames 300] [--width 640 --height 480]
+The node runs as users run it, in its own process (`python -m depth_perception.ros.node`, with the
+Fast DDS profile the launch file gives it); this process feeds it and subscribes to its outputs
+like a consumer in another process (RViz, a grasp planner). One frame at a time, interleaved: the
+pipeline called directly here, then the same frame through the node (A B A B ...), so machine
+noise lands on both sides alike; the next frame is sent when the previous one is done.
+
+    .venv/bin/python bench/node.py [--frames 300] [--width 640 --height 480] [--model NAME]
 
 Re-executes itself inside a loopback-only network namespace (scripts/netns.sh) when needed.
 Target: what the node adds (DDS transport of the four input messages, conversion in and out,
@@ -15,8 +18,9 @@ publishing depth, the scene cloud and the label image) <= 5 % of the frame time;
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,11 +33,16 @@ import goals  # noqa: E402
 from netns import ensure_loopback_only  # noqa: E402
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+    return float("nan")
+
+
+def ros_value(value: object) -> str:
+    """A parameter value as `--ros-args -p name:=value` reads it (YAML)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def main() -> None:
@@ -45,20 +54,23 @@ def main() -> None:
                     "stereo, e.g. depth_anything_v2_small")
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--input-size", type=int, default=364)
+    ap.add_argument("--dds-profile", default=str(REPO / "config" / "fastdds_large_data.xml"),
+                    help="Fast DDS XML profile of both processes (none = Fast DDS's defaults)")
     args = ap.parse_args()
     ensure_loopback_only(__file__)
+    if args.dds_profile != "none":  # before rclpy starts; the node inherits it
+        for variable in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
+            os.environ[variable] = str(Path(args.dds_profile).resolve())
 
     import rclpy
-    from rclpy.context import Context
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile
 
     from depth_perception.camera import CameraModel
     from depth_perception.config import pipeline_config
     from depth_perception.pipeline import Frame, Pipeline
     from depth_perception.ros import messages as M
-    from depth_perception.ros.node import DepthPerceptionNode
     from depth_perception.scene import generate_tabletop
 
     scene = generate_tabletop(seed=0, width=args.width, height=args.height)
@@ -66,7 +78,7 @@ def main() -> None:
     P_right = np.hstack([scene.K, [[-scene.K[0, 0] * scene.baseline_m], [0.0], [0.0]]])
     cam = CameraModel(width=w, height=h, K=scene.K)
     right_cam = CameraModel(width=w, height=h, K=scene.K, P=P_right)
-    params = {"stereo": True, "max_depth": 5.0}
+    params: dict[str, object] = {"stereo": True, "max_depth": 5.0}
     estimator = None
     if args.model:
         from depth_perception.config import estimator_from_parameters
@@ -82,13 +94,13 @@ def main() -> None:
         pipeline.process(frame)
     direct: list[float] = []
 
-    context = Context()
-    rclpy.init(context=context)
-    node = DepthPerceptionNode(context=context, parameter_overrides=[
-        Parameter(k, value=v) for k, v in params.items()])
-    tester = rclpy.create_node("bench_tester", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
+    node = subprocess.Popen(
+        [sys.executable, "-m", "depth_perception.ros.node", "--ros-args",
+         *[x for k, v in params.items() for x in ("-p", f"{k}:={ros_value(v)}")],
+         "--log-level", "warn"], stdout=subprocess.DEVNULL)
+    rclpy.init()
+    tester = rclpy.create_node("bench_tester")
+    executor = SingleThreadedExecutor()
     executor.add_node(tester)
     t = M.rclpy_types()
     qos = QoSProfile(depth=5)
@@ -102,6 +114,14 @@ def main() -> None:
         M.stamp_to_ns(m.header.stamp), time.perf_counter()), qos)
     labels_at: dict[int, float] = {}
     points_at: dict[int, float] = {}
+    diagnostics: dict[str, str] = {}
+
+    def on_diagnostics(array) -> None:
+        for status in array.status:
+            if status.name.endswith(": depth"):
+                diagnostics.update({kv.key: kv.value for kv in status.values})
+
+    tester.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
 
     def done_when_both(own: dict[int, float], other: dict[int, float]):
         def on_message(m) -> None:
@@ -113,17 +133,9 @@ def main() -> None:
 
     tester.create_subscription(t.Image, "regions/labels", done_when_both(labels_at, points_at), qos)
     tester.create_subscription(t.PointCloud2, "points", done_when_both(points_at, labels_at), qos)
-    while any(p.get_subscription_count() == 0 for p in pubs.values()) or \
-            node.count_subscribers("points") == 0 or not node._ready.is_set():
-        executor.spin_once(timeout_sec=0.05)
 
-    latencies, depth_latencies, rss = [], [], []
-    started = time.perf_counter()
-    for i in range(args.frames):
-        t0 = time.perf_counter()  # A: the pipeline called directly
-        pipeline.process(frame)
-        direct.append((time.perf_counter() - t0) * 1e3)
-        stamp = 1_000_000_000 + i * 33_000_000  # B: the same frame through the node
+    def send(i: int) -> int:
+        stamp = 1_000_000_000 + i * 33_000_000
         header = M.make_header(t, stamp, "cam")
         msgs = {"image": M.numpy_to_image(t, scene.rgb, "rgb8", header),
                 "camera_info": M.model_to_camera_info(t, cam, header),
@@ -133,6 +145,36 @@ def main() -> None:
         for name, msg in msgs.items():
             if name in pubs:
                 pubs[name].publish(msg)
+        return stamp, sent
+
+    # ready: the node subscribes, and answers a frame (its model loaded and warmed up)
+    deadline = time.monotonic() + 300
+    while (any(p.get_subscription_count() == 0 for p in pubs.values()) or not arrived) and \
+            time.monotonic() < deadline and node.poll() is None:
+        if all(p.get_subscription_count() for p in pubs.values()):
+            send(0)
+        end = time.monotonic() + 1.0
+        while not arrived and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+    if not arrived:
+        node.kill()
+        sys.exit("the node did not start or answer within 5 minutes")
+    for _ in range(3):  # its warm-up, as the direct call's
+        stamp, _sent = send(1)
+        end = time.monotonic() + 5.0
+        arrived.clear()
+        while stamp not in arrived and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
+
+    latencies, depth_latencies, rss = [], [], []
+    started = time.perf_counter()
+    for i in range(args.frames):
+        t0 = time.perf_counter()  # A: the pipeline called directly
+        pipeline.process(frame)
+        direct.append((time.perf_counter() - t0) * 1e3)
+        for seen in (arrived, depth_at, labels_at, points_at):
+            seen.clear()
+        stamp, sent = send(i + 2)  # B: the same frame through the node
         deadline = sent + 5.0
         while stamp not in arrived and time.perf_counter() < deadline:
             executor.spin_once(timeout_sec=0.01)
@@ -140,18 +182,22 @@ def main() -> None:
             latencies.append((arrived[stamp] - sent) * 1e3)
         if stamp in depth_at:
             depth_latencies.append((depth_at[stamp] - sent) * 1e3)
-        for seen in (arrived, depth_at, labels_at, points_at):
-            seen.clear()
         if i % 50 == 0:
-            rss.append(rss_mb())
+            rss.append(rss_mb(node.pid))
     elapsed = time.perf_counter() - started
-    rss.append(rss_mb())
-    stages = {k: statistics.median(t[k] for t in node._timings if k in t)
-              for k in (node._timings[-1] if node._timings else {})}
-    executor.shutdown()
-    node.destroy_node()
+    rss.append(rss_mb(node.pid))
+    end = time.monotonic() + 2.5  # a diagnostics round after the last frame
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.05)
+    suffix = " latency mean (ms)"
+    stages = {k[:-len(suffix)]: float(v) for k, v in diagnostics.items() if k.endswith(suffix)}
+    node.send_signal(2)
+    try:
+        node.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        node.kill()
     tester.destroy_node()
-    rclpy.try_shutdown(context=context)
+    rclpy.try_shutdown()
 
     d50 = statistics.median(direct)
     lat = np.array(latencies)
@@ -167,17 +213,18 @@ def main() -> None:
         d_p50, d_p99 = np.percentile(depth_latencies, [50, 99])
         print(f"{'  of which publish → depth arrives':<38} p50 {d_p50:8.1f} ms   p99 {d_p99:8.1f} ms "
               "(depth goes out before segmentation)")
-    print("node-side stage medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print("node-side stage means over its last 50 frames (ms, /diagnostics): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     print(f"{'transport + conversion overhead':<38} {100 * overhead:8.1f} %   (target <= 5 %: "
           f"{'met' if overhead <= 0.05 else 'NOT met'}) vs the direct call")
-    # The direct call runs on the main thread, the node's on its worker thread; on a loaded
-    # machine their torch/OpenMP behaviour differs, so also compare with the node's own pipeline
-    # time for the same frames: what remains is transport + message conversion.
+    # The direct call runs on this process's main thread, the node's on its worker thread beside
+    # its executor; also compare with the node's own pipeline time for the same frames: what
+    # remains is transport + message conversion.
     inside = stages.get("total", float("nan")) + stages.get("convert_in", 0.0)
     overhead_in = (p50 - inside) / inside
     print(f"{'  ... vs the pipeline time in the node':<38} {100 * overhead_in:8.1f} %   "
           f"({p50:.1f} ms end to end vs {inside:.1f} ms pipeline + input conversion)")
-    print(f"{'RSS after warm-up → end':<38} {warm:8.1f} → {rss[-1]:.1f} MB "
+    print(f"{'node RSS after warm-up → end':<38} {warm:8.1f} → {rss[-1]:.1f} MB "
           f"(growth {rss[-1] - warm:+.1f} MB; samples every 50 frames: "
           f"{' '.join(f'{r:.0f}' for r in rss)})")
     goals.record("bench/node.py", f"ROS overhead, {source} {w}x{h} (end to end vs direct call, "

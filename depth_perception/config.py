@@ -50,9 +50,10 @@ class NodeParams:
     queue_size: int = param(5, "per-input synchroniser queue length", minimum=1, maximum=100,
                             step=1, read_only=True)
     frame_queue: int = param(
-        2, "synchronised frames waiting while the worker is busy; when full, the oldest waiting "
+        3, "synchronised frames waiting while the worker is busy; when full, the oldest waiting "
         "frame is dropped (counted in /diagnostics). 1: always the newest frame, lowest latency; "
-        "2: a node that keeps up on average rides out one slow frame without dropping any",
+        "3: a node that keeps up on average rides out a burst of frames (a driver, DDS or the "
+        "machine stalled for two frame periods) without dropping any",
         minimum=1, maximum=10, step=1, read_only=True)
     camera_info_pairing: str = param(
         "latest", "latest: each image takes the newest CameraInfo of its size (calibration may be "
