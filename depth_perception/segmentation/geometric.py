@@ -238,15 +238,14 @@ def _normals_at(xyz: np.ndarray, idx: np.ndarray, row: int) -> np.ndarray:
     return n
 
 
-def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
+def _components(cand_idx: np.ndarray, xyz: np.ndarray, gap: np.ndarray, row: int,
                 cos_cut: float | None = None) -> np.ndarray:
     """Component id of every candidate (flat padded indices ``cand_idx``, sorted) over 4-neighbour
     edges that are short in 3-D (``gap``: per padded pixel, metres) and, when ``cos_cut`` is given,
-    not concave folds sharper than its angle."""
+    not concave folds sharper than its angle. ``xyz``: the padded cloud as 3 x (H+4)(W+4)
+    coordinate planes (the per-edge gathers fetch one float32 each, several times faster than
+    rows of an Nx3 array)."""
     n_nodes = len(cand_idx)
-    # coordinates as three contiguous planes: the per-edge gathers below fetch one float32 each,
-    # several times faster than rows of an Nx3 array
-    xyz = np.ascontiguousarray(P.T)
     X, Y, Z = xyz
     if cos_cut is not None and n_nodes:
         # normals of the candidates and their 4-neighbours, computed once; the pixels marked in a
@@ -254,7 +253,7 @@ def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
         # pixels, not slices over the rows they span: the span's temporaries overflow the cache
         # and cost several times more. Left uninitialised elsewhere (a NaN fill is a pass over
         # three images): the concave test reads normals only one pixel beyond a candidate.
-        is_near = np.zeros(len(P), bool)
+        is_near = np.zeros(len(X), bool)
         for o in (0, 1, -1, row, -row):
             is_near[cand_idx + o] = True
         near = np.flatnonzero(is_near)
@@ -262,7 +261,7 @@ def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
         normals[:, near] = _normals_at(xyz, near, row)
         NX, NY, NZ = normals
     # node number of every padded pixel (-1: not a candidate): a neighbour's node is one lookup
-    node = np.full(len(P), -1, np.int32)
+    node = np.full(len(X), -1, np.int32)
     node[cand_idx] = np.arange(n_nodes, dtype=np.int32)
     right = np.zeros(max(n_nodes - 1, 0), dtype=bool)  # node i to node i + 1, the next pixel
     edges = []
@@ -401,21 +400,23 @@ def segment_geometric(points: np.ndarray, params: GeometricParams | None = None,
     P = padded_cloud(pts)
     cand_idx = np.flatnonzero(pad_flat(cand))
     pix = pixel_angle(pts)
-    z_pad = np.nan_to_num(P[:, 2])
-    gap = np.maximum(params.cluster_gap_m, params.cluster_gap_px * pix * z_pad).astype(np.float32)
+    xyz = np.ascontiguousarray(P.T)
+    # read at valid pixels only; fmax keeps cluster_gap_m where z is NaN
+    gap = np.fmax(np.float32(params.cluster_gap_m), params.cluster_gap_px * pix * xyz[2])
     cos_cut = float(np.cos(np.radians(params.concave_cut_deg))) if params.concave_cut_deg > 0 else None
-    comp = _components(cand_idx, P, gap, row, cos_cut)
-    lab = np.zeros(len(P), np.int64)
+    comp = _components(cand_idx, xyz, gap, row, cos_cut)
+    lab = np.zeros(len(P), np.int32)
     scene = pts[::4, ::4][valid[::4, ::4]]  # a sparse sample of the scene for the wall test
     lab[cand_idx] = _keep_components(comp, P[cand_idx], scene, params)
     if params.grow_feet and lab.any():
         # one ring per pass: enough passes to climb the margin on a side face at the median depth
-        z_med = float(np.median(P[cand_idx, 2]))
+        z_med = float(np.median(xyz[2][cand_idx]))
         _grow(lab, np.flatnonzero(pad_flat(band)), P, gap, row,
               max_iter=int(min(30, np.ceil(margin / (pix * z_med)) + 1)))
     labels = lab.reshape(h + 2 * PAD, w + 2 * PAD)[PAD:-PAD, PAD:-PAD]
-    # ids 1..N by decreasing pixel count
-    counts = np.bincount(labels.ravel())
+    # ids 1..N by decreasing pixel count (counted on the contiguous padded image: the border
+    # only adds to the background's count)
+    counts = np.bincount(lab)
     order = np.argsort(-counts[1:], kind="stable") + 1
     keep = order[counts[order] >= params.min_points]
     lut = np.zeros(len(counts), np.uint16)
