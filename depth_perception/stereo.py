@@ -171,11 +171,12 @@ def stereo_depth(left, right, fx: float, baseline_m: float, params: StereoParams
     # SGBM's left strip has no full search range; beyond it every disparity (< min_disparity +
     # num_disparities) lands inside the right image
     valid[:, :int(np.ceil(strip))] = False
-    denom = disparity + np.float32(doffs) if doffs else disparity
+    denom = disparity + doffs
     with np.errstate(divide="ignore", invalid="ignore"):
         valid &= denom > 0
-        # the quotient in float64, rounded once to float32
-        depth = (np.float64(fx * baseline_m) / denom).astype(np.float32)
+        # float32 or float64 as the arguments' types make it (a Python float or a numpy float64
+        # fx), rounded to float32
+        depth = (fx * baseline_m / denom).astype(np.float32, copy=False)
         valid &= depth >= min_depth_m
         valid &= depth <= max_depth_m
     invalid = ~valid
