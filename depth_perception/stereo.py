@@ -165,15 +165,24 @@ def stereo_depth(left, right, fx: float, baseline_m: float, params: StereoParams
                          + (f", {strip:g} at scale {p.scale:g})" if p.scale != 1.0 else ")"))
 
     matched, disparity = _match(left, right, p)
-    cols = np.arange(left.shape[1], dtype=np.float32)[None, :]
+    # one boolean image edited in place and two in-place NaN fills: each full-image temporary
+    # costs about as much as the arithmetic on it
+    valid = matched
+    # SGBM's left strip has no full search range; beyond it every disparity (< min_disparity +
+    # num_disparities) lands inside the right image
+    valid[:, :int(np.ceil(strip))] = False
+    denom = disparity + doffs
     with np.errstate(divide="ignore", invalid="ignore"):
-        depth = (fx * baseline_m / (disparity + doffs)).astype(np.float32)
-    valid = (matched & (disparity + doffs > 0)
-             # the match must land inside the right image, and SGBM's left strip has no full search range
-             & (cols - disparity >= 0) & (cols >= strip)
-             & (depth >= min_depth_m) & (depth <= max_depth_m))
-    return StereoResult(depth_m=np.where(valid, depth, np.float32(np.nan)),
-                        disparity_px=np.where(valid, disparity, np.float32(np.nan)), valid=valid)
+        valid &= denom > 0
+        # float32 or float64 as the arguments' types make it (a Python float or a numpy float64
+        # fx), rounded to float32
+        depth = (fx * baseline_m / denom).astype(np.float32, copy=False)
+        valid &= depth >= min_depth_m
+        valid &= depth <= max_depth_m
+    invalid = ~valid
+    np.copyto(depth, np.float32(np.nan), where=invalid)
+    np.copyto(disparity, np.float32(np.nan), where=invalid)
+    return StereoResult(depth_m=depth, disparity_px=disparity, valid=valid)
 
 
 def _match(left: np.ndarray, right: np.ndarray, p: StereoParams) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +209,9 @@ def _match(left: np.ndarray, right: np.ndarray, p: StereoParams) -> tuple[np.nda
     # OpenCV only uses channel order for its colour cost, so RGB works as well as BGR
     raw = matcher.compute(left, right)  # int16, disparity * 16, (min_disparity - 1) * 16 = no match
     if p.scale == 1.0:
-        return raw > (q.min_disparity - 1) * 16, raw.astype(np.float32) / np.float32(16.0)
+        disparity = raw.astype(np.float32)
+        disparity *= np.float32(1.0 / 16.0)  # a power of two: exactly the division
+        return raw > (q.min_disparity - 1) * 16, disparity
     small = raw.astype(np.float32) / np.float32(16.0)
     nearest = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
     linear = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -238,60 +238,68 @@ def _normals_at(xyz: np.ndarray, idx: np.ndarray, row: int) -> np.ndarray:
     return n
 
 
-def _components(cand_idx: np.ndarray, P: np.ndarray, gap: np.ndarray, row: int,
+def _components(cand_idx: np.ndarray, xyz: np.ndarray, gap: np.ndarray, row: int,
                 cos_cut: float | None = None) -> np.ndarray:
     """Component id of every candidate (flat padded indices ``cand_idx``, sorted) over 4-neighbour
     edges that are short in 3-D (``gap``: per padded pixel, metres) and, when ``cos_cut`` is given,
-    not concave folds sharper than its angle."""
+    not concave folds sharper than its angle. ``xyz``: the padded cloud as 3 x (H+4)(W+4)
+    coordinate planes (the per-edge gathers fetch one float32 each, several times faster than
+    rows of an Nx3 array)."""
     n_nodes = len(cand_idx)
-    # coordinates as three contiguous planes: the per-edge gathers below fetch one float32 each,
-    # several times faster than rows of an Nx3 array
-    xyz = np.ascontiguousarray(P.T)
     X, Y, Z = xyz
-    if cos_cut is not None:
-        # normals of the candidates and their 4-neighbours, computed once (NaN elsewhere); the
-        # pixels marked in a flag image (np.unique would sort five copies of the candidates)
-        is_near = np.zeros(len(P), bool)
+    if cos_cut is not None and n_nodes:
+        # normals of the candidates and their 4-neighbours, computed once; the pixels marked in a
+        # flag image (np.unique would sort five copies of the candidates). Gathers at these
+        # pixels, not slices over the rows they span: the span's temporaries overflow the cache
+        # and cost several times more. Left uninitialised elsewhere (a NaN fill is a pass over
+        # three images): the concave test reads normals only one pixel beyond a candidate.
+        is_near = np.zeros(len(X), bool)
         for o in (0, 1, -1, row, -row):
             is_near[cand_idx + o] = True
         near = np.flatnonzero(is_near)
-        normals = np.full(xyz.shape, np.nan, np.float32)
+        normals = np.empty(xyz.shape, np.float32)
         normals[:, near] = _normals_at(xyz, near, row)
         NX, NY, NZ = normals
     # node number of every padded pixel (-1: not a candidate): a neighbour's node is one lookup
-    node = np.full(len(P), -1, np.int64)
-    node[cand_idx] = np.arange(n_nodes)
+    node = np.full(len(X), -1, np.int32)
+    node[cand_idx] = np.arange(n_nodes, dtype=np.int32)
     right = np.zeros(max(n_nodes - 1, 0), dtype=bool)  # node i to node i + 1, the next pixel
     edges = []
-    hole = ~np.isfinite(Z)
     # 4-neighbour edges, plus edges that jump a single invalid pixel (speckle, a dead row) so
-    # that holes in the depth do not cut an object in two
+    # that holes in the depth do not cut an object in two. Each test runs on the edges that
+    # passed the one before (the arrays shrink as they go; their order, increasing a, is kept).
     for step, jump in ((1, False), (row, False), (2, True), (2 * row, True)):
         j = node[cand_idx + step]
         a = np.flatnonzero(j >= 0)  # the neighbour is a candidate too; j is its node number
-        b = j[a]
-        ia, ib = cand_idx[a], cand_idx[b]
+        ia = cand_idx[a]
         if jump:
-            over = hole[ia + step // 2]
-            a, b, ia, ib = a[over], b[over], ia[over], ib[over]
+            over = ~np.isfinite(Z[ia + step // 2])
+            a, ia = a[over], ia[over]
+        ib = ia + step
         dx, dy, dz = X[ib] - X[ia], Y[ib] - Y[ia], Z[ib] - Z[ia]
         ok = dx * dx + dy * dy + dz * dz < (np.minimum(gap[ia], gap[ib]) * (2 if jump else 1)) ** 2
+        a, ia = a[ok], ia[ok]
         if cos_cut is not None and not jump:
             # normals one pixel back from each end of the edge: central differences right at a
             # crease straddle it and blur the fold away
-            ia2, ib2 = ia - step, ib + step
+            ia2, ib2 = ia - step, ia + 2 * step
             nax, nay, naz = NX[ia2], NY[ia2], NZ[ia2]
             nbx, nby, nbz = NX[ib2], NY[ib2], NZ[ib2]
-            dx, dy, dz = X[ib2] - X[ia2], Y[ib2] - Y[ia2], Z[ib2] - Z[ia2]
-            with np.errstate(invalid="ignore"):
-                sharp = nax * nbx + nay * nby + naz * nbz < cos_cut
-                # concave: each point lies on the camera side of the other's tangent plane
-                concave = (nax * dx + nay * dy + naz * dz > 0) & (nbx * dx + nby * dy + nbz * dz < 0)
-            ok &= ~(sharp & concave)
+            with np.errstate(invalid="ignore"):  # NaN normals (a missing neighbour) are not sharp
+                sharp = np.flatnonzero(nax * nbx + nay * nby + naz * nbz < cos_cut)
+            # concave: each point lies on the camera side of the other's tangent plane (tested on
+            # the few sharp edges only)
+            sa, sb = ia2[sharp], ib2[sharp]
+            dx, dy, dz = X[sb] - X[sa], Y[sb] - Y[sa], Z[sb] - Z[sa]
+            nax, nay, naz, nbx, nby, nbz = (v[sharp] for v in (nax, nay, naz, nbx, nby, nbz))
+            concave = (nax * dx + nay * dy + naz * dz > 0) & (nbx * dx + nby * dy + nbz * dz < 0)
+            keep = np.ones(len(a), bool)
+            keep[sharp[concave]] = False
+            a = a[keep]
         if step == 1:
-            right[a[ok]] = True
+            right[a] = True
         else:
-            edges.append((a[ok], b[ok]))
+            edges.append((a, j[a]))
     return grid_components(n_nodes, right, edges)
 
 
@@ -392,21 +400,23 @@ def segment_geometric(points: np.ndarray, params: GeometricParams | None = None,
     P = padded_cloud(pts)
     cand_idx = np.flatnonzero(pad_flat(cand))
     pix = pixel_angle(pts)
-    z_pad = np.nan_to_num(P[:, 2])
-    gap = np.maximum(params.cluster_gap_m, params.cluster_gap_px * pix * z_pad).astype(np.float32)
+    xyz = np.ascontiguousarray(P.T)
+    # read at valid pixels only; fmax keeps cluster_gap_m where z is NaN
+    gap = np.fmax(np.float32(params.cluster_gap_m), params.cluster_gap_px * pix * xyz[2])
     cos_cut = float(np.cos(np.radians(params.concave_cut_deg))) if params.concave_cut_deg > 0 else None
-    comp = _components(cand_idx, P, gap, row, cos_cut)
-    lab = np.zeros(len(P), np.int64)
+    comp = _components(cand_idx, xyz, gap, row, cos_cut)
+    lab = np.zeros(len(P), np.int32)
     scene = pts[::4, ::4][valid[::4, ::4]]  # a sparse sample of the scene for the wall test
     lab[cand_idx] = _keep_components(comp, P[cand_idx], scene, params)
     if params.grow_feet and lab.any():
         # one ring per pass: enough passes to climb the margin on a side face at the median depth
-        z_med = float(np.median(P[cand_idx, 2]))
+        z_med = float(np.median(xyz[2][cand_idx]))
         _grow(lab, np.flatnonzero(pad_flat(band)), P, gap, row,
               max_iter=int(min(30, np.ceil(margin / (pix * z_med)) + 1)))
     labels = lab.reshape(h + 2 * PAD, w + 2 * PAD)[PAD:-PAD, PAD:-PAD]
-    # ids 1..N by decreasing pixel count
-    counts = np.bincount(labels.ravel())
+    # ids 1..N by decreasing pixel count (counted on the contiguous padded image: the border
+    # only adds to the background's count)
+    counts = np.bincount(lab)
     order = np.argsort(-counts[1:], kind="stable") + 1
     keep = order[counts[order] >= params.min_points]
     lut = np.zeros(len(counts), np.uint16)

@@ -200,3 +200,59 @@ def test_growth_prefers_the_right_neighbour_on_a_tie():
     lab[row + 1], lab[row + 3] = 4, 9  # the middle pixel has a labelled neighbour on either side
     _grow(lab, np.array([row + 2]), P, gap, row, max_iter=1)
     assert lab[row + 2] == 9  # right first, then left, down, up (as the rescanning definition)
+
+
+# -- components: each edge test on the edges that passed the one before ------------------------------
+
+
+def _components_by_definition(cand_idx, xyz, gap, row, cos_cut=None):
+    """The definition of the components: every 4-neighbour edge (and every edge jumping one invalid
+    pixel) between candidates gets every test: short in 3-D, and for 4-neighbour edges not a sharp
+    concave fold (normals one pixel beyond each end; NaN normals never cut)."""
+    from depth_perception.grid import grid_components
+    from depth_perception.segmentation.geometric import _normals_at
+
+    X, Y, Z = xyz
+    n_nodes = len(cand_idx)
+    normals = np.full(xyz.shape, np.nan, np.float32)
+    everywhere = np.arange(row + 1, len(X) - row - 1)
+    normals[:, everywhere] = _normals_at(xyz, everywhere, row)
+    node = np.full(len(X), -1, np.int64)
+    node[cand_idx] = np.arange(n_nodes)
+    right, edges = np.zeros(max(n_nodes - 1, 0), bool), []
+    for step, jump in ((1, False), (row, False), (2, True), (2 * row, True)):
+        j = node[cand_idx + step]
+        a = np.flatnonzero(j >= 0)
+        ia, ib = cand_idx[a], cand_idx[j[a]]
+        if jump:
+            over = ~np.isfinite(Z[ia + step // 2])
+            a, ia, ib = a[over], ia[over], ib[over]
+        d2 = (X[ib] - X[ia]) ** 2 + (Y[ib] - Y[ia]) ** 2 + (Z[ib] - Z[ia]) ** 2
+        ok = d2 < (np.minimum(gap[ia], gap[ib]) * (2 if jump else 1)) ** 2
+        if cos_cut is not None and not jump:
+            na, nb = normals[:, ia - step], normals[:, ib + step]
+            d = xyz[:, ib + step] - xyz[:, ia - step]
+            with np.errstate(invalid="ignore"):
+                sharp = (na * nb).sum(axis=0) < cos_cut
+                concave = ((na * d).sum(axis=0) > 0) & ((nb * d).sum(axis=0) < 0)
+            ok &= ~(sharp & concave)
+        if step == 1:
+            right[a[ok]] = True
+        else:
+            edges.append((a[ok], j[a[ok]]))
+    return grid_components(n_nodes, right, edges)
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_staged_edge_tests_give_the_components_of_the_definition(seed, monkeypatch):
+    """The fast path tests the gap on every edge, the fold only on short edges with sharp normals,
+    and leaves normals unset where it never reads them: the same segmentation as testing every
+    edge with normals everywhere, on noisy SGBM clouds with touching-object creases."""
+    import depth_perception.segmentation.geometric as geometric
+
+    points = _stereo_cloud(seed)
+    staged = segment_geometric(points)
+    monkeypatch.setattr(geometric, "_components", _components_by_definition)
+    reference = segment_geometric(points)
+    assert len(reference) >= 4
+    np.testing.assert_array_equal(staged.labels, reference.labels)
