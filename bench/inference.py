@@ -25,6 +25,12 @@ OpenVINO INFERENCE_NUM_THREADS=1):
                      fp32: quantising the DPT head cost 2 % AbsRel on ORT, 15 % on OpenVINO),
                      convolutions too for the student (``static_int8_op_types``)
   ov fp32 / ov int8  the openvino backend (when installed) on the fp32 / the static int8 ONNX file
+  ov int8 nncf       OpenVINO IR quantised by NNCF (when nncf is installed) on the same calibration
+                     images, as ``DepthEstimator(backend="openvino", precision="int8")`` does it
+                     (``openvino_int8_options``): transformer scheme (attention products in int8,
+                     SmoothQuant), the transformers' convolutions fp32
+  ov int8 nncf all   the same with the convolutions int8 too (transformers only): the fastest row
+  ov int8 weights    NNCF weight compression: int8 weights, fp32 activations, no calibration
 
 Rows are interleaved: every round runs one frame of each row (in a rotated order), so machine noise
 spreads over all rows instead of landing on one. Per row: median and IQR of the thread CPU time
@@ -59,7 +65,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 import goals  # noqa: E402
 
-from depth_perception.depth.estimator import DepthEstimator, static_int8_op_types  # noqa: E402
+from depth_perception.depth.estimator import (  # noqa: E402
+    DepthEstimator,
+    openvino_int8_options,
+    static_int8_op_types,
+)
 from depth_perception.depth.processing import preprocess_numpy  # noqa: E402
 from depth_perception.depth.zoo import get_spec  # noqa: E402
 from depth_perception.scene import generate_tabletop  # noqa: E402
@@ -104,6 +114,12 @@ def machine() -> dict[str, str]:
     info["onnxruntime"] = onnxruntime.__version__
     ov = openvino_module()
     info["openvino"] = ov.__version__ if ov else "not installed"
+    try:
+        import nncf
+
+        info["nncf"] = nncf.__version__
+    except ImportError:
+        info["nncf"] = "not installed"
     info["intra-op threads"] = "1"
     return info
 
@@ -168,6 +184,8 @@ def build_rows(model_name: str, size: int, rgb: np.ndarray, tmp: Path, calib_cou
     """The rows of one model; returns (rows, label of the baseline row)."""
     from depth_perception.depth.onnx_export import export_onnx
     from depth_perception.depth.onnxruntime_backend import quantize_int8, quantize_int8_static
+    from depth_perception.depth.quantize import (compress_openvino_int8_weights, nncf_available,
+                                                 quantize_openvino_int8)
     from depth_perception.depth.student import default_weights_path
     from depth_perception.depth.weights import build_model
 
@@ -210,6 +228,16 @@ def build_rows(model_name: str, size: int, rgb: np.ndarray, tmp: Path, calib_cou
              ("ort int8 static", "onnxruntime", static)]
     if openvino_module() is not None:
         files += [("ov fp32", "openvino", onnx), ("ov int8 static", "openvino", static)]
+    if openvino_module() is not None and nncf_available():
+        t0 = time.perf_counter()
+        files.append(("ov int8 nncf", "openvino", quantize_openvino_int8(
+            onnx, tmp / f"{model_name}.nncf.xml", calib, **openvino_int8_options(spec))))
+        if not student:  # the estimator keeps the DPT head's convolutions fp32: this row does not
+            files.append(("ov int8 nncf all", "openvino", quantize_openvino_int8(
+                onnx, tmp / f"{model_name}.nncf_all.xml", calib, transformer=True)))
+        files.append(("ov int8 weights", "openvino", compress_openvino_int8_weights(
+            onnx, tmp / f"{model_name}.int8w.xml")))
+        log(f"  quantised {model_name} by NNCF in {time.perf_counter() - t0:.0f} s")
     for label, backend, path in files:
         e = DepthEstimator(spec, backend=backend, onnx_path=path, device="cpu", threads=1,
                            **{**kw, "random_init": False})
