@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -355,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # its per-layer INFO lines drown the tables
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     info = machine()
     lines = ["## CPU depth inference (bench/inference.py)\n",
