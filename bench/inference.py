@@ -29,7 +29,8 @@ OpenVINO INFERENCE_NUM_THREADS=1):
                      images, as ``DepthEstimator(backend="openvino", precision="int8")`` does it
                      (``openvino_int8_options``): transformer scheme (attention products in int8,
                      SmoothQuant), the transformers' convolutions fp32
-  ov int8 nncf all   the same with the convolutions int8 too (transformers only): the fastest row
+  ov int8 nncf all   the same with the convolutions int8 too (transformers only, --nncf-all): the
+                     fastest row, and its drift
   ov int8 weights    NNCF weight compression: int8 weights, fp32 activations, no calibration
 
 Rows are interleaved: every round runs one frame of each row (in a rotated order), so machine noise
@@ -40,8 +41,8 @@ maximum, against the baseline's output (no scale matching: the rows share weight
 Then the peak RSS of a fresh process that runs the ONNX Runtime path from an existing ONNX file, and
 whether it imported torch.
 
-    .venv/bin/python bench/inference.py              # quick (make bench): 3 rounds, ~5 min
-    .venv/bin/python bench/inference.py --rounds 7 --warmup 2 --markdown table.md   # ~9 min
+    .venv/bin/python bench/inference.py              # quick (make bench): 3 rounds, ~6 min
+    .venv/bin/python bench/inference.py --rounds 7 --warmup 2 --nncf-all --markdown table.md  # ~12 min
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def hf_pipeline(model: Any, size: int) -> Any:
 
 
 def build_rows(model_name: str, size: int, rgb: np.ndarray, tmp: Path, calib_count: int,
-               log: Callable[[str], None]) -> tuple[list[Row], str]:
+               log: Callable[[str], None], nncf_all: bool = False) -> tuple[list[Row], str]:
     """The rows of one model; returns (rows, label of the baseline row)."""
     from depth_perception.depth.onnx_export import export_onnx
     from depth_perception.depth.onnxruntime_backend import quantize_int8, quantize_int8_static
@@ -233,7 +234,7 @@ def build_rows(model_name: str, size: int, rgb: np.ndarray, tmp: Path, calib_cou
         t0 = time.perf_counter()
         files.append(("ov int8 nncf", "openvino", quantize_openvino_int8(
             onnx, tmp / f"{model_name}.nncf.xml", calib, **openvino_int8_options(spec))))
-        if not student:  # the estimator keeps the DPT head's convolutions fp32: this row does not
+        if nncf_all and not student:  # the estimator keeps the DPT head's convolutions fp32
             files.append(("ov int8 nncf all", "openvino", quantize_openvino_int8(
                 onnx, tmp / f"{model_name}.nncf_all.xml", calib, transformer=True)))
         files.append(("ov int8 weights", "openvino", compress_openvino_int8_weights(
@@ -352,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     ap.add_argument("--calibration", type=int, default=8, help="images for static int8 ranges")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    ap.add_argument("--nncf-all", action="store_true",
+                    help="also the row 'ov int8 nncf all' (Depth Anything: ~1.5 min more)")
     args = ap.parse_args(argv)
     import torch
 
@@ -369,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in args.models:
             name, size = sizes[key]
             rgb = photo(size) if key == "small" else generate_tabletop(seed=7).rgb
-            rows, baseline = build_rows(name, size, rgb, Path(tmp), args.calibration, log)
+            rows, baseline = build_rows(name, size, rgb, Path(tmp), args.calibration, log,
+                                        args.nncf_all)
             onnx_files[name] = Path(tmp) / f"{name}.onnx"
             measure(rows, args.rounds, args.warmup)
             part = table(name, size, rows, baseline)
