@@ -18,12 +18,6 @@ import numpy as np
 
 from .onnx_export import INPUT_NAME
 
-#: the node-name patterns (regular expressions over OpenVINO's node names of our ONNX export) of
-#: the DPT head's last convolutions, at 1/2 and full network resolution: quantised, they cost
-#: Depth Anything V2 Small ~10 % AbsRel (``bench/inference.py``)
-DPT_HEAD_PATTERNS = (r".*conv2d_(28|29|30)\b.*",)
-
-
 def nncf_available() -> bool:
     import importlib.util
 
