@@ -18,6 +18,7 @@ import numpy as np
 
 from .onnx_export import INPUT_NAME
 
+
 def nncf_available() -> bool:
     import importlib.util
 
