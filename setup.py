@@ -54,6 +54,8 @@ setup(
         "torch": ["torch>=2.1", "transformers>=4.45", "safetensors>=0.4"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "openvino": ["openvino>=2024.0"],
+        # NNCF: only when quantising for OpenVINO (depth.quantize); the int8 IR runs without it
+        "quantize": ["openvino>=2024.0", "nncf>=2.12"],
         # TensorRT itself comes with JetPack / NVIDIA's wheels; cuda-python runs a built engine
         # without torch
         "tensorrt": ["cuda-python>=12.0"],

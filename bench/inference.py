@@ -25,6 +25,13 @@ OpenVINO INFERENCE_NUM_THREADS=1):
                      fp32: quantising the DPT head cost 2 % AbsRel on ORT, 15 % on OpenVINO),
                      convolutions too for the student (``static_int8_op_types``)
   ov fp32 / ov int8  the openvino backend (when installed) on the fp32 / the static int8 ONNX file
+  ov int8 nncf       OpenVINO IR quantised by NNCF (when nncf is installed) on the same calibration
+                     images, as ``DepthEstimator(backend="openvino", precision="int8")`` does it
+                     (``openvino_int8_options``): transformer scheme (attention products in int8,
+                     SmoothQuant), the transformers' convolutions fp32
+  ov int8 nncf all   the same with the convolutions int8 too (transformers only, --nncf-all): the
+                     fastest row, and its drift
+  ov int8 weights    NNCF weight compression: int8 weights, fp32 activations, no calibration
 
 Rows are interleaved: every round runs one frame of each row (in a rotated order), so machine noise
 spreads over all rows instead of landing on one. Per row: median and IQR of the thread CPU time
@@ -34,14 +41,15 @@ maximum, against the baseline's output (no scale matching: the rows share weight
 Then the peak RSS of a fresh process that runs the ONNX Runtime path from an existing ONNX file, and
 whether it imported torch.
 
-    .venv/bin/python bench/inference.py              # quick (make bench): 3 rounds, ~5 min
-    .venv/bin/python bench/inference.py --rounds 7 --warmup 2 --markdown table.md   # ~9 min
+    .venv/bin/python bench/inference.py              # quick (make bench): 3 rounds, ~6 min
+    .venv/bin/python bench/inference.py --rounds 7 --warmup 2 --nncf-all --markdown table.md  # ~12 min
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -59,7 +67,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 import goals  # noqa: E402
 
-from depth_perception.depth.estimator import DepthEstimator, static_int8_op_types  # noqa: E402
+from depth_perception.depth.estimator import (  # noqa: E402
+    DepthEstimator,
+    openvino_int8_options,
+    static_int8_op_types,
+)
 from depth_perception.depth.processing import preprocess_numpy  # noqa: E402
 from depth_perception.depth.zoo import get_spec  # noqa: E402
 from depth_perception.scene import generate_tabletop  # noqa: E402
@@ -104,6 +116,12 @@ def machine() -> dict[str, str]:
     info["onnxruntime"] = onnxruntime.__version__
     ov = openvino_module()
     info["openvino"] = ov.__version__ if ov else "not installed"
+    try:
+        import nncf
+
+        info["nncf"] = nncf.__version__
+    except ImportError:
+        info["nncf"] = "not installed"
     info["intra-op threads"] = "1"
     return info
 
@@ -164,10 +182,12 @@ def hf_pipeline(model: Any, size: int) -> Any:
 
 
 def build_rows(model_name: str, size: int, rgb: np.ndarray, tmp: Path, calib_count: int,
-               log: Callable[[str], None]) -> tuple[list[Row], str]:
+               log: Callable[[str], None], nncf_all: bool = False) -> tuple[list[Row], str]:
     """The rows of one model; returns (rows, label of the baseline row)."""
     from depth_perception.depth.onnx_export import export_onnx
     from depth_perception.depth.onnxruntime_backend import quantize_int8, quantize_int8_static
+    from depth_perception.depth.quantize import (compress_openvino_int8_weights, nncf_available,
+                                                 quantize_openvino_int8)
     from depth_perception.depth.student import default_weights_path
     from depth_perception.depth.weights import build_model
 
@@ -210,6 +230,16 @@ def build_rows(model_name: str, size: int, rgb: np.ndarray, tmp: Path, calib_cou
              ("ort int8 static", "onnxruntime", static)]
     if openvino_module() is not None:
         files += [("ov fp32", "openvino", onnx), ("ov int8 static", "openvino", static)]
+    if openvino_module() is not None and nncf_available():
+        t0 = time.perf_counter()
+        files.append(("ov int8 nncf", "openvino", quantize_openvino_int8(
+            onnx, tmp / f"{model_name}.nncf.xml", calib, **openvino_int8_options(spec))))
+        if nncf_all and not student:  # the estimator keeps the DPT head's convolutions fp32
+            files.append(("ov int8 nncf all", "openvino", quantize_openvino_int8(
+                onnx, tmp / f"{model_name}.nncf_all.xml", calib, transformer=True)))
+        files.append(("ov int8 weights", "openvino", compress_openvino_int8_weights(
+            onnx, tmp / f"{model_name}.int8w.xml")))
+        log(f"  quantised {model_name} by NNCF in {time.perf_counter() - t0:.0f} s")
     for label, backend, path in files:
         e = DepthEstimator(spec, backend=backend, onnx_path=path, device="cpu", threads=1,
                            **{**kw, "random_init": False})
@@ -323,10 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     ap.add_argument("--calibration", type=int, default=8, help="images for static int8 ranges")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    ap.add_argument("--nncf-all", action="store_true",
+                    help="also the row 'ov int8 nncf all' (Depth Anything: ~1.5 min more)")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # its per-layer INFO lines drown the tables
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     info = machine()
     lines = ["## CPU depth inference (bench/inference.py)\n",
@@ -339,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in args.models:
             name, size = sizes[key]
             rgb = photo(size) if key == "small" else generate_tabletop(seed=7).rgb
-            rows, baseline = build_rows(name, size, rgb, Path(tmp), args.calibration, log)
+            rows, baseline = build_rows(name, size, rgb, Path(tmp), args.calibration, log,
+                                        args.nncf_all)
             onnx_files[name] = Path(tmp) / f"{name}.onnx"
             measure(rows, args.rounds, args.warmup)
             part = table(name, size, rows, baseline)

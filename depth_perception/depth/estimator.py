@@ -5,7 +5,8 @@
     pred.values, pred.kind             # HxW float32; "relative_inverse" | "metric" | "relative_depth"
 
 Backends: ``torch`` (CPU/CUDA), ``onnxruntime`` (an ONNX file, or one exported on the fly),
-``openvino`` (the same ONNX file on the CPU; fp32, or int8 from a static QDQ file),
+``openvino`` (the same ONNX file on the CPU; fp32, or int8: an NNCF-quantised OpenVINO IR when
+nncf is installed, else a static QDQ file),
 ``tensorrt`` (an engine or an ONNX file; needs a CUDA GPU and TensorRT), and ``auto``: TensorRT when a
 GPU and TensorRT are present, torch on another GPU, else ONNX Runtime when an ONNX file is given,
 else torch on the CPU.
@@ -211,16 +212,21 @@ class DepthEstimator:
         return backend
 
     def _quantize_static(self, path: Path) -> Path:
-        """Static int8 copy of ``path`` (MatMul weights), calibrated on generated tabletop scenes
-        (the domain of the pipeline) through this estimator's own preprocessing."""
+        """Static int8 copy of ``path``, calibrated on generated tabletop scenes (the domain of the
+        pipeline) through this estimator's own preprocessing: an OpenVINO IR by NNCF when nncf is
+        installed (:func:`openvino_int8_options`), else ONNX Runtime's QDQ file."""
         from ..scene import generate_tabletop
         from .onnxruntime_backend import quantize_int8_static
         from .processing import preprocess_numpy
+        from .quantize import nncf_available, quantize_openvino_int8
 
         self._log(f"calibrating static int8 on {CALIBRATION_SCENES} generated scenes")
         calibration = [preprocess_numpy(generate_tabletop(seed=i).rgb, self.spec, self.input_size,
                                         self.max_aspect_ratio)[0]
                        for i in range(CALIBRATION_SCENES)]
+        if nncf_available():
+            return quantize_openvino_int8(path, self._tmpdir() / f"{path.stem}.int8.xml",
+                                          calibration, **openvino_int8_options(self.spec))
         return quantize_int8_static(path, self._tmpdir() / f"{path.stem}.int8.onnx", calibration,
                                     op_types=static_int8_op_types(self.spec))
 
@@ -388,6 +394,16 @@ def static_int8_op_types(spec: ModelSpec) -> tuple[str, ...]:
     return ("Conv", "MatMul") if spec.family == "student" else ("MatMul",)
 
 
+def openvino_int8_options(spec: ModelSpec) -> dict[str, Any]:
+    """How NNCF quantises ``spec`` for OpenVINO (:func:`~depth_perception.depth.quantize.
+    quantize_openvino_int8` keywords): everything for the all-convolution student (0.3 % AbsRel),
+    the transformers' MatMuls and attention but not their convolutional DPT heads (Depth Anything
+    V2 Small: 1.10 % AbsRel; with int8 convolutions 11 %, ``bench/inference.py --nncf-all``)."""
+    if spec.family == "student":
+        return {"transformer": True}
+    return {"transformer": True, "keep_fp32_types": ("Convolution", "ConvolutionBackpropData")}
+
+
 def _cpu(x: Any) -> Any:
     return x.detach().cpu() if hasattr(x, "detach") else x
 
@@ -403,5 +419,5 @@ def width_4_3(height: int, multiple: int) -> int:
 
 
 __all__ = ["DepthEstimator", "DepthPrediction", "DepthPredictor", "BackendUnavailableError",
-           "engine_profiles_for", "static_int8_op_types",
+           "engine_profiles_for", "static_int8_op_types", "openvino_int8_options",
            "Geometry", "BACKENDS"]
