@@ -388,15 +388,18 @@ def _save_program(program: Any, path: Path, optimize: bool, external_data: bool 
                   opset: int = EXPORTER_OPSET, name: str = "model",
                   decompose_layer_norm: bool = False) -> None:
     """Write an exported ONNX program to ``path``, through onnxscript's optimiser if ``optimize``
-    (always when converting: only a constant-folded graph has the constant axes that opset 17's
-    Reduce*/Split/Squeeze attributes need), converted down to ``opset``; with ``external_data``
+    (constant folding at least when converting: only a constant-folded graph has the constant axes
+    that opset 17's Reduce*/Split/Squeeze attributes need), converted down to ``opset``; with ``external_data``
     the weights go to ``<path>.data`` (:func:`external_data_path`)."""
     plain = program.model_proto  # before the optimiser touches the program
     proto = plain
     convert = opset < _opset_of(plain)
     if optimize or convert:
         try:
-            program.optimize()
+            if optimize:
+                program.optimize()
+            else:
+                _fold_constants(program.model)
             proto = program.model_proto
         except Exception:  # noqa: BLE001
             # onnxscript's optimiser may fail on graphs it does not know (sequence ops); ONNX
@@ -407,6 +410,18 @@ def _save_program(program: Any, path: Path, optimize: bool, external_data: bool 
     if decompose_layer_norm:
         decompose_layer_normalization(proto, name)
     _save_proto(proto, path, external_data)
+
+
+def _fold_constants(model: Any) -> None:
+    """Constant folding alone on an ``onnx_ir`` model, in place: what converting to an older opset
+    needs (constant axes). onnxscript's full optimiser also runs its pattern rewrites, which take
+    most of its time on large graphs (ZoeDepth, BEiT) and that ONNX Runtime redoes at load time."""
+    import onnx_ir.passes.common as common_passes
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.fold_constants(model)
+    common_passes.RemoveUnusedNodesPass()(model)
+    common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
 
 
 def decompose_layer_normalization(proto: Any, name: str = "model") -> int:

@@ -14,6 +14,7 @@ Post: 1xh×w network output → HxW float32 at the input resolution (border crop
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -103,18 +104,45 @@ def preprocess(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = None, 
 
 def _resize_bicubic(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """HxWxC float32 → hxwxC float32, the torch path's bicubic: antialiased when shrinking (torch's
-    antialias filter is Pillow's, so Pillow's float mode gives it), OpenCV's bicubic (the same
+    antialias filter is Pillow's: :func:`_antialias_weights`), OpenCV's bicubic (the same
     a = -0.75 kernel and half-pixel centres as torch) when enlarging."""
     import cv2
 
     h, w = hw
     if h < img.shape[0]:
-        from PIL import Image
-
-        return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c]), mode="F")
-                                    .resize((w, h), Image.Resampling.BICUBIC))
-                         for c in range(img.shape[2])], axis=2)
+        # separable: rows first (fewest output rows), then columns, each one sparse product
+        H, W, C = img.shape
+        rows = _antialias_weights(H, h) @ img.reshape(H, W * C)  # h x (W*C)
+        cols = _antialias_weights(W, w) @ rows.reshape(h, W, C).transpose(1, 0, 2).reshape(W, h * C)
+        return np.ascontiguousarray(cols.reshape(w, h, C).transpose(1, 0, 2), dtype=np.float32)
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@lru_cache(maxsize=8)
+def _antialias_weights(n_in: int, n_out: int) -> Any:
+    """The n_out x n_in sparse matrix (float32 CSR, read only: cached per size, a camera's frames
+    share it) of Pillow's antialiased bicubic resampling along one axis (Pillow's
+    ``precompute_coeffs`` with its a = -0.5 kernel stretched by the scale, normalised per output
+    sample), which torch's ``antialias=True`` bicubic also uses."""
+    from scipy.sparse import csr_matrix
+
+    scale = n_in / n_out
+    filter_scale = max(scale, 1.0)
+    support = 2.0 * filter_scale
+    center = (np.arange(n_out) + 0.5) * scale
+    lo = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C truncation, then clamped
+    hi = np.minimum((center + support + 0.5).astype(np.int64), n_in)
+    taps = int((hi - lo).max())
+    idx = lo[:, None] + np.arange(taps)[None, :]
+    x = np.abs((idx - center[:, None] + 0.5) / filter_scale)
+    a = -0.5
+    k = np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0,
+                 np.where(x < 2.0, (((x - 5.0) * x + 8.0) * x - 4.0) * a, 0.0))
+    k[idx >= hi[:, None]] = 0.0
+    k /= k.sum(axis=1, keepdims=True)
+    keep = idx < hi[:, None]
+    rows = np.broadcast_to(np.arange(n_out)[:, None], idx.shape)
+    return csr_matrix((k[keep].astype(np.float32), (rows[keep], idx[keep])), shape=(n_out, n_in))
 
 
 def preprocess_numpy(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = None,

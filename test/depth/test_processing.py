@@ -135,6 +135,24 @@ def test_numpy_preprocessing_matches_the_torch_path(name: str, hw: tuple[int, in
     assert np.abs(x_numpy - x_torch.numpy()).mean() < 1e-5
 
 
+@pytest.mark.parametrize("src, dst", [((480, 640), (144, 192)), ((1080, 1440), (518, 690)),
+                                      ((97, 301), (13, 300)), ((480, 640), (479, 120))])
+def test_shrinking_is_pillows_antialiased_bicubic(src, dst) -> None:
+    """The separable sparse resampling the torch-free path uses equals Pillow's float-mode bicubic
+    (what torch's antialias=True computes) channel by channel."""
+    from PIL import Image
+
+    from depth_perception.depth.processing import _resize_bicubic
+
+    img = np.random.default_rng(0).random((*src, 3), dtype=np.float32)
+    got = _resize_bicubic(img, dst)
+    assert got.shape == (*dst, 3) and got.dtype == np.float32
+    for c in range(3):
+        ref = np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c]), mode="F")
+                         .resize(dst[::-1], Image.Resampling.BICUBIC))
+        np.testing.assert_allclose(got[..., c], ref, atol=2e-6)
+
+
 @pytest.mark.parametrize("name, hw", [("depth_anything_v2_small", (300, 450)),
                                       ("depth_anything_v2_small", (1080, 1440)),
                                       ("dpt_large", (480, 640))])
