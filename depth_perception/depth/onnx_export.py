@@ -419,8 +419,10 @@ def _fold_constants(model: Any) -> None:
     import onnx_ir.passes.common as common_passes
     import onnxscript.optimizer
 
-    onnxscript.optimizer.fold_constants(model)
+    common_passes.InlinePass()(model)  # torchlib functions (their CastLike, ...) into the graph
+    onnxscript.optimizer.fold_constants(model, onnx_shape_inference=True)
     common_passes.RemoveUnusedNodesPass()(model)
+    common_passes.RemoveUnusedFunctionsPass()(model)
     common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
 
 
