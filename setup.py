@@ -52,7 +52,8 @@ setup(
     ],
     extras_require={
         "torch": ["torch>=2.1", "transformers>=4.45", "safetensors>=0.4"],
-        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        # onnxscript (with onnx_ir): torch.onnx's exporter, and the constant folding of exports
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.3"],
         "openvino": ["openvino>=2024.0"],
         # NNCF: only when quantising for OpenVINO (depth.quantize); the int8 IR runs without it
         "quantize": ["openvino>=2024.0", "nncf>=2.12"],

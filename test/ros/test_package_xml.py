@@ -20,7 +20,9 @@ PYTHON_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "scipy": "pyth
 #: imported only when a user configures that backend or tool (documented as optional)
 OPTIONAL = {"onnxruntime", "onnx", "tensorrt", "segment_anything", "diffusers", "matplotlib",
             "skimage", "tokenizers", "typing_extensions", "cuda", "polygraphy", "openvino",
-            "huggingface_hub"}  # huggingface_hub: a hub id's download (a transformers dependency)
+            "huggingface_hub",  # a hub id's download (a transformers dependency)
+            "onnxscript", "onnx_ir",  # exporting to ONNX (the onnx extra)
+            "nncf"}  # quantising for OpenVINO (the quantize extra)
 
 
 def depends(kind: str) -> set[str]:
