@@ -48,6 +48,8 @@ setup(
         "PyYAML>=5.4",
         # image sizes from headers, before decoding (input pixel limits)
         "Pillow>=9.1",
+        # one BLAS thread in the node and the command (depth_perception.threads)
+        "threadpoolctl>=3.1",
         "setuptools",
     ],
     extras_require={

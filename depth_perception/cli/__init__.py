@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_export_parser(sub)
     engine.add_build_engine_parser(sub)
     return parser
+#: the commands that run the pipeline frame after frame (see :mod:`depth_perception.threads`)
+FRAME_COMMANDS = ("predict", "demo", "bag")
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in FRAME_COMMANDS:
+            from ..threads import limit_blas_threads
+
+            limit_blas_threads()
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("depth-perception: interrupted", file=sys.stderr)

@@ -63,11 +63,12 @@ def cloud_dtype(rgb: bool, label: bool) -> np.dtype:
     return _CLOUD_DTYPES[(bool(rgb), bool(label))]
 
 
-def _cloud_words(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | None) -> np.ndarray:
-    """(N, point_step / 4) float32 words of the points, little-endian host: one cv2.mixChannels
-    pass interleaves x, y, z, packed rgb and the label (a uint16 widened to 32 bits, so its pad
-    bytes are zero). cv2 copies 4-byte words as integers: NaN payloads and the rgb / label bit
-    patterns pass unchanged."""
+def _cloud_words(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | None,
+                 out: np.ndarray) -> np.ndarray:
+    """(N, point_step / 4) float32 words of the points in ``out`` (N * point_step uint8),
+    little-endian host: one cv2.mixChannels pass interleaves x, y, z, packed rgb and the label (a
+    uint16 widened to 32 bits, so its pad bytes are zero). cv2 copies 4-byte words as integers:
+    NaN payloads and the rgb / label bit patterns pass unchanged."""
     import cv2
 
     n = pts.shape[0] * (pts.shape[1] if pts.ndim == 3 else 1)
@@ -78,9 +79,9 @@ def _cloud_words(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | No
         sources.append(np.asarray(label).astype(np.uint16, copy=False).astype(np.uint32).view(np.float32)
                        .reshape(1, n, 1))
     words = 3 + len(sources) - 1
-    out = np.empty((1, n, words), dtype=np.float32)
-    cv2.mixChannels(sources, [out], [v for c in range(words) for v in (c, c)])
-    return out.reshape(n, words)
+    dst = out.view(np.float32).reshape(1, n, words)
+    cv2.mixChannels(sources, [dst], [v for c in range(words) for v in (c, c)])
+    return dst.reshape(n, words)
 
 
 def _check_cloud_arrays(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | None) -> None:
@@ -92,30 +93,36 @@ def _check_cloud_arrays(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarr
         raise MessageError(f"label shape {label.shape} does not match points {pts.shape}")
 
 
-def _cloud_bytes(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | None) -> np.ndarray:
-    """(N, point_step) uint8 rows of a fresh buffer in the :func:`cloud_dtype` layout."""
+def _cloud_bytes(pts: np.ndarray, rgb: np.ndarray | None, label: np.ndarray | None,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """(N, point_step) uint8 rows in the :func:`cloud_dtype` layout, written into ``out`` (N *
+    point_step uint8, e.g. a message's own storage) or a fresh buffer."""
     n = pts.shape[0] * (pts.shape[1] if pts.ndim == 3 else 1)
     dtype = cloud_dtype(rgb is not None, label is not None)
+    if out is None:
+        out = np.empty(n * dtype.itemsize, dtype=np.uint8)
     uint8_rgb = rgb is None or np.asarray(rgb).dtype == np.uint8
     if sys.byteorder == "little" and 0 < n < 2**31 and uint8_rgb:
         if rgb is None and label is None:
-            buf = np.array(pts, dtype=np.float32, order="C")  # a copy: the message owns its bytes
+            out.view(np.float32).reshape(n, 3)[:] = pts.reshape(n, 3)
         else:
-            buf = _cloud_words(pts, rgb, label)
-        return buf.reshape(-1).view(np.uint8).reshape(n, dtype.itemsize)
+            _cloud_words(pts, rgb, label, out)
+        return out.reshape(n, dtype.itemsize)
     # big-endian host, empty cloud or unusual rgb dtype: per-field structured assignment
-    out = np.zeros(n, dtype=dtype)  # zeroed padding keeps the bytes reproducible
-    out["x"], out["y"], out["z"] = (pts[..., i].reshape(n) for i in range(3))
+    points = np.zeros(n, dtype=dtype)  # zeroed padding keeps the bytes reproducible
+    points["x"], points["y"], points["z"] = (pts[..., i].reshape(n) for i in range(3))
     if rgb is not None:
-        out["rgb"] = pack_rgb(rgb).reshape(n)
+        points["rgb"] = pack_rgb(rgb).reshape(n)
     if label is not None:
-        out["label"] = label.reshape(n)
-    return out.view(np.uint8).reshape(n, dtype.itemsize)
+        points["label"] = label.reshape(n)
+    out[:] = points.view(np.uint8).reshape(-1)
+    return out.reshape(n, dtype.itemsize)
 
 
-def _cloud_msg(types: MessageTypes, rows: np.ndarray, h: int, w: int, dtype: np.dtype, header: Any,
+def _cloud_msg(types: MessageTypes, rows: Any, h: int, w: int, dtype: np.dtype, header: Any,
                is_dense: bool) -> Any:
-    """PointCloud2 around (h * w, point_step) uint8 ``rows`` (a view is fine: it is copied for rclpy)."""
+    """PointCloud2 around (h * w, point_step) uint8 ``rows`` (a view is fine: it is copied for
+    rclpy), or the storage :attr:`MessageTypes.uint8_empty` gave, kept as it is."""
     fields = [
         types.PointField(
             name=name, offset=dtype.fields[name][1], datatype=_DATATYPE_OF[dtype.fields[name][0].str[1:]],
@@ -124,7 +131,8 @@ def _cloud_msg(types: MessageTypes, rows: np.ndarray, h: int, w: int, dtype: np.
         for name in dtype.names
     ]
     # rows are a fresh buffer (or a view of one) made for this message: rosbags may keep it
-    return with_data(types, types.PointCloud2, rows.reshape(-1), owned=True, header=header,
+    data = rows.reshape(-1) if isinstance(rows, np.ndarray) else rows
+    return with_data(types, types.PointCloud2, data, owned=True, header=header,
                      height=h, width=w, fields=fields, is_bigendian=False,
                      point_step=dtype.itemsize, row_step=dtype.itemsize * w, is_dense=is_dense)
 
@@ -144,9 +152,10 @@ def points_to_cloud(
     pts = np.asarray(xyz, dtype=np.float32)
     _check_cloud_arrays(pts, rgb, label)
     h, w = (pts.shape[0], pts.shape[1]) if pts.ndim == 3 else (1, pts.shape[0])
-    rows = _cloud_bytes(pts, rgb, label)
-    return _cloud_msg(types, rows, h, w, cloud_dtype(rgb is not None, label is not None), header,
-                      _all_finite(pts))
+    dtype = cloud_dtype(rgb is not None, label is not None)
+    storage, out = types.uint8_empty(h * w * dtype.itemsize)  # the message's own bytes
+    _cloud_bytes(pts, rgb, label, out)
+    return _cloud_msg(types, storage, h, w, dtype, header, _all_finite(pts))
 
 
 def points_to_clouds(

@@ -53,6 +53,9 @@ class MessageTypes:
     PointField: Any
     PointCloud2: Any
     uint8_seq: Callable[[Any], Any]  # bytes or a C-contiguous uint8 array → uint8[] field
+    #: nbytes → (a uint8[] field's storage, a writable uint8 numpy view of it): a message's
+    #: bytes written in place (the multi-megabyte cloud) instead of built, then copied in
+    uint8_empty: Callable[[int], tuple[Any, np.ndarray]]
     float64_seq: Callable[[np.ndarray], Any]
     float64_fixed: Callable[[np.ndarray], Any]
     #: the typestore (rosbags) or None (rclpy); bag writing needs it to serialise.
@@ -75,6 +78,7 @@ def rosbags_types(distro: str = "ROS2_JAZZY") -> MessageTypes:
         PointField=t["sensor_msgs/msg/PointField"],
         PointCloud2=t["sensor_msgs/msg/PointCloud2"],
         uint8_seq=lambda b: np.frombuffer(b, dtype=np.uint8).copy(),
+        uint8_empty=_numpy_empty,
         float64_seq=lambda a: np.asarray(a, dtype=np.float64).reshape(-1).copy(),
         float64_fixed=lambda a: np.asarray(a, dtype=np.float64).reshape(-1).copy(),
         typestore=ts,
@@ -85,20 +89,49 @@ def with_data(types: MessageTypes, cls: Any, data: np.ndarray, owned: bool = Fal
               **fields: Any) -> Any:
     """``cls(**fields, data=data)`` for a message with a ``uint8[] data`` field, from a
     C-contiguous uint8 array, with the fewest copies of a multi-megabyte buffer: rclpy's generated
-    constructor copies a sequence twice (``array('B', ...)`` in ``__init__`` and in the setter),
-    the setter alone once; rosbags keeps the array it is given, so ``data`` is copied unless the
-    caller ``owned`` a fresh buffer."""
+    constructor copies a sequence twice (``array('B', ...)`` in ``__init__`` and in the setter);
+    rosbags keeps the array it is given. ``data`` is copied unless the caller ``owned`` a fresh
+    buffer: a numpy array (rosbags) or the storage :attr:`MessageTypes.uint8_empty` gave."""
     if types.typestore is not None:
         return cls(**fields, data=data if owned else types.uint8_seq(data))
     msg = cls(**fields)
-    msg.data = types.uint8_seq(data)
+    keep = owned and isinstance(data, array.array) and data.typecode == "B"
+    _keep_array(msg, "data", data if keep else types.uint8_seq(data))
     return msg
+
+
+def _keep_array(msg: Any, name: str, value: array.array) -> None:
+    """``msg.<name> = value`` for an rclpy message, keeping the array.array rather than a copy.
+
+    Jazzy's generated setters copy an array.array (``array.array('B', value)``) unless the
+    message checks its fields (``ROS_PYTHON_CHECK_FIELDS=1``), when they check its type code and
+    keep it, as Humble's always do: a needless copy of a 6 MB cloud per frame. The check is
+    switched on for this one assignment."""
+    if getattr(msg, "_check_fields", None) is False:
+        msg._check_fields = True
+        try:
+            setattr(msg, name, value)
+        finally:
+            msg._check_fields = False
+    else:
+        setattr(msg, name, value)
 
 
 def _uint8_array(buffer: Any) -> array.array:
     out = array.array("B")
     out.frombytes(buffer)
     return out
+
+
+def _uint8_array_empty(nbytes: int) -> tuple[array.array, np.ndarray]:
+    # a one-byte array repeated is one memset: the pages are touched once, by the fill
+    storage = array.array("B", b"\0") * int(nbytes)
+    return storage, np.frombuffer(storage, dtype=np.uint8) if nbytes else np.empty(0, np.uint8)
+
+
+def _numpy_empty(nbytes: int) -> tuple[np.ndarray, np.ndarray]:
+    buf = np.empty(int(nbytes), dtype=np.uint8)
+    return buf, buf
 
 
 def rclpy_types() -> MessageTypes:
@@ -126,6 +159,7 @@ def rclpy_types() -> MessageTypes:
         # one memcpy from any C-contiguous buffer (bytes, a numpy array): array('B', x) would
         # iterate a non-bytes buffer, and rclpy validates lists element by element
         uint8_seq=_uint8_array,
+        uint8_empty=_uint8_array_empty,
         float64_seq=lambda a: array.array("d", np.asarray(a, dtype=np.float64).reshape(-1)),
         float64_fixed=lambda a: np.asarray(a, dtype=np.float64).reshape(-1).copy(),
     )

@@ -51,6 +51,7 @@ from ..driver import (CAMERA_INFO_INPUTS, Models, camera_info_stores, input_name
                       pose_buffer, synchronizer)
 from ..regions import implementation_in_use
 from ..sync import LatestQueue
+from ..threads import limit_blas_threads
 from . import messages as M
 from .conversion import group_to_frame, iter_result_messages, output_options
 
@@ -603,6 +604,7 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _run(args: list[str] | None) -> None:
+    limit_blas_threads()
     rclpy.init(args=args)
     node = None
     try:

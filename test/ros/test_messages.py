@@ -7,7 +7,7 @@ conversion forgot to fill, or filled with the wrong type, fails here rather than
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import cv2
@@ -432,6 +432,24 @@ def test_organised_xyz_cloud_round_trips_height_major(flavour):
     # row v, column u: point (v=2, u=4) is the last one in the buffer
     last = np.frombuffer(bytes(msg.data)[-12:], "<f4")
     np.testing.assert_array_equal(last, xyz[2, 4])
+
+
+def test_a_cloud_message_keeps_the_buffer_its_points_were_written_into(flavour, monkeypatch):
+    """The multi-megabyte scene cloud is interleaved straight into the message's storage: no
+    copy into the message afterwards (rclpy's generated setter would copy an array.array)."""
+    made = []
+
+    def empty(nbytes):
+        storage, view = flavour.types.uint8_empty(nbytes)
+        made.append(storage)
+        return storage, view
+
+    types = replace(flavour.types, uint8_empty=empty)
+    xyz, rgb = _xyz(4), np.full((H, W, 3), 7, np.uint8)
+    msg = points_to_cloud(types, xyz, _header(types), rgb=rgb)
+    assert len(made) == 1
+    assert np.shares_memory(np.frombuffer(msg.data, np.uint8), np.frombuffer(made[0], np.uint8))
+    np.testing.assert_array_equal(cloud_to_xyz(flavour.wire(msg)), xyz)
 
 
 def test_finite_cloud_is_dense(flavour):

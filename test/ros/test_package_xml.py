@@ -22,7 +22,8 @@ OPTIONAL = {"onnxruntime", "onnx", "tensorrt", "segment_anything", "diffusers", 
             "skimage", "tokenizers", "typing_extensions", "cuda", "polygraphy", "openvino",
             "huggingface_hub",  # a hub id's download (a transformers dependency)
             "onnxscript", "onnx_ir",  # exporting to ONNX (the onnx extra)
-            "nncf"}  # quantising for OpenVINO (the quantize extra)
+            "nncf",  # quantising for OpenVINO (the quantize extra)
+            "threadpoolctl"}  # BLAS threads (pip installs it; without it they stay as they are)
 
 
 def depends(kind: str) -> set[str]:
