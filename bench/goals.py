@@ -71,6 +71,8 @@ def main() -> int:
         print(f"no goals recorded: {args.results} does not exist", file=sys.stderr)
         return 2
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    # a bench run again (`make soak` twice) replaces its rows rather than adding to them
+    rows = list({(r["bench"], r["goal"]): r for r in rows}.values())
     table = markdown(rows)
     print(table)
     if args.markdown:
