@@ -29,7 +29,8 @@ def pinhole_rays(K: Any, height: int, width: int, device: Any = "cpu") -> Any:
         raise ValueError(f"image must be at least 1x1 pixels, got {width}x{height}")
     if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
         raise ValueError(f"K must be finite with fx, fy > 0, got K={k.tolist()}")
-    fx, fy, cx, cy, skew = k[0, 0], k[1, 1], k[0, 2], k[1, 2], k[0, 1]
+    # Python floats: a numpy scalar on the left of a CUDA tensor must not try numpy's operator
+    fx, fy, cx, cy, skew = (float(k[i, j]) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2), (0, 1)))
     v, u = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=device),
                           torch.arange(width, dtype=torch.float64, device=device), indexing="ij")
     # the operations and their order of camera.py's, so the float32 rays are bit-equal
