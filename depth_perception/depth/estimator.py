@@ -4,6 +4,9 @@
     pred = est.predict(rgb)            # rgb: HxWx3 uint8
     pred.values, pred.kind             # HxW float32; "relative_inverse" | "metric" | "relative_depth"
 
+    staged = est.upload(next_rgb)      # on a GPU: its copy overlaps the next predict's work
+    pred = est.predict(staged, rays=rays)   # rays HxWx2: pred.points, the HxWx3 cloud (one copy back)
+
 Backends: ``torch`` (CPU/CUDA), ``onnxruntime`` (an ONNX file, or one exported on the fly),
 ``openvino`` (the same ONNX file on the CPU; fp32, or int8: an NNCF-quantised OpenVINO IR when
 nncf is installed, else a static QDQ file),

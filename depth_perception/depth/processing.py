@@ -9,6 +9,9 @@ the shorter side goes to ``input_size`` and both sides are rounded to the patch 
 centred on a zero (= mean colour) border (``fixed``: letterbox, never squashed).
 
 Post: 1xh×w network output → HxW float32 at the input resolution (border cropped, bilinear resize).
+
+On a CUDA device, :class:`ImageUploader` stages frames through pinned memory on an upload stream of
+its own, so that the next frame's copy overlaps this frame's work (``DepthEstimator.upload``).
 """
 
 from __future__ import annotations
