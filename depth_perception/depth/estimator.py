@@ -324,7 +324,8 @@ class DepthEstimator:
             values = self.backend.predict(rgb, self.input_size)
             timings["inference"] = (time.perf_counter() - t0) * 1e3
             timings["total"] = timings["inference"]
-            return DepthPrediction(values, self.kind, timings)
+            points = None if rays is None else _backproject_host(values, np.asarray(_cpu(rays)))
+            return DepthPrediction(values, self.kind, timings, points=points)
         if self.host_arrays:
             x, geo = preprocess_numpy(rgb, self.spec, self.input_size, self.max_aspect_ratio)
         elif isinstance(rgb, UploadedImage):
