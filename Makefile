@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test msgs bench soak clean
+.PHONY: demo test msgs bench soak bench-gpu clean
 
 $(VENV)/.base: setup.py requirements/ci.txt depth_perception/_regions_kernel.cpp
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ test: msgs
 # bench_out/goals.md), the table the README quotes. `make soak` (the node for 10 minutes) adds its
 # rows to the same table.
 BENCH_GOALS := bench_out/goals.jsonl
-BENCHES := regions stereo_frame clouds accuracy segmentation inference node
+BENCHES := regions stereo_frame clouds accuracy segmentation inference node gpu
 bench: msgs
 	mkdir -p bench_out && rm -f $(BENCH_GOALS)
 	status=0; for b in $(BENCHES); do \
@@ -60,6 +60,14 @@ bench: msgs
 soak: msgs
 	mkdir -p bench_out
 	status=0; DP_BENCH_GOALS=$(BENCH_GOALS) scripts/netns.sh $(PY) bench/soak.py || status=1; \
+	echo "== goals"; $(PY) bench/goals.py $(BENCH_GOALS) --markdown bench_out/goals.md; exit $$status
+
+# The GPU path (TensorRT) against the engine's own time, alone (`make bench` runs it too: on a
+# machine without an NVIDIA GPU it says why it measured nothing and records the goal as not
+# measured), adding its rows to the same table.
+bench-gpu: $(VENV)/.base
+	mkdir -p bench_out
+	status=0; DP_BENCH_GOALS=$(BENCH_GOALS) $(PY) bench/gpu.py || status=1; \
 	echo "== goals"; $(PY) bench/goals.py $(BENCH_GOALS) --markdown bench_out/goals.md; exit $$status
 
 clean:

@@ -4,6 +4,9 @@
     pred = est.predict(rgb)            # rgb: HxWx3 uint8
     pred.values, pred.kind             # HxW float32; "relative_inverse" | "metric" | "relative_depth"
 
+    staged = est.upload(next_rgb)      # on a GPU: its copy overlaps the next predict's work
+    pred = est.predict(staged, rays=rays)   # rays HxWx2: pred.points, the HxWx3 cloud (one copy back)
+
 Backends: ``torch`` (CPU/CUDA), ``onnxruntime`` (an ONNX file, or one exported on the fly),
 ``openvino`` (the same ONNX file on the CPU; fp32, or int8: an NNCF-quantised OpenVINO IR when
 nncf is installed, else a static QDQ file),
@@ -29,9 +32,11 @@ from .onnx_export import FOV_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
 from .processing import (
     MAX_ASPECT_RATIO,
     Geometry,
+    UploadedImage,
     check_rgb,
     depth_pro_inverse_depth,
     postprocess,
+    postprocess_tensor,
     preprocess,
     preprocess_numpy,
     prompt_from_depth,
@@ -59,6 +64,9 @@ class DepthPrediction:
     kind: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     field_of_view_deg: float | None = None  # Depth Pro's own estimate
+    #: HxWx3 float32 organised cloud of ``values`` taken as metres (camera optical frame, NaN
+    #: kept) when ``predict`` was given rays; a metric model's cloud, else only for timing
+    points: np.ndarray | None = None
 
 
 class DepthPredictor(Protocol):
@@ -147,7 +155,8 @@ class DepthEstimator:
         #: the model file exists; the other backends keep the tensors on their device
         self.host_arrays = self.backend_name in HOST_BACKENDS
         self._log(f"depth model {spec.name}: licence {spec.licence}; backend {self.backend_name}")
-        self._device = "cpu"
+        self._device: Any = "cpu"
+        self._uploader: Any = None  # ImageUploader, made on the first CUDA frame
         if self.backend_name == "torch":
             self.backend = self._torch_backend(weights, random_init, device, seed)
         elif self.backend_name == "onnxruntime":
@@ -268,26 +277,61 @@ class DepthEstimator:
 
     # ----------------------------------------------------------------------------- inference
 
-    def predict(self, rgb: np.ndarray, fx_px: float | None = None,
-                prompt_depth_m: np.ndarray | None = None) -> DepthPrediction:
-        """HxWx3 uint8 RGB → depth at HxW.
+    @property
+    def device_upload(self) -> bool:
+        """Whether images go to a CUDA device through :class:`~.processing.ImageUploader` (pinned
+        staging, an upload stream): the torch CUDA and TensorRT-on-torch paths."""
+        return (not self.host_arrays and self.spec.family != "marigold"
+                and str(self._device).startswith("cuda"))
+
+    def upload(self, rgb: np.ndarray) -> np.ndarray | UploadedImage:
+        """Start copying an HxWx3 uint8 image to the device, to give to :meth:`predict` later:
+        upload frame N+1, then predict frame N, and the copy overlaps frame N's work. Returns at
+        once (after a host copy into pinned memory). Where images are not uploaded (CPU and
+        host-array backends) it checks ``rgb`` and returns it, so callers need no branch."""
+        if not self.device_upload:
+            check_rgb(rgb)
+            return rgb
+        if self._uploader is None:
+            from .processing import ImageUploader
+
+            self._uploader = ImageUploader(self._device)
+        return self._uploader.upload(rgb)
+
+    def predict(self, rgb: np.ndarray | UploadedImage, fx_px: float | None = None,
+                prompt_depth_m: np.ndarray | None = None, rays: Any = None) -> DepthPrediction:
+        """HxWx3 uint8 RGB (or what :meth:`upload` returned for it) → depth at HxW.
 
         ``fx_px``: focal length in pixels of this image (from K) for the metric scale of the models
         with ``spec.takes_focal``: Depth Pro (else its own FOV estimate), Depth Anything 3 Metric
         (required). ``prompt_depth_m``: metric depth (NaN/<=0 invalid; a low-resolution
         depth image or sparse samples on the image grid) for Prompt Depth Anything, pooled and
         hole-filled by :func:`~depth_perception.depth.processing.prompt_from_depth`.
+        ``rays``: HxWx2 float32 viewing rays of the image (``CameraModel.normalized_rays()``, or
+        :func:`~depth_perception.depth.device_cloud.pinhole_rays` on this estimator's device, which
+        saves their upload every frame): the prediction then carries ``points``, the organised
+        cloud of ``values``, made on the device where the depth is and copied back with the depth
+        in one copy.
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        if isinstance(rgb, np.ndarray) and self.device_upload:
+            rgb = self.upload(rgb)  # pinned staging, then used at once: no overlap, same path
+        if isinstance(rgb, UploadedImage) and (self._uploader is None or not self.device_upload):
+            raise ValueError("an UploadedImage is only for the estimator whose upload() made it")
         if self.spec.family == "marigold":
             check_rgb(rgb)  # preprocess checks it on the other path
             values = self.backend.predict(rgb, self.input_size)
             timings["inference"] = (time.perf_counter() - t0) * 1e3
             timings["total"] = timings["inference"]
-            return DepthPrediction(values, self.kind, timings)
+            points = None if rays is None else _backproject_host(values, np.asarray(_cpu(rays)))
+            return DepthPrediction(values, self.kind, timings, points=points)
         if self.host_arrays:
             x, geo = preprocess_numpy(rgb, self.spec, self.input_size, self.max_aspect_ratio)
+        elif isinstance(rgb, UploadedImage):
+            x, geo = preprocess(self._uploader.take(rgb), self.spec, self.input_size,
+                                device=self._device, max_aspect_ratio=self.max_aspect_ratio)
+            self._uploader.release(rgb)
         else:
             x, geo = preprocess(rgb, self.spec, self.input_size, device=self._device,
                                 max_aspect_ratio=self.max_aspect_ratio)
@@ -299,6 +343,7 @@ class DepthEstimator:
         timings["inference"] = (t2 - t1) * 1e3
         pred = out["predicted_depth"]
         fov = None
+        points = None
         if self.spec.family == "depth_pro":
             fov = float(np.asarray(_cpu(out["field_of_view"])).reshape(-1)[0])
             inv = depth_pro_inverse_depth(_cpu(pred), geo, fx_px=fx_px, fov_deg=fov)
@@ -307,11 +352,20 @@ class DepthEstimator:
             from .depth_anything_3 import metric_depth_m
 
             values = metric_depth_m(postprocess(pred, geo), geo, fx_px)
+        elif rays is not None and not isinstance(pred, np.ndarray):
+            from .device_cloud import depth_and_cloud_to_host
+
+            depth = postprocess_tensor(pred, geo)
+            device_rays = _torch_on(rays, depth.device)
+            values, points = depth_and_cloud_to_host(depth, device_rays)
         else:
             values = postprocess(pred, geo)
+        if rays is not None and points is None:
+            points = _backproject_host(values, np.asarray(_cpu(rays)))
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return DepthPrediction(values.astype(np.float32, copy=False), self.kind, timings, fov)
+        return DepthPrediction(values.astype(np.float32, copy=False), self.kind, timings, fov,
+                               points)
 
     def _prompt(self, prompt_depth_m: np.ndarray | None, x: Any) -> Any:
         if "prompt_depth" not in self.spec.extra_inputs:
@@ -406,6 +460,23 @@ def openvino_int8_options(spec: ModelSpec) -> dict[str, Any]:
 
 def _cpu(x: Any) -> Any:
     return x.detach().cpu() if hasattr(x, "detach") else x
+
+
+def _torch_on(x: Any, device: Any) -> Any:
+    """A torch tensor of ``x`` on ``device`` (no copy when it is there already)."""
+    import torch
+
+    return torch.as_tensor(x, device=device)
+
+
+def _backproject_host(depth_m: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """HxW depth and HxWx2 rays (numpy) → HxWx3 float32 cloud: ``CameraModel.backproject``'s
+    arithmetic, for the host-array backends (no torch)."""
+    if rays.shape != (*depth_m.shape, 2):
+        raise ValueError(f"rays must be HxWx2 for depth {depth_m.shape}, got {rays.shape}")
+    z = np.asarray(depth_m, dtype=np.float32)
+    r = rays.astype(np.float32, copy=False)
+    return np.stack([r[..., 0] * z, r[..., 1] * z, z], axis=-1)
 
 
 def _round_up(x: int, m: int) -> int:

@@ -9,6 +9,9 @@ the shorter side goes to ``input_size`` and both sides are rounded to the patch 
 centred on a zero (= mean colour) border (``fixed``: letterbox, never squashed).
 
 Post: 1xh×w network output → HxW float32 at the input resolution (border cropped, bilinear resize).
+
+On a CUDA device, :class:`ImageUploader` stages frames through pinned memory on an upload stream of
+its own, so that the next frame's copy overlaps this frame's work (``DepthEstimator.upload``).
 """
 
 from __future__ import annotations
@@ -76,15 +79,21 @@ def check_rgb(rgb: Any) -> None:
         raise ValueError(f"image must be uint8, got {rgb.dtype}")
 
 
-def preprocess(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = None, device: Any = "cpu",
+def preprocess(rgb: Any, spec: ModelSpec, input_size: int | None = None, device: Any = "cpu",
                dtype: Any = None, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> tuple[Any, Geometry]:
-    """HxWx3 uint8 RGB → (1x3xh×w normalised torch tensor on ``device``, geometry)."""
+    """HxWx3 uint8 RGB (numpy, or a torch tensor already on ``device``: :meth:`ImageUploader.take`)
+    → (1x3xh×w normalised torch tensor on ``device``, geometry)."""
     import torch
     import torch.nn.functional as F
 
-    check_rgb(rgb)
-    geo = network_geometry(rgb.shape[0], rgb.shape[1], spec, input_size, max_aspect_ratio)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    if isinstance(rgb, torch.Tensor):
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != torch.uint8:
+            raise ValueError(f"image must be an HxWx3 uint8 tensor, got {tuple(rgb.shape)} {rgb.dtype}")
+        x = rgb.to(device)
+    else:
+        check_rgb(rgb)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    geo = network_geometry(x.shape[0], x.shape[1], spec, input_size, max_aspect_ratio)
     x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     if geo.content_hw != geo.image_hw:
         # antialias only matters (and only costs) when shrinking
@@ -100,6 +109,97 @@ def preprocess(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = None, 
     if dtype is not None:
         x = x.to(dtype)
     return x.contiguous(), geo
+
+
+@dataclass(frozen=True)
+class UploadedImage:
+    """An HxWx3 uint8 image queued for the device by :meth:`ImageUploader.upload`; give it to
+    :meth:`ImageUploader.take` (``DepthEstimator.predict`` does) before the uploader's slots wrap."""
+
+    slot: int
+    generation: int
+    shape: tuple[int, int, int]
+
+
+class ImageUploader:
+    """HxWx3 uint8 host images → device tensors through pinned staging buffers and an upload stream
+    of their own, so that frame N+1's copy runs while frame N is still being computed (CUDA only).
+
+        staged = uploader.upload(rgb_next)     # returns at once; the copy is queued
+        ...                                     # frame N's work on the current stream
+        x = uploader.take(staged)               # HxWx3 uint8 on the device, ordered after its copy
+        ...preprocess(x)...; uploader.release(staged)
+
+    ``slots`` images may be staged and not yet taken; one more overwrites the oldest (``take`` then
+    raises). Host side: ``upload`` copies the image into the slot's pinned buffer, first waiting for
+    that buffer's previous copy to the device to finish. Device side: a slot's copy waits until the
+    frame that last used its device buffer has been released (read by the current stream). Use from
+    one thread (the one that calls ``predict``).
+    """
+
+    def __init__(self, device: Any, slots: int = 2) -> None:
+        import torch
+
+        self._torch = torch
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ValueError(f"the pinned upload path is for CUDA devices, got {self.device}")
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self._stream = torch.cuda.Stream(device=self.device)
+        self._count = int(slots)
+        self._shape: tuple[int, int, int] | None = None
+        self._host: list[Any] = []  # pinned HxWx3 uint8 CPU tensors
+        self._dev: list[Any] = []  # HxWx3 uint8 device tensors
+        self._copied: list[Any] = []  # per slot: recorded on the upload stream after its copy
+        self._released: list[Any] = []  # per slot: recorded on the consumer's stream after use
+        self._generation = [0] * self._count
+        self._uploads = 0
+
+    def _allocate(self, shape: tuple[int, int, int]) -> None:
+        torch = self._torch
+        torch.cuda.synchronize(self.device)  # queued copies may still use the old buffers
+        self._host = [torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+                      for _ in range(self._count)]
+        self._dev = [torch.empty(shape, dtype=torch.uint8, device=self.device)
+                     for _ in range(self._count)]
+        self._copied = [torch.cuda.Event() for _ in range(self._count)]
+        self._released = [torch.cuda.Event() for _ in range(self._count)]
+        self._shape = shape
+
+    def upload(self, rgb: np.ndarray) -> UploadedImage:
+        """Queue the copy of ``rgb`` (HxWx3 uint8) to the device; returns once the image is in the
+        pinned buffer (the caller may then reuse ``rgb``)."""
+        torch = self._torch
+        check_rgb(rgb)
+        shape = (int(rgb.shape[0]), int(rgb.shape[1]), 3)
+        if shape != self._shape:
+            self._allocate(shape)
+        i = self._uploads % self._count
+        self._uploads += 1
+        self._generation[i] = self._uploads
+        self._copied[i].synchronize()  # the pinned buffer's previous copy has left it
+        np.copyto(self._host[i].numpy(), rgb)
+        self._stream.wait_event(self._released[i])  # the device buffer's last frame has been read
+        with torch.cuda.stream(self._stream):
+            self._dev[i].copy_(self._host[i], non_blocking=True)
+            self._copied[i].record(self._stream)
+        return UploadedImage(i, self._uploads, shape)
+
+    def take(self, staged: UploadedImage) -> Any:
+        """The staged image as an HxWx3 uint8 device tensor; the current stream waits for its copy
+        (no host synchronisation). Call :meth:`release` once the work reading it is queued."""
+        torch = self._torch
+        if staged.shape != self._shape or self._generation[staged.slot] != staged.generation:
+            raise ValueError(f"the uploaded image was overwritten: at most {self._count} images "
+                             "may be uploaded and not yet predicted")
+        torch.cuda.current_stream(self.device).wait_event(self._copied[staged.slot])
+        return self._dev[staged.slot]
+
+    def release(self, staged: UploadedImage) -> None:
+        """The work that reads ``staged`` is queued on the current stream: its slot's next copy
+        will wait for it."""
+        self._released[staged.slot].record(self._torch.cuda.current_stream(self.device))
 
 
 def _resize_bicubic(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -168,6 +268,12 @@ def postprocess(pred: Any, geo: Geometry) -> np.ndarray:
     ``align_corners=False``), so the ONNX Runtime path needs no torch."""
     if isinstance(pred, np.ndarray):
         return _postprocess_numpy(pred, geo)
+    return postprocess_tensor(pred, geo).cpu().numpy().astype(np.float32, copy=False)
+
+
+def postprocess_tensor(pred: Any, geo: Geometry) -> Any:
+    """Network output (1xh×w or h×w torch tensor) → HxW float32 torch tensor at the input
+    resolution, on the prediction's device (what :func:`postprocess` copies back)."""
     import torch
     import torch.nn.functional as F
 
@@ -183,7 +289,7 @@ def postprocess(pred: Any, geo: Geometry) -> np.ndarray:
     t = t[:, top:top + ch, left:left + cw]
     if geo.content_hw != geo.image_hw:
         t = F.interpolate(t.unsqueeze(0), size=geo.image_hw, mode="bilinear", align_corners=False)[0]
-    return t[0].cpu().numpy().astype(np.float32, copy=False)
+    return t[0]
 
 
 def _postprocess_numpy(pred: np.ndarray, geo: Geometry) -> np.ndarray:

@@ -197,6 +197,17 @@ class TensorRTBackend:
         with self._lock:
             return self._require().run(feeds)
 
+    def execute_bound(self) -> Any:
+        """Run the engine once on the device buffers the last :meth:`infer` filled, without copies;
+        returns the torch CUDA stream it is queued on (:meth:`EngineRunner.execute`). For measuring
+        the engine's own time; the torch runner only."""
+        with self._lock:
+            runner = self._require()
+            if not isinstance(runner, EngineRunner):
+                raise RuntimeError("execute_bound needs the torch runner (import torch before "
+                                   "loading the engine)")
+            return runner.execute()
+
     # -- ownership -------------------------------------------------------------------------------
 
     def _require(self) -> EngineRunner | HostEngineRunner:

@@ -174,6 +174,19 @@ class EngineRunner:
             # waits for the caller's stream) cannot overwrite them.
             return {n: self._buffers[n].to(torch.float32, copy=True) for n in self.output_names}
 
+    def execute(self) -> Any:
+        """Queue the engine once more on its bound buffers as the last :meth:`run` left them (no
+        copy in, no copy out, nothing waited for) and return the runner's torch stream it is queued
+        on: the engine's own time, for benchmarks (time it with CUDA events on that stream)."""
+        context = self._require_context()
+        if not self._bound:
+            raise RuntimeError(f"engine {self.source.name} has no bound buffers yet: run() it once")
+        with self._torch.cuda.device(self.device):
+            if not context.execute_async_v3(self._stream.cuda_stream):
+                raise RuntimeError(f"TensorRT failed to run engine {self.source.name} "
+                                   "(its log messages say why)")
+        return self._stream
+
     def close(self) -> None:
         if self._stream is not None:
             try:

@@ -143,3 +143,57 @@ def test_bad_arguments_are_named() -> None:
         est.predict(RGB.astype(np.float32))
     with pytest.raises(ValueError, match="takes no prompt"):
         est.predict(RGB, prompt_depth_m=np.ones((4, 4), np.float32))
+
+
+def test_rays_give_the_organised_cloud_of_the_depth() -> None:
+    from depth_perception.camera import CameraModel
+
+    cam = CameraModel.from_intrinsics(150.0, 150.0, 85.0, 64.0, RGB.shape[1], RGB.shape[0])
+    est = DepthEstimator("depth_anything_v2_metric_indoor_small_tiny", random_init=True, log=None)
+    pred = est.predict(RGB, rays=cam.normalized_rays())
+    assert pred.points is not None and pred.points.dtype == np.float32
+    np.testing.assert_array_equal(pred.points, cam.backproject(pred.values))
+    assert est.predict(RGB).points is None
+
+
+def test_on_the_cpu_upload_is_a_checked_pass_through() -> None:
+    est = DepthEstimator("depth_anything_v2_small_tiny", random_init=True, log=None, device="cpu")
+    assert not est.device_upload
+    assert est.upload(RGB) is RGB
+    np.testing.assert_array_equal(est.predict(est.upload(RGB)).values, est.predict(RGB).values)
+    with pytest.raises(ValueError, match="HxWx3"):
+        est.upload(RGB[..., 0])
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_a_frame_uploaded_ahead_gives_the_same_depth_and_cloud() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from depth_perception.camera import CameraModel
+    from depth_perception.depth.device_cloud import pinhole_rays
+
+    cam = CameraModel.from_intrinsics(150.0, 150.0, 85.0, 64.0, RGB.shape[1], RGB.shape[0])
+    est = DepthEstimator("depth_anything_v2_small_tiny", random_init=True, log=None,
+                         backend="torch", device="cuda")
+    assert est.device_upload
+    other = np.ascontiguousarray(RGB[::-1])
+    reference = est.predict(RGB).values
+    staged = est.upload(RGB)
+    staged_next = est.upload(other)  # its copy overlaps the prediction below
+    pred = est.predict(staged, rays=pinhole_rays(cam.K, *RGB.shape[:2], device="cuda"))
+    np.testing.assert_allclose(pred.values, reference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(pred.points, cam.backproject(pred.values))
+    assert est.predict(staged_next).values.shape == RGB.shape[:2]
+
+
+def test_host_array_backends_give_the_same_cloud_without_torch_ops(tmp_path) -> None:
+    from depth_perception.camera import CameraModel
+
+    from onnx_helpers import tiny_depth_onnx
+
+    cam = CameraModel.from_intrinsics(150.0, 150.0, 85.0, 64.0, RGB.shape[1], RGB.shape[0])
+    est = DepthEstimator("depth_anything_v2_small", backend="onnxruntime", log=None, threads=1,
+                         onnx_path=tiny_depth_onnx(tmp_path / "depth.onnx"))
+    pred = est.predict(est.upload(RGB), rays=cam.normalized_rays())
+    np.testing.assert_array_equal(pred.points, cam.backproject(pred.values))

@@ -163,3 +163,60 @@ def test_numpy_postprocessing_matches_the_torch_path(name: str, hw: tuple[int, i
     from_torch = postprocess(torch.from_numpy(pred), geo)
     assert from_numpy.shape == hw and from_numpy.dtype == np.float32
     np.testing.assert_allclose(from_numpy, from_torch, atol=1e-4)
+
+
+# ------------------------------------------------------------------------ images uploaded ahead
+
+
+def test_preprocess_takes_an_image_already_on_the_device_as_a_tensor() -> None:
+    rgb = data.astronaut()[::4, ::3]
+    x_np, geo_np = preprocess(rgb, DA)
+    x_t, geo_t = preprocess(torch.from_numpy(np.ascontiguousarray(rgb)), DA)
+    assert geo_t == geo_np
+    torch.testing.assert_close(x_t, x_np, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess(torch.zeros(10, 10, 3), DA)
+
+
+def test_the_pinned_uploader_is_for_cuda_devices_only() -> None:
+    from depth_perception.depth.processing import ImageUploader
+
+    with pytest.raises(ValueError, match="CUDA"):
+        ImageUploader("cpu")
+
+
+def _cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+
+
+@pytest.mark.gpu
+def test_uploaded_images_arrive_intact_while_the_next_is_being_copied() -> None:
+    from depth_perception.depth.processing import ImageUploader
+
+    _cuda()
+    up = ImageUploader("cuda", slots=2)
+    frames = [np.random.default_rng(i).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+              for i in range(5)]
+    staged = up.upload(frames[0])
+    for i in range(len(frames)):
+        nxt = up.upload(frames[i + 1]) if i + 1 < len(frames) else None  # queued ahead
+        got = up.take(staged)
+        assert got.is_cuda
+        np.testing.assert_array_equal(got.cpu().numpy(), frames[i])
+        up.release(staged)
+        staged = nxt
+
+
+@pytest.mark.gpu
+def test_an_upload_overwritten_before_use_is_refused() -> None:
+    from depth_perception.depth.processing import ImageUploader
+
+    _cuda()
+    up = ImageUploader("cuda", slots=2)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    first = up.upload(rgb)
+    up.upload(rgb)
+    up.upload(rgb)  # the third wraps onto the first's slot
+    with pytest.raises(ValueError, match="overwritten"):
+        up.take(first)
