@@ -6,13 +6,16 @@ The node runs as users run it, in its own process (`python -m depth_perception.r
 Fast DDS profile the launch file gives it); this process feeds it and subscribes to its outputs
 like a consumer in another process (RViz, a grasp planner). One frame at a time, interleaved: the
 pipeline called directly here, then the same frame through the node (A B A B ...), so machine
-noise lands on both sides alike; the next frame is sent when the previous one is done.
+noise lands on both sides alike; the next frame is sent when the previous one is done. Half the
+frames with the scene cloud subscribed (RViz), then half without it (a grasp planner: depth, regions
+and the label image), since the node builds and publishes the 6 MB cloud only for a subscriber.
 
     .venv/bin/python bench/node.py [--frames 300] [--width 640 --height 480] [--model NAME]
 
 Re-executes itself inside a loopback-only network namespace (scripts/netns.sh) when needed.
 Target: what the node adds (DDS transport of the four input messages, conversion in and out,
-publishing depth, the scene cloud and the label image) <= 5 % of the frame time; RSS flat.
+publishing the outputs) <= 5 % of the frame: the node process's CPU per frame (all its threads)
+against the direct call's; end-to-end latency beside it. RSS flat.
 """
 
 from __future__ import annotations
@@ -110,8 +113,6 @@ def main() -> None:
     frame = Frame(scene.rgb, cam, right_rgb=scene.right_rgb, right_camera=right_cam)
     for _ in range(3):  # warm-up: first calls pay for kernel selection / JIT, as in the node
         pipeline.process(frame)
-    direct: list[float] = []
-    direct_stages: dict[str, list[float]] = {}
 
     node = subprocess.Popen(
         [sys.executable, "-m", "depth_perception.ros.node", "--ros-args",
@@ -127,13 +128,14 @@ def main() -> None:
     if not args.model:
         inputs += [("right/image", t.Image), ("right/camera_info", t.CameraInfo)]
     pubs = {name: tester.create_publisher(cls, name, qos) for name, cls in inputs}
-    arrived: dict[int, float] = {}  # the frame's last output (labels and points both in)
+    arrived: dict[int, float] = {}  # the frame's last output (labels, and points if subscribed)
     depth_at: dict[int, float] = {}  # depth goes out before segmentation
     tester.create_subscription(t.Image, "depth", lambda m: depth_at.setdefault(
         M.stamp_to_ns(m.header.stamp), time.perf_counter()), qos)
     labels_at: dict[int, float] = {}
     points_at: dict[int, float] = {}
     diagnostics: dict[str, str] = {}
+    wants_points = [True]
 
     def on_diagnostics(array) -> None:
         for status in array.status:
@@ -142,16 +144,17 @@ def main() -> None:
 
     tester.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
 
-    def done_when_both(own: dict[int, float], other: dict[int, float]):
+    def done_when_all(own: dict[int, float]):
         def on_message(m) -> None:
             stamp = M.stamp_to_ns(m.header.stamp)
             own.setdefault(stamp, time.perf_counter())
-            if stamp in other:  # the frame's last output: the frame is done
-                arrived.setdefault(stamp, max(own[stamp], other[stamp]))
+            needed = (labels_at, points_at) if wants_points[0] else (labels_at,)
+            if all(stamp in seen for seen in needed):  # the frame's last output: it is done
+                arrived.setdefault(stamp, max(seen[stamp] for seen in needed))
         return on_message
 
-    tester.create_subscription(t.Image, "regions/labels", done_when_both(labels_at, points_at), qos)
-    tester.create_subscription(t.PointCloud2, "points", done_when_both(points_at, labels_at), qos)
+    tester.create_subscription(t.Image, "regions/labels", done_when_all(labels_at), qos)
+    points_sub = tester.create_subscription(t.PointCloud2, "points", done_when_all(points_at), qos)
 
     def send(i: int) -> int:
         stamp = 1_000_000_000 + i * 33_000_000
@@ -185,37 +188,58 @@ def main() -> None:
         while stamp not in arrived and time.monotonic() < end:
             executor.spin_once(timeout_sec=0.01)
 
-    latencies, depth_latencies, rss = [], [], []
-    direct_cpu: list[float] = []
-    node_cpu_before = thread_cpu_s(node.pid)
+    def run_phase(frames: int, first: int) -> dict:
+        """``frames`` frames, each called directly then sent through the node (A B A B ...)."""
+        latencies, depth_latencies, direct, direct_cpu = [], [], [], []
+        direct_stages: dict[str, list[float]] = {}
+        before = thread_cpu_s(node.pid)
+        for i in range(frames):
+            t0, c0 = time.perf_counter(), time.process_time()  # A: the pipeline called directly
+            result = pipeline.process(frame)
+            direct.append((time.perf_counter() - t0) * 1e3)
+            direct_cpu.append((time.process_time() - c0) * 1e3)  # OpenCV's threads too
+            for name, ms in result.timings_ms.items():
+                direct_stages.setdefault(name, []).append(ms)
+            for seen in (arrived, depth_at, labels_at, points_at):
+                seen.clear()
+            stamp, sent = send(first + i)  # B: the same frame through the node
+            deadline = sent + 5.0
+            while stamp not in arrived and time.perf_counter() < deadline:
+                executor.spin_once(timeout_sec=0.01)
+            if stamp in arrived:
+                latencies.append((arrived[stamp] - sent) * 1e3)
+            if stamp in depth_at:
+                depth_latencies.append((depth_at[stamp] - sent) * 1e3)
+            if (first + i) % 50 == 0:
+                rss.append(rss_mb(node.pid))
+        after = thread_cpu_s(node.pid)
+        diagnostics.clear()
+        end = time.monotonic() + 2.5  # a diagnostics round after the last frame
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        suffix = " latency mean (ms)"
+        n = max(len(latencies), 1)
+        return {"frames": frames, "latencies": latencies, "depth_latencies": depth_latencies,
+                "direct": direct, "direct_cpu": direct_cpu, "direct_stages": direct_stages,
+                "node_threads": {k: 1e3 * (v - before.get(k, 0.0)) / n for k, v in after.items()},
+                "stages": {k[:-len(suffix)]: float(v) for k, v in diagnostics.items()
+                           if k.endswith(suffix)}}
+
+    # Two subscriber sets, one after the other: with RViz's full scene cloud (6 MB a frame), then
+    # what a grasp planner takes (depth, regions, the label image); the node builds and publishes
+    # the cloud only while someone subscribes to it.
+    rss: list[float] = []
     started = time.perf_counter()
-    for i in range(args.frames):
-        t0, c0 = time.perf_counter(), time.process_time()  # A: the pipeline called directly
-        result = pipeline.process(frame)
-        direct.append((time.perf_counter() - t0) * 1e3)
-        direct_cpu.append((time.process_time() - c0) * 1e3)  # OpenCV's threads too
-        for name, ms in result.timings_ms.items():
-            direct_stages.setdefault(name, []).append(ms)
-        for seen in (arrived, depth_at, labels_at, points_at):
-            seen.clear()
-        stamp, sent = send(i + 2)  # B: the same frame through the node
-        deadline = sent + 5.0
-        while stamp not in arrived and time.perf_counter() < deadline:
-            executor.spin_once(timeout_sec=0.01)
-        if stamp in arrived:
-            latencies.append((arrived[stamp] - sent) * 1e3)
-        if stamp in depth_at:
-            depth_latencies.append((depth_at[stamp] - sent) * 1e3)
-        if i % 50 == 0:
-            rss.append(rss_mb(node.pid))
+    phases = {"depth, regions, labels and the scene cloud subscribed": run_phase(
+        args.frames // 2, 2)}
+    tester.destroy_subscription(points_sub)
+    wants_points[0] = False
+    time.sleep(1.0)  # the node's publisher sees the subscription gone
+    executor.spin_once(timeout_sec=0.1)
+    phases["depth, regions and labels subscribed (no scene cloud)"] = run_phase(
+        args.frames - args.frames // 2, 2 + args.frames // 2)
     elapsed = time.perf_counter() - started
-    node_cpu_after = thread_cpu_s(node.pid)
     rss.append(rss_mb(node.pid))
-    end = time.monotonic() + 2.5  # a diagnostics round after the last frame
-    while time.monotonic() < end:
-        executor.spin_once(timeout_sec=0.05)
-    suffix = " latency mean (ms)"
-    stages = {k[:-len(suffix)]: float(v) for k, v in diagnostics.items() if k.endswith(suffix)}
     node.send_signal(2)
     try:
         node.wait(timeout=20)
@@ -224,35 +248,48 @@ def main() -> None:
     tester.destroy_node()
     rclpy.try_shutdown()
 
-    d50 = statistics.median(direct)
-    lat = np.array(latencies)
-    p50, p99 = np.percentile(lat, [50, 99])
-    overhead = (p50 - d50) / d50
-    warm = rss[min(2, len(rss) - 1)]
     source = f"{args.model} {args.precision} {args.input_size}" if args.model else "stereo SGBM"
-    print(f"frames {args.frames} at {w}x{h} ({source}, geometric masks, depth + points subscribed), "
-          f"{len(latencies)} answered, {elapsed:.1f} s")
+    print(f"frames {args.frames} at {w}x{h} ({source}, geometric masks), {elapsed:.1f} s")
+    for subscribed, ph in phases.items():
+        report(subscribed, ph, source, w, h)
+    warm = rss[min(2, len(rss) - 1)]
+    print(f"{'node RSS after warm-up → end':<38} {warm:8.1f} → {rss[-1]:.1f} MB "
+          f"(growth {rss[-1] - warm:+.1f} MB; samples every 50 frames: "
+          f"{' '.join(f'{r:.0f}' for r in rss)})")
+    goals.record("bench/node.py", f"node RSS growth over {args.frames} frames", "flat",
+                 f"{warm:.0f} → {rss[-1]:.0f} MB", rss[-1] - warm <= 0.05 * warm)
+
+
+def report(subscribed: str, ph: dict, source: str, w: int, h: int) -> None:
+    """One subscriber set's figures, and its goal row."""
+    latencies, stages = ph["latencies"], ph["stages"]
+    print(f"\n-- {subscribed}: {len(latencies)} of {ph['frames']} frames answered")
+    if not latencies:
+        goals.record("bench/node.py", f"ROS overhead, {source} {w}x{h}, {subscribed}", "<= 5 %",
+                     "no frame answered", False)
+        return
+    d50 = statistics.median(ph["direct"])
+    p50, p99 = np.percentile(np.array(latencies), [50, 99])
+    overhead = (p50 - d50) / d50
     print(f"{'pipeline called directly (interleaved)':<38} p50 {d50:8.1f} ms")
     print(f"{'through DDS (publish → frame done)':<38} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms")
-    if depth_latencies:
-        d_p50, d_p99 = np.percentile(depth_latencies, [50, 99])
+    if ph["depth_latencies"]:
+        d_p50, d_p99 = np.percentile(ph["depth_latencies"], [50, 99])
         print(f"{'  of which publish → depth arrives':<38} p50 {d_p50:8.1f} ms   p99 {d_p99:8.1f} ms "
               "(depth goes out before segmentation)")
     print("node-side stage means over its last 50 frames (ms, /diagnostics): "
           + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
-    print("the same stages called directly, means over all frames (ms): "
-          + ", ".join(f"{k} {statistics.fmean(v):.1f}" for k, v in direct_stages.items()))
+    print("the same stages called directly, means (ms): "
+          + ", ".join(f"{k} {statistics.fmean(v):.1f}" for k, v in ph["direct_stages"].items()))
     # What the node costs: its process's CPU per frame (every thread: executor, worker, DDS, OpenCV's
     # pool) against the same pipeline called directly (this process's CPU during the call, OpenCV's
     # pool included). Latency on 2 shared cores also holds this process's own receiving of the
     # outputs (a consumer's cost, not the node's), so the wall-time ratio is printed beside it.
-    frames = max(len(latencies), 1)
-    per_thread = {k: 1e3 * (v - node_cpu_before.get(k, 0.0)) / frames
-                  for k, v in node_cpu_after.items()}
+    per_thread = ph["node_threads"]
     node_cpu = sum(per_thread.values())
-    c50 = statistics.fmean(direct_cpu)  # a mean, as the node's (its total over the frames)
-    cpu_overhead = (node_cpu - c50) / c50
-    print(f"{'CPU per frame: pipeline called directly':<38} mean {c50:7.1f} ms (all threads)")
+    c_mean = statistics.fmean(ph["direct_cpu"])  # a mean, as the node's (its total over the frames)
+    cpu_overhead = (node_cpu - c_mean) / c_mean
+    print(f"{'CPU per frame: pipeline called directly':<38} mean {c_mean:7.1f} ms (all threads)")
     print(f"{'CPU per frame: node process':<38} mean {node_cpu:7.1f} ms (all threads: "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1])
                       if v >= 0.05) + ")")
@@ -261,20 +298,15 @@ def main() -> None:
     print(f"{'end to end vs direct call, wall':<38} {100 * overhead:8.1f} %   ({p50:.1f} vs "
           f"{d50:.1f} ms; with the consumer's receiving, on the same 2 cores)")
     inside = stages.get("total", float("nan")) + stages.get("convert_in", 0.0)
-    overhead_in = (p50 - inside) / inside
-    print(f"{'  ... vs the pipeline time in the node':<38} {100 * overhead_in:8.1f} %   "
+    print(f"{'  ... vs the pipeline time in the node':<38} {100 * (p50 - inside) / inside:8.1f} %   "
           f"({p50:.1f} ms end to end vs {inside:.1f} ms pipeline + input conversion)")
-    print(f"{'node RSS after warm-up → end':<38} {warm:8.1f} → {rss[-1]:.1f} MB "
-          f"(growth {rss[-1] - warm:+.1f} MB; samples every 50 frames: "
-          f"{' '.join(f'{r:.0f}' for r in rss)})")
-    goals.record("bench/node.py", f"ROS overhead, {source} {w}x{h} (node process CPU per frame vs "
-                 "the direct call's)", "<= 5 %",
-                 f"{100 * cpu_overhead:.1f} % ({node_cpu:.0f} vs {c50:.0f} ms)", cpu_overhead <= 0.05,
-                 f"node publish stage {stages.get('publish', float('nan')):.0f} ms (depth, scene "
-                 f"cloud, labels, regions); end to end {p50:.0f} vs {d50:.0f} ms wall "
-                 f"({100 * overhead:+.0f} %, the consumer's receiving on the same 2 cores included)")
-    goals.record("bench/node.py", f"node RSS growth over {args.frames} frames", "flat",
-                 f"{warm:.0f} → {rss[-1]:.0f} MB", rss[-1] - warm <= 0.05 * warm)
+    goals.record("bench/node.py", f"ROS overhead, {source} {w}x{h}, {subscribed} (node process "
+                 "CPU per frame vs the direct call's)", "<= 5 %",
+                 f"{100 * cpu_overhead:.1f} % ({node_cpu:.0f} vs {c_mean:.0f} ms)",
+                 cpu_overhead <= 0.05,
+                 f"node publish stage {stages.get('publish', float('nan')):.0f} ms; end to end "
+                 f"{p50:.0f} vs {d50:.0f} ms wall ({100 * overhead:+.0f} %, the consumer's "
+                 "receiving on the same 2 cores included)")
 
 
 if __name__ == "__main__":
