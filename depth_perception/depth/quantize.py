@@ -10,13 +10,28 @@ MatMuls (SmoothQuant). What to keep in fp32 for accuracy was measured by ``bench
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .onnx_export import INPUT_NAME
+
+
+@contextmanager
+def _nncf_warnings_only() -> Iterator[None]:
+    """NNCF logs a line per layer at INFO (it sets its logger to INFO when imported): noise in a
+    node's log or a benchmark's report. Only its warnings and errors, for the duration."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def nncf_available() -> bool:
@@ -64,8 +79,9 @@ def quantize_openvino_int8(src: str | os.PathLike, dst: str | os.PathLike,
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if ignored is not None:
         kwargs["ignored_scope"] = ignored
-    quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {INPUT_NAME: x}),
-                              subset_size=len(inputs), **kwargs)
+    with _nncf_warnings_only():
+        quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {INPUT_NAME: x}),
+                                  subset_size=len(inputs), **kwargs)
     dst.parent.mkdir(parents=True, exist_ok=True)
     # compress_to_fp16=False: the fp32 layers stay fp32 on disk (fp16 storage would round them)
     ov.save_model(quantized, str(dst), compress_to_fp16=False)
@@ -87,7 +103,8 @@ def compress_openvino_int8_weights(src: str | os.PathLike, dst: str | os.PathLik
         raise FileNotFoundError(f"ONNX model not found: {src}")
     if dst.suffix != ".xml":
         raise ValueError(f"an OpenVINO IR is written as .xml (+ .bin), got {dst}")
-    compressed = nncf.compress_weights(ov.Core().read_model(str(src)))
+    with _nncf_warnings_only():
+        compressed = nncf.compress_weights(ov.Core().read_model(str(src)))
     dst.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(compressed, str(dst), compress_to_fp16=False)
     return dst
