@@ -203,19 +203,24 @@ class ImageUploader:
 
 
 def _resize_bicubic(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """HxWxC float32 → hxwxC float32, the torch path's bicubic: antialiased when shrinking (torch's
-    antialias filter is Pillow's: :func:`_antialias_weights`), OpenCV's bicubic (the same
-    a = -0.75 kernel and half-pixel centres as torch) when enlarging."""
+    """HxWxC (C <= 4) uint8 or float32 → hxwxC float32 (same value scale), the torch path's
+    bicubic: antialiased when shrinking (torch's antialias filter is Pillow's:
+    :func:`_antialias_weights`), OpenCV's bicubic (the same a = -0.75 kernel and half-pixel centres
+    as torch) when enlarging."""
     import cv2
 
     h, w = hw
     if h < img.shape[0]:
-        # separable: rows first (fewest output rows), then columns, each one sparse product
+        # separable, columns first as Pillow: each pass one sparse product over the rows of a
+        # transposed image (cv2.transpose moves whole pixels: far cheaper than a numpy transpose
+        # of the interleaved channels)
         H, W, C = img.shape
-        rows = _antialias_weights(H, h) @ img.reshape(H, W * C)  # h x (W*C)
-        cols = _antialias_weights(W, w) @ rows.reshape(h, W, C).transpose(1, 0, 2).reshape(W, h * C)
-        return np.ascontiguousarray(cols.reshape(w, h, C).transpose(1, 0, 2), dtype=np.float32)
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+        t = cv2.transpose(np.ascontiguousarray(img)).reshape(W, H * C)
+        cols = (_antialias_weights(W, w) @ t).astype(np.float32, copy=False)  # w x (H*C)
+        t = cv2.transpose(cols.reshape(w, H, C)).reshape(H, w * C)
+        rows = _antialias_weights(H, h) @ t  # h x (w*C)
+        return rows.reshape(h, w, C).astype(np.float32, copy=False)
+    return cv2.resize(np.asarray(img, np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 @lru_cache(maxsize=8)
@@ -252,13 +257,20 @@ def preprocess_numpy(rgb: np.ndarray, spec: ModelSpec, input_size: int | None = 
     normalisation)."""
     check_rgb(rgb)
     geo = network_geometry(rgb.shape[0], rgb.shape[1], spec, input_size, max_aspect_ratio)
-    x = rgb.astype(np.float32) / np.float32(255.0)
     if geo.content_hw != geo.image_hw:
-        x = np.clip(_resize_bicubic(x, geo.content_hw), 0.0, 1.0)
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+        # resampled in grey levels (linear: the same as resampling x / 255), from the uint8 image
+        x = np.clip(_resize_bicubic(rgb, geo.content_hw), 0.0, 255.0)
+    else:
+        x = rgb.astype(np.float32)
+    # x / 255, then (x - mean) / std: one multiply-add per channel, into the network's layout
+    std = np.asarray(spec.std, np.float32)
+    scale = (np.float32(1.0 / 255.0) / std)[:, None, None]
+    offset = (-np.asarray(spec.mean, np.float32) / std)[:, None, None]
     out = np.zeros((1, 3, *geo.net_hw), np.float32)  # zero border = the mean colour
     (top, left), (ch, cw) = geo.offset_yx, geo.content_hw
-    out[0, :, top:top + ch, left:left + cw] = x.transpose(2, 0, 1)
+    content = out[0, :, top:top + ch, left:left + cw]
+    np.multiply(x.transpose(2, 0, 1), scale, out=content)
+    content += offset
     return out, geo
 
 

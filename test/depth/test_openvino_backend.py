@@ -63,3 +63,25 @@ def test_an_exported_zoo_model_runs_on_openvino_as_on_onnxruntime(tmp_path) -> N
     a = DepthEstimator(spec, backend="openvino", **kw).predict(RGB).values
     b = DepthEstimator(spec, backend="onnxruntime", **kw).predict(RGB).values
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_a_dynamic_size_model_is_compiled_for_each_shape_it_sees(tmp_path) -> None:
+    """Compiled for one input shape, OpenVINO runs faster than with dynamic sizes; a camera's frames
+    share one shape, another aspect ratio gets its own, and the oldest of too many is let go."""
+    pytest.importorskip("openvino", reason="optional backend: pip install openvino")
+    from depth_perception.depth.openvino_backend import STATIC_SHAPES, OpenVinoBackend
+
+    onnx = tiny_depth_onnx(tmp_path / "depth.onnx")
+    ov = OpenVinoBackend(onnx, threads=1)
+    ort = DepthEstimator("depth_anything_v2_small", backend="onnxruntime", onnx_path=onnx,
+                         device="cpu", threads=1, log=None).backend
+    rng = np.random.default_rng(0)
+    shapes = [(1, 3, 28, 42), (1, 3, 42, 28), (1, 3, 28, 28), (1, 3, 28, 42)]
+    for shape in shapes:
+        x = rng.standard_normal(shape).astype(np.float32)
+        got = ov.infer(x)["predicted_depth"]
+        assert got.shape == (1, *shape[2:])
+        np.testing.assert_allclose(got, ort.infer(x)["predicted_depth"], rtol=1e-4, atol=1e-4)
+    kept = [dict(key)["pixel_values"] for key in ov._compiled]
+    assert len(kept) == STATIC_SHAPES and kept[-1] == shapes[-1]
+    assert all(len(shape) == 4 for shape in kept)
