@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_export_parser(sub)
     engine.add_build_engine_parser(sub)
     return parser
+
+
 #: the commands that run the pipeline frame after frame (see :mod:`depth_perception.threads`)
 FRAME_COMMANDS = ("predict", "demo", "bag")
 
